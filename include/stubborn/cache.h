@@ -1,0 +1,104 @@
+/*
+ * cache: a sharded table of response bytes, keyed by the lower-cased qname,
+ * qtype, qclass and the DO/CD bits, hashed with SipHash (libsodium) under a
+ * random key so clients cannot aim at one bucket.
+ *
+ * Stored responses carry no OPT (it is per hop) and get ID 0; a lookup
+ * copies the bytes out under the shard lock with every TTL rewritten to the
+ * time left, so callers never hold pointers into shared memory and a hit
+ * allocates nothing.  Each shard has a byte budget (max_bytes / shards) and
+ * evicts its least recently used entries first; expired entries are kept for
+ * stale_max_age seconds so serve-stale can use them, then dropped.
+ * Thread-safe: one mutex per shard.
+ */
+#ifndef STUBBORN_CACHE_H
+#define STUBBORN_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stubborn/wire.h"
+
+#define CACHE_KEY_MAX (WIRE_NAME_MAX + 5)
+#define CACHE_KEY_DO 0x1
+#define CACHE_KEY_CD 0x2
+
+struct cache;
+
+enum cache_result {
+	CACHE_MISS = 0,
+	CACHE_FRESH,  /* within its TTL */
+	CACHE_STALE,  /* expired, but within stale_max_age */
+};
+
+struct cache_hit {
+	uint32_t ttl_left;   /* seconds of TTL left (0 when stale) */
+	uint32_t stale_s;    /* seconds since expiry (0 when fresh) */
+	uint32_t ttl;        /* the TTL it was stored with */
+	uint8_t rcode;       /* RCODE of the stored response */
+};
+
+struct cache_stats {
+	uint64_t entries;
+	uint64_t bytes;
+	uint64_t hits;
+	uint64_t stale_hits;
+	uint64_t misses;
+	uint64_t stores;
+	uint64_t evictions;
+};
+
+/*
+ * Writes the cache key for a question into key (>= CACHE_KEY_MAX bytes):
+ * the lower-cased wire name, qtype, qclass and flags (CACHE_KEY_*).
+ * Returns the key length.  qname_len <= WIRE_NAME_MAX.
+ */
+size_t
+cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
+    uint16_t qtype, uint16_t qclass, unsigned flags);
+
+/*
+ * A cache of at most max_bytes (entries plus their bookkeeping), split into
+ * shards (rounded up to a power of two, >= 1).  Returns NULL on ENOMEM.
+ */
+struct cache *
+cache_new(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s);
+
+/* Frees the cache and every entry; NULL is fine. */
+void
+cache_free(struct cache *c);
+
+/*
+ * Stores a copy of resp (a whole DNS message without OPT) under key for ttl
+ * seconds from now_ms, replacing any entry with that key and evicting least
+ * recently used entries of the shard to stay in budget.  Every RR's TTL is
+ * rewritten on lookup, so resp's own TTLs do not matter.  Returns 0,
+ * -EBADMSG (resp does not parse), -E2BIG (larger than a shard's budget),
+ * -EINVAL (ttl 0) or -ENOMEM.
+ */
+int
+cache_store(struct cache *c, const uint8_t *key, size_t klen,
+    const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms);
+
+/*
+ * Looks key up at now_ms.  On a fresh or stale hit, copies the response into
+ * out (capacity cap) with the ID zero and every TTL (OPT excepted) set to the
+ * time left (fresh) or stale_ttl (stale), fills *hit and *out_len, and marks
+ * the entry recently used.  An entry expired for longer than stale_max_age is
+ * removed and reported as a miss.  A hit that does not fit in cap is a miss.
+ */
+enum cache_result
+cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
+    uint32_t stale_ttl, uint8_t *out, size_t cap, size_t *out_len,
+    struct cache_hit *hit);
+
+/* Removes the entry under key, if any.  Returns true if one was removed. */
+bool
+cache_remove(struct cache *c, const uint8_t *key, size_t klen);
+
+/* Sums the shards' counters (each shard read under its lock). */
+void
+cache_get_stats(struct cache *c, struct cache_stats *out);
+
+#endif

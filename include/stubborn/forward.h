@@ -1,0 +1,78 @@
+/*
+ * forward: one worker's in-flight table.  A miss joins an identical query
+ * already in flight (coalescing) or starts one: a fresh random ID and source
+ * port per upstream query, replies matched on address, port, ID and question
+ * (RFC 5452), TC -> TCP, FORMERR to EDNS -> plain DNS, timeouts and errors ->
+ * the next upstream, and once all failed SERVFAIL with an Extended DNS Error.
+ * Good answers go into the cache and to every waiter.
+ */
+#ifndef STUBBORN_FORWARD_H
+#define STUBBORN_FORWARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "stubborn/wire.h"
+
+struct event_base;
+struct config;
+struct cache;
+struct metrics_worker;
+struct forward;
+struct fwd_client;
+
+/*
+ * Delivers a reply to a client, or (msg NULL) tells its owner that no reply
+ * will come.  Called exactly once per accepted waiter.
+ */
+typedef void (*fwd_reply_fn)(const struct fwd_client *cl, const uint8_t *msg,
+    size_t len);
+
+/* Who asked, as the listener knows it; copied by forward_query. */
+struct fwd_client {
+	fwd_reply_fn reply;
+	size_t max_len;                /* reply size limit (UDP: client size) */
+	int fd;                        /* UDP: the socket the query came in on */
+	struct sockaddr_storage peer;  /* UDP/TCP: the client address */
+	socklen_t peer_len;
+	void *conn;                    /* TCP: the listener's connection */
+	bool tcp;
+};
+
+/* A forwarder on base; cfg, cache and met must outlive it.  NULL on ENOMEM. */
+struct forward *
+forward_new(struct event_base *base, const struct config *cfg,
+    struct cache *cache, struct metrics_worker *met);
+
+/*
+ * Releases every in-flight query; waiters are told no reply will come
+ * (reply(cl, NULL, 0)).  NULL is fine.
+ */
+void
+forward_free(struct forward *f);
+
+/*
+ * Resolves the client query (query, len, parsed as *q) under cache key
+ * key/klen.  On 0 the forwarder owns the waiter and will call cl->reply
+ * exactly once.  -EBUSY: the in-flight table or the query's waiter list is
+ * full, -ESHUTDOWN: draining, -ENOMEM; the caller answers (SERVFAIL) itself.
+ */
+int
+forward_query(struct forward *f, const uint8_t *query, size_t len,
+    const struct wire_query *q, const uint8_t *key, size_t klen,
+    const struct fwd_client *cl);
+
+/* Number of queries in flight. */
+size_t
+forward_inflight(const struct forward *f);
+
+/*
+ * Stops taking queries; done(arg) runs (from the event loop) once nothing is
+ * in flight, at once if nothing is.
+ */
+void
+forward_drain(struct forward *f, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * listen: the client-facing sockets of one worker (UDP and TCP on every
+ * configured address, SO_REUSEPORT so each worker has its own) and the
+ * per-query pipeline: parse -> cache -> forward.
+ */
+#ifndef STUBBORN_LISTEN_H
+#define STUBBORN_LISTEN_H
+
+#include <stddef.h>
+
+struct event_base;
+struct config;
+struct cache;
+struct forward;
+struct metrics_worker;
+struct listen;
+
+/*
+ * Opens and binds every listen address on base.  On failure returns NULL
+ * and writes one line naming the address and the cause into err; *errnum
+ * gets the errno (EADDRINUSE, EACCES, ...).  cfg, fwd, cache and met must
+ * outlive the listener.
+ */
+struct listen *
+listen_new(struct event_base *base, const struct config *cfg,
+    struct forward *fwd, struct cache *cache, struct metrics_worker *met,
+    char *err, size_t errlen, int *errnum);
+
+/*
+ * Stops reading new queries: closes the listening sockets; TCP connections
+ * close once their in-flight queries are answered.
+ */
+void
+listen_stop(struct listen *l);
+
+/* Number of client TCP connections still open. */
+size_t
+listen_tcp_open(const struct listen *l);
+
+/* Closes everything and frees l; NULL is fine. */
+void
+listen_free(struct listen *l);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * metrics: per-worker counters, summed on scrape, and the /metrics /health
+ * /ready endpoints over evhttp.  Each worker writes only its own slot (relaxed
+ * atomics, no shared cache line between workers); the scraper reads them all.
+ */
+#ifndef STUBBORN_METRICS_H
+#define STUBBORN_METRICS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct event_base;
+struct evbuffer;
+
+/* Counter ids; names and help texts live in metrics.c. */
+enum metrics_counter {
+	MET_QUERIES_UDP = 0,
+	MET_QUERIES_TCP,
+	MET_CACHE_HITS,
+	MET_CACHE_MISSES,
+	MET_COALESCED,
+	MET_REPLIES_FORMERR,
+	MET_REPLIES_NOTIMP,
+	MET_REPLIES_BADVERS,
+	MET_REPLIES_REFUSED,
+	MET_REPLIES_SERVFAIL,
+	MET_REPLIES_TRUNCATED,
+	MET_DROPPED,
+	MET_UPSTREAM_QUERIES,
+	MET_UPSTREAM_ANSWERS,
+	MET_UPSTREAM_TIMEOUTS,
+	MET_UPSTREAM_ERRORS,
+	MET_UPSTREAM_MISMATCHED,
+	MET_UPSTREAM_MALFORMED,
+	MET_UPSTREAM_TCP_FALLBACKS,
+	MET_UPSTREAM_EDNS_FALLBACKS,
+	MET_TCP_ACCEPTED,
+	MET_TCP_REJECTED,
+	MET_TCP_IDLE_CLOSED,
+	MET_INFLIGHT_OVERFLOW,
+	MET_COUNT
+};
+
+struct metrics_worker {
+	_Atomic uint64_t c[MET_COUNT];
+	char pad[64];
+};
+
+struct metrics;
+
+/* Writes extra gauge lines (Prometheus text) at scrape time. */
+typedef void (*metrics_extra_fn)(void *arg, struct evbuffer *out);
+/* True when the daemon is ready to serve (for /ready). */
+typedef bool (*metrics_ready_fn)(void *arg);
+
+/* Counters for nworkers workers; NULL on ENOMEM. */
+struct metrics *
+metrics_new(unsigned nworkers);
+
+/* Frees the counters and the HTTP server, if started; NULL is fine. */
+void
+metrics_free(struct metrics *m);
+
+/* The slot of worker i (i < nworkers); valid until metrics_free. */
+struct metrics_worker *
+metrics_worker(struct metrics *m, unsigned i);
+
+static inline void
+metrics_inc(struct metrics_worker *w, enum metrics_counter c)
+{
+	/* Single writer per slot: a relaxed load and store, no locked add. */
+	uint64_t v = atomic_load_explicit(&w->c[c], memory_order_relaxed);
+	atomic_store_explicit(&w->c[c], v + 1, memory_order_relaxed);
+}
+
+/* Sum of one counter over all workers. */
+uint64_t
+metrics_sum(struct metrics *m, enum metrics_counter c);
+
+/*
+ * Serves /metrics, /health and /ready on addr with evhttp on base.  extra and
+ * ready may be NULL.  Returns 0, or -errno with err (errlen) naming the cause.
+ */
+int
+metrics_start_http(struct metrics *m, struct event_base *base,
+    const struct sockaddr *addr, socklen_t alen, metrics_extra_fn extra,
+    metrics_ready_fn ready, void *arg, char *err, size_t errlen);
+
+/* Appends every counter in Prometheus text format (stubborn_ prefix). */
+void
+metrics_write(struct metrics *m, struct evbuffer *out);
+
+#endif

@@ -1,0 +1,32 @@
+/*
+ * rng: all randomness comes from libsodium (a CSPRNG), because upstream query
+ * IDs and source ports are the only defence against off-path spoofing
+ * (RFC 5452).
+ */
+#ifndef STUBBORN_RNG_H
+#define STUBBORN_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Initialises libsodium; returns 0 or -EIO.  Call once before threads. */
+int
+rng_init(void);
+
+/* Uniform in [0, upper); upper 0 returns 0. */
+uint32_t
+rng_uniform(uint32_t upper);
+
+/* A fresh 16-bit DNS message ID. */
+uint16_t
+rng_id(void);
+
+/* A source port uniform in [1024, 65535]. */
+uint16_t
+rng_port(void);
+
+/* Fills buf with random bytes (hash keys, secrets). */
+void
+rng_bytes(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,529 @@
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "stubborn/cache.h"
+#include "stubborn/clock.h"
+#include "stubborn/config.h"
+#include "stubborn/forward.h"
+#include "stubborn/listen.h"
+#include "stubborn/log.h"
+#include "stubborn/metrics.h"
+#include "stubborn/wire.h"
+
+#define UDP_BATCH 32
+#define UDP_BUF 4096            /* larger client queries are not DNS we serve */
+#define TCP_MAX_PIPELINE 64     /* queries in flight per connection */
+
+struct udp_sock {
+	struct listen *l;
+	int fd;
+	struct event *ev;        /* added by listen_new, freed by close_udp */
+};
+
+struct tcp_conn {
+	struct listen *l;
+	struct tcp_conn *prev, *next;
+	struct bufferevent *bev; /* freed by conn_close; NULL once closed */
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	unsigned inflight;       /* queries whose reply is still owed */
+	bool paused;             /* reading stopped at TCP_MAX_PIPELINE */
+};
+
+struct listen {
+	struct event_base *base;
+	const struct config *cfg;
+	struct forward *fwd;
+	struct cache *cache;
+	struct metrics_worker *met;
+	struct udp_sock udp[CONFIG_MAX_LISTEN];
+	size_t n_udp;
+	struct evconnlistener *tcp[CONFIG_MAX_LISTEN];
+	size_t n_tcp;
+	struct tcp_conn *conns;
+	size_t n_conns;
+	bool stopped;
+	uint8_t rbuf[UDP_BATCH][UDP_BUF];
+	uint8_t out[WIRE_MSG_MAX + 1024];
+};
+
+/* Connections of all workers together, against tcp-max-connections. */
+static _Atomic unsigned tcp_total;
+
+static int open_socket(const struct config_addr *a, int type, char *err,
+    size_t errlen, int *errnum);
+static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg);
+static void tcp_read_cb(struct bufferevent *bev, void *arg);
+static void tcp_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_close(struct tcp_conn *c);
+static void conn_release(struct tcp_conn *c);
+static void udp_reply(const struct fwd_client *cl, const uint8_t *msg,
+    size_t len);
+static void tcp_reply(const struct fwd_client *cl, const uint8_t *msg,
+    size_t len);
+static void process(struct listen *l, const uint8_t *pkt, size_t len,
+    struct fwd_client *cl);
+static void answer_error(struct listen *l, const uint8_t *pkt, size_t len,
+    const struct wire_query *q, int rcode, int ede, const char *text,
+    struct fwd_client *cl);
+static bool answer_from_cache(struct listen *l, const uint8_t *pkt,
+    const struct wire_query *q, const uint8_t *key, size_t klen,
+    struct fwd_client *cl);
+
+static int
+open_socket(const struct config_addr *a, int type, char *err, size_t errlen,
+    int *errnum)
+{
+	int one = 1, fd;
+
+	fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	/* Each worker binds its own socket; the kernel spreads the load. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+		goto fail;
+	if (type == SOCK_STREAM)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (a->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
+		goto fail;
+	if (type == SOCK_STREAM && listen(fd, 256) < 0)
+		goto fail;
+	return fd;
+fail:
+	*errnum = errno;
+	snprintf(err, errlen, "cannot listen on %s (%s): %s%s", a->text,
+	    type == SOCK_STREAM ? "tcp" : "udp", strerror(*errnum),
+	    *errnum == EADDRINUSE ?
+		" (another DNS server holds it; for 127.0.0.53 that is "
+		"usually systemd-resolved's stub listener: set "
+		"DNSStubListener=no in /etc/systemd/resolved.conf)" :
+		"");
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+struct listen *
+listen_new(struct event_base *base, const struct config *cfg,
+    struct forward *fwd, struct cache *cache, struct metrics_worker *met,
+    char *err, size_t errlen, int *errnum)
+{
+	struct listen *l = calloc(1, sizeof(*l));
+
+	*errnum = ENOMEM;
+	if (l == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	l->base = base;
+	l->cfg = cfg;
+	l->fwd = fwd;
+	l->cache = cache;
+	l->met = met;
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		const struct config_addr *a = &cfg->listen[i];
+		struct udp_sock *u = &l->udp[l->n_udp];
+		int fd = open_socket(a, SOCK_DGRAM, err, errlen, errnum);
+		if (fd < 0)
+			goto fail;
+		u->l = l;
+		u->fd = fd;
+		l->n_udp++;
+		u->ev = event_new(base, fd, EV_READ | EV_PERSIST, udp_read_cb, u);
+		if (u->ev == NULL || event_add(u->ev, NULL) < 0)
+			goto fail_mem;
+		fd = open_socket(a, SOCK_STREAM, err, errlen, errnum);
+		if (fd < 0)
+			goto fail;
+		l->tcp[l->n_tcp] = evconnlistener_new(base, accept_cb, l,
+		    LEV_OPT_CLOSE_ON_FREE, -1, fd);
+		if (l->tcp[l->n_tcp] == NULL) {
+			close(fd);
+			goto fail_mem;
+		}
+		l->n_tcp++;
+	}
+	return l;
+fail_mem:
+	*errnum = ENOMEM;
+	snprintf(err, errlen, "out of memory setting up listeners");
+fail:
+	listen_free(l);
+	return NULL;
+}
+
+void
+listen_stop(struct listen *l)
+{
+	struct tcp_conn *c, *next;
+
+	if (l->stopped)
+		return;
+	l->stopped = true;
+	for (size_t i = 0; i < l->n_udp; i++) {
+		if (l->udp[i].ev) {
+			event_free(l->udp[i].ev);
+			l->udp[i].ev = NULL;
+		}
+		close(l->udp[i].fd);
+		l->udp[i].fd = -1;
+	}
+	for (size_t i = 0; i < l->n_tcp; i++) {
+		evconnlistener_free(l->tcp[i]);
+		l->tcp[i] = NULL;
+	}
+	l->n_tcp = 0;
+	for (c = l->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->inflight == 0)
+			conn_close(c);
+		else
+			bufferevent_disable(c->bev, EV_READ);
+	}
+}
+
+size_t
+listen_tcp_open(const struct listen *l)
+{
+	return l->n_conns;
+}
+
+void
+listen_free(struct listen *l)
+{
+	if (l == NULL)
+		return;
+	listen_stop(l);
+	/* Connections still owed replies are freed by their last reply. */
+	while (l->conns != NULL) {
+		struct tcp_conn *c = l->conns;
+		conn_close(c);
+		if (l->conns == c) {
+			/* Still referenced by the forwarder, which is gone first. */
+			l->conns = c->next;
+			free(c);
+		}
+	}
+	free(l);
+}
+
+static void
+udp_reply(const struct fwd_client *cl, const uint8_t *msg, size_t len)
+{
+	if (msg == NULL)
+		return;
+	/* A full socket buffer loses this reply; the client will retry. */
+	(void)sendto(cl->fd, msg, len, 0, (const struct sockaddr *)&cl->peer,
+	    cl->peer_len);
+}
+
+static void
+udp_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct udp_sock *u = arg;
+	struct listen *l = u->l;
+	struct mmsghdr mm[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sockaddr_storage peers[UDP_BATCH];
+	struct fwd_client cl;
+	int n;
+
+	memset(mm, 0, sizeof(mm));
+	for (int i = 0; i < UDP_BATCH; i++) {
+		iov[i].iov_base = l->rbuf[i];
+		iov[i].iov_len = UDP_BUF;
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+		mm[i].msg_hdr.msg_name = &peers[i];
+		mm[i].msg_hdr.msg_namelen = sizeof(peers[i]);
+	}
+	n = recvmmsg(fd, mm, UDP_BATCH, MSG_DONTWAIT, NULL);
+	for (int i = 0; i < n; i++) {
+		metrics_inc(l->met, MET_QUERIES_UDP);
+		if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
+			metrics_inc(l->met, MET_DROPPED);
+			continue;
+		}
+		memset(&cl, 0, sizeof(cl));
+		cl.reply = udp_reply;
+		cl.fd = fd;
+		memcpy(&cl.peer, &peers[i], mm[i].msg_hdr.msg_namelen);
+		cl.peer_len = mm[i].msg_hdr.msg_namelen;
+		process(l, l->rbuf[i], mm[i].msg_len, &cl);
+	}
+}
+
+static void
+process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
+{
+	struct wire_query q;
+	enum wire_verdict v = wire_parse_query(pkt, len, &q);
+	uint8_t key[CACHE_KEY_MAX];
+	size_t klen;
+	int r;
+
+	cl->max_len = cl->tcp ? WIRE_MSG_MAX :
+				wire_udp_limit(&q, l->cfg->edns_buffer_size);
+	switch (v) {
+	case WIRE_ACCEPT:
+		break;
+	case WIRE_DROP:
+		metrics_inc(l->met, MET_DROPPED);
+		cl->reply(cl, NULL, 0);
+		return;
+	case WIRE_NOTIMP:
+		metrics_inc(l->met, MET_REPLIES_NOTIMP);
+		answer_error(l, pkt, len, &q, WIRE_RCODE_NOTIMP, -1, NULL, cl);
+		return;
+	case WIRE_BADVERS:
+		metrics_inc(l->met, MET_REPLIES_BADVERS);
+		answer_error(l, pkt, len, &q, WIRE_RCODE_BADVERS, -1, NULL, cl);
+		return;
+	case WIRE_REFUSED:
+		metrics_inc(l->met, MET_REPLIES_REFUSED);
+		answer_error(l, pkt, len, &q, WIRE_RCODE_REFUSED,
+		    WIRE_EDE_NOT_SUPPORTED, "zone transfers are not served", cl);
+		return;
+	case WIRE_FORMERR:
+	default:
+		metrics_inc(l->met, MET_REPLIES_FORMERR);
+		answer_error(l, pkt, len, &q, WIRE_RCODE_FORMERR, -1, NULL, cl);
+		return;
+	}
+	klen = cache_make_key(key, pkt + q.q.name_off, q.q.name_len, q.q.qtype,
+	    q.q.qclass, (q.do_bit ? CACHE_KEY_DO : 0) |
+		((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0));
+	if (answer_from_cache(l, pkt, &q, key, klen, cl))
+		return;
+	metrics_inc(l->met, MET_CACHE_MISSES);
+	r = forward_query(l->fwd, pkt, len, &q, key, klen, cl);
+	if (r < 0)
+		answer_error(l, pkt, len, &q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
+		    r == -ESHUTDOWN ? "shutting down" : "too many queries in flight",
+		    cl);
+}
+
+static bool
+answer_from_cache(struct listen *l, const uint8_t *pkt,
+    const struct wire_query *q, const uint8_t *key, size_t klen,
+    struct fwd_client *cl)
+{
+	struct cache_hit hit;
+	size_t len;
+	int n;
+
+	if (q->q.qtype == WIRE_TYPE_ANY)
+		return false;
+	if (cache_lookup(l->cache, key, klen, clock_now_ms(), 0, l->out,
+		WIRE_MSG_MAX, &len, &hit) != CACHE_FRESH)
+		return false;
+	n = wire_make_reply(l->out, len, sizeof(l->out), cl->max_len, pkt, q,
+	    l->cfg->edns_buffer_size, -1, NULL);
+	if (n < 0)
+		return false;
+	metrics_inc(l->met, MET_CACHE_HITS);
+	if (WIRE_FLAGS(l->out) & WIRE_TC)
+		metrics_inc(l->met, MET_REPLIES_TRUNCATED);
+	cl->reply(cl, l->out, (size_t)n);
+	return true;
+}
+
+static void
+answer_error(struct listen *l, const uint8_t *pkt, size_t len,
+    const struct wire_query *q, int rcode, int ede, const char *text,
+    struct fwd_client *cl)
+{
+	int n = wire_build_error(l->out, sizeof(l->out), pkt, len, q, rcode,
+	    l->cfg->edns_buffer_size, ede, text);
+
+	if (rcode == WIRE_RCODE_SERVFAIL)
+		metrics_inc(l->met, MET_REPLIES_SERVFAIL);
+	cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
+}
+
+static void
+accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct listen *l = arg;
+	struct tcp_conn *c;
+	struct timeval idle;
+	unsigned total = atomic_fetch_add(&tcp_total, 1) + 1;
+
+	if (total > l->cfg->tcp_max_connections || l->stopped) {
+		atomic_fetch_sub(&tcp_total, 1);
+		metrics_inc(l->met, MET_TCP_REJECTED);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		atomic_fetch_sub(&tcp_total, 1);
+		close(fd);
+		return;
+	}
+	c->l = l;
+	memcpy(&c->peer, sa, (size_t)salen);
+	c->peer_len = (socklen_t)salen;
+	c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		atomic_fetch_sub(&tcp_total, 1);
+		close(fd);
+		free(c);
+		return;
+	}
+	metrics_inc(l->met, MET_TCP_ACCEPTED);
+	c->next = l->conns;
+	if (l->conns)
+		l->conns->prev = c;
+	l->conns = c;
+	l->n_conns++;
+	idle.tv_sec = l->cfg->tcp_idle_timeout_ms / 1000;
+	idle.tv_usec = (l->cfg->tcp_idle_timeout_ms % 1000) * 1000;
+	/* Slow readers and silent clients both run into the idle timeout. */
+	bufferevent_set_timeouts(c->bev, &idle, &idle);
+	bufferevent_setcb(c->bev, tcp_read_cb, NULL, tcp_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ);
+}
+
+static void
+tcp_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *c = arg;
+	struct listen *l = c->l;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	struct fwd_client cl;
+	uint8_t lenb[2];
+	uint8_t *msg;
+	size_t mlen;
+
+	while (c->bev != NULL && !l->stopped) {
+		if (c->inflight >= TCP_MAX_PIPELINE) {
+			/* Back-pressure: the rest waits in the socket buffer. */
+			bufferevent_disable(bev, EV_READ);
+			c->paused = true;
+			return;
+		}
+		if (evbuffer_copyout(in, lenb, 2) < 2)
+			return;
+		mlen = wire_u16(lenb);
+		if (evbuffer_get_length(in) < mlen + 2)
+			return;
+		evbuffer_drain(in, 2);
+		msg = evbuffer_pullup(in, (ssize_t)mlen);
+		if (msg == NULL && mlen > 0) {
+			conn_close(c);
+			return;
+		}
+		metrics_inc(l->met, MET_QUERIES_TCP);
+		memset(&cl, 0, sizeof(cl));
+		cl.reply = tcp_reply;
+		cl.tcp = true;
+		cl.conn = c;
+		cl.fd = -1;
+		memcpy(&cl.peer, &c->peer, c->peer_len);
+		cl.peer_len = c->peer_len;
+		c->inflight++;
+		process(l, msg ? msg : lenb, mlen, &cl);
+		if (c->bev != NULL)
+			evbuffer_drain(in, mlen);
+	}
+}
+
+static void
+tcp_reply(const struct fwd_client *cl, const uint8_t *msg, size_t len)
+{
+	struct tcp_conn *c = cl->conn;
+	uint8_t lenb[2];
+
+	if (msg != NULL && c->bev != NULL) {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		wire_put16(lenb, (uint16_t)len);
+		evbuffer_add(out, lenb, 2);
+		evbuffer_add(out, msg, len);
+	}
+	conn_release(c);
+}
+
+/* One owed reply was sent (or will never come). */
+static void
+conn_release(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+
+	c->inflight--;
+	if (c->bev == NULL) {
+		if (c->inflight == 0)
+			free(c);
+		return;
+	}
+	if (l->stopped && c->inflight == 0) {
+		/* Draining: close once the last answer is flushed. */
+		bufferevent_disable(c->bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+			conn_close(c);
+		return;
+	}
+	if (c->paused && c->inflight < TCP_MAX_PIPELINE / 2) {
+		c->paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+		tcp_read_cb(c->bev, c);
+	}
+}
+
+static void
+tcp_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct tcp_conn *c = arg;
+
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+	    c->inflight > 0) {
+		/* Waiting for our own upstream is not the client being idle. */
+		bufferevent_enable(bev, EV_READ);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		metrics_inc(c->l->met, MET_TCP_IDLE_CLOSED);
+	conn_close(c);
+}
+
+/*
+ * Closes the socket at once; the struct lives on while the forwarder still
+ * owes it replies (conn_release frees it then).
+ */
+static void
+conn_close(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+
+	if (c->bev == NULL)
+		return;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	atomic_fetch_sub(&tcp_total, 1);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		l->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	l->n_conns--;
+	if (c->inflight == 0)
+		free(c);
+}

@@ -1,0 +1,204 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/util.h>
+
+#include "stubborn/log.h"
+#include "stubborn/metrics.h"
+
+struct metrics {
+	unsigned nworkers;
+	struct metrics_worker *w;
+	struct evhttp *http;
+	metrics_extra_fn extra;
+	metrics_ready_fn ready;
+	void *arg;
+};
+
+struct counter_desc {
+	const char *name;
+	const char *help;
+};
+
+/* Indexed by enum metrics_counter; the labels group related counters. */
+static const struct counter_desc counters[MET_COUNT] = {
+	[MET_QUERIES_UDP] = {"queries_total{transport=\"udp\"}", "Client queries received."},
+	[MET_QUERIES_TCP] = {"queries_total{transport=\"tcp\"}", NULL},
+	[MET_CACHE_HITS] = {"cache_hits_total", "Queries answered from fresh cache entries."},
+	[MET_CACHE_MISSES] = {"cache_misses_total", "Queries that needed an upstream."},
+	[MET_COALESCED] = {"coalesced_total", "Queries that joined an identical in-flight query."},
+	[MET_REPLIES_FORMERR] = {"replies_total{rcode=\"formerr\"}", "Error replies sent to clients, by RCODE."},
+	[MET_REPLIES_NOTIMP] = {"replies_total{rcode=\"notimp\"}", NULL},
+	[MET_REPLIES_BADVERS] = {"replies_total{rcode=\"badvers\"}", NULL},
+	[MET_REPLIES_REFUSED] = {"replies_total{rcode=\"refused\"}", NULL},
+	[MET_REPLIES_SERVFAIL] = {"replies_total{rcode=\"servfail\"}", NULL},
+	[MET_REPLIES_TRUNCATED] = {"replies_truncated_total", "UDP replies sent with TC=1."},
+	[MET_DROPPED] = {"dropped_total", "Client packets dropped without reply (short, QR=1)."},
+	[MET_UPSTREAM_QUERIES] = {"upstream_queries_total", "Queries sent to upstreams."},
+	[MET_UPSTREAM_ANSWERS] = {"upstream_answers_total", "Valid upstream answers."},
+	[MET_UPSTREAM_TIMEOUTS] = {"upstream_timeouts_total", "Upstream queries that timed out."},
+	[MET_UPSTREAM_ERRORS] = {"upstream_errors_total", "Upstream SERVFAIL/REFUSED/network errors."},
+	[MET_UPSTREAM_MISMATCHED] = {"upstream_mismatched_total", "Upstream replies dropped: wrong ID or question."},
+	[MET_UPSTREAM_MALFORMED] = {"upstream_malformed_total", "Upstream replies that did not parse."},
+	[MET_UPSTREAM_TCP_FALLBACKS] = {"upstream_tcp_fallbacks_total", "Truncated upstream answers retried over TCP."},
+	[MET_UPSTREAM_EDNS_FALLBACKS] = {"upstream_edns_fallbacks_total", "Queries retried without EDNS after FORMERR."},
+	[MET_TCP_ACCEPTED] = {"tcp_connections_total", "Client TCP connections accepted."},
+	[MET_TCP_REJECTED] = {"tcp_rejected_total", "Client TCP connections closed at the limit."},
+	[MET_TCP_IDLE_CLOSED] = {"tcp_idle_closed_total", "Client TCP connections closed when idle."},
+	[MET_INFLIGHT_OVERFLOW] = {"inflight_overflow_total", "Queries refused because the in-flight table was full."},
+};
+
+static void metrics_cb(struct evhttp_request *req, void *arg);
+static void health_cb(struct evhttp_request *req, void *arg);
+static void ready_cb(struct evhttp_request *req, void *arg);
+
+struct metrics *
+metrics_new(unsigned nworkers)
+{
+	struct metrics *m = calloc(1, sizeof(*m));
+
+	if (m == NULL)
+		return NULL;
+	m->nworkers = nworkers ? nworkers : 1;
+	m->w = calloc(m->nworkers, sizeof(*m->w));
+	if (m->w == NULL) {
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	if (m == NULL)
+		return;
+	if (m->http)
+		evhttp_free(m->http);
+	free(m->w);
+	free(m);
+}
+
+struct metrics_worker *
+metrics_worker(struct metrics *m, unsigned i)
+{
+	return &m->w[i < m->nworkers ? i : 0];
+}
+
+uint64_t
+metrics_sum(struct metrics *m, enum metrics_counter c)
+{
+	uint64_t s = 0;
+
+	for (unsigned i = 0; i < m->nworkers; i++)
+		s += atomic_load_explicit(&m->w[i].c[c], memory_order_relaxed);
+	return s;
+}
+
+void
+metrics_write(struct metrics *m, struct evbuffer *out)
+{
+	for (int c = 0; c < MET_COUNT; c++) {
+		const char *name = counters[c].name;
+		size_t base = strcspn(name, "{");
+		if (counters[c].help) {
+			evbuffer_add_printf(out, "# HELP stubborn_%.*s %s\n",
+			    (int)base, name, counters[c].help);
+			evbuffer_add_printf(out, "# TYPE stubborn_%.*s counter\n",
+			    (int)base, name);
+		}
+		evbuffer_add_printf(out, "stubborn_%s %llu\n", name,
+		    (unsigned long long)metrics_sum(m, (enum metrics_counter)c));
+	}
+}
+
+static void
+metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct metrics *m = arg;
+	struct evbuffer *out = evbuffer_new();
+
+	if (out == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	metrics_write(m, out);
+	if (m->extra)
+		m->extra(m->arg, out);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static void
+health_cb(struct evhttp_request *req, void *arg)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	(void)arg;
+	if (out == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	evbuffer_add_printf(out, "ok\n");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static void
+ready_cb(struct evhttp_request *req, void *arg)
+{
+	struct metrics *m = arg;
+	struct evbuffer *out = evbuffer_new();
+	bool ok = m->ready == NULL || m->ready(m->arg);
+
+	if (out == NULL) {
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	evbuffer_add_printf(out, ok ? "ready\n" : "not ready\n");
+	evhttp_send_reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable",
+	    out);
+	evbuffer_free(out);
+}
+
+int
+metrics_start_http(struct metrics *m, struct event_base *base,
+    const struct sockaddr *addr, socklen_t alen, metrics_extra_fn extra,
+    metrics_ready_fn ready, void *arg, char *err, size_t errlen)
+{
+	evutil_socket_t fd;
+	int one = 1, e;
+
+	m->extra = extra;
+	m->ready = ready;
+	m->arg = arg;
+	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, addr, alen) < 0 || listen(fd, 64) < 0)
+		goto fail;
+	m->http = evhttp_new(base);
+	if (m->http == NULL || evhttp_accept_socket(m->http, fd) < 0) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_cb(m->http, "/metrics", metrics_cb, m);
+	evhttp_set_cb(m->http, "/health", health_cb, m);
+	evhttp_set_cb(m->http, "/ready", ready_cb, m);
+	return 0;
+fail:
+	e = errno;
+	snprintf(err, errlen, "%s", strerror(e));
+	if (fd >= 0)
+		close(fd);
+	return -e;
+}
