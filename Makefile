@@ -83,6 +83,7 @@ integration: all
 	BUILD=$(BUILD) sh tests/integration/run.sh
 
 check: deps-test
+	sh tools/check-layers.sh
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) check-config-files

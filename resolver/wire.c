@@ -21,28 +21,21 @@ lower_byte(uint8_t c)
 int
 wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
 {
-	size_t total = 1;
+	uint8_t scratch[WIRE_NAME_MAX];
 
+	/* Following the pointers proves they lead somewhere sane. */
+	if (wire_read_name(msg, len, off, scratch, false) < 0)
+		return -EBADMSG;
 	for (;;) {
-		if (off >= len)
-			return -EBADMSG;
 		uint8_t l = msg[off];
 		if (l == 0) {
 			*next = off + 1;
 			return 0;
 		}
 		if ((l & 0xc0) == 0xc0) {
-			/* The name ends here in this position of the message. */
-			if (off + 1 >= len)
-				return -EBADMSG;
 			*next = off + 2;
 			return 0;
 		}
-		if (l & 0xc0)
-			return -EBADMSG;
-		total += (size_t)l + 1;
-		if (total > WIRE_NAME_MAX)
-			return -EBADMSG;
 		off += (size_t)l + 1;
 	}
 }
@@ -51,27 +44,30 @@ int
 wire_read_name(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
     bool lower)
 {
-	size_t o = 0, limit = off;
+	size_t o = 0, end = len;
 	int jumps = 0;
 
 	for (;;) {
-		if (off >= len)
+		if (off >= end)
 			return -EBADMSG;
 		uint8_t l = msg[off];
 		if ((l & 0xc0) == 0xc0) {
-			if (off + 1 >= len || ++jumps > WIRE_MAX_JUMPS)
+			if (off + 1 >= end || ++jumps > WIRE_MAX_JUMPS)
 				return -EBADMSG;
 			size_t target = ((size_t)(l & 0x3f) << 8) | msg[off + 1];
-			/* Only backwards pointers: no loops, no forward tricks. */
-			if (target >= limit)
+			/*
+			 * Only backwards, and what the pointer leads to must end
+			 * before the pointer: no loops, no overlapping tricks.
+			 */
+			if (target >= off)
 				return -EBADMSG;
-			limit = target;
+			end = off;
 			off = target;
 			continue;
 		}
 		if (l & 0xc0)
 			return -EBADMSG;
-		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > len)
+		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > end)
 			return -EBADMSG;
 		out[o++] = l;
 		if (l == 0)
@@ -150,37 +146,56 @@ done:
 int
 wire_name_from_text(const char *text, uint8_t *out)
 {
-	size_t o = 0, lpos = 0;
+	size_t o = 1, lpos = 0;
 	const char *p = text;
+	bool closed = false;
 
 	if (strcmp(text, ".") == 0) {
 		out[0] = 0;
 		return 1;
 	}
-	if (*p == '\0')
+	if (*p == '\0' || *p == '.')
 		return -EINVAL;
 	out[0] = 0;
-	o = 1;
-	for (; *p != '\0'; p++) {
-		if (*p == '.') {
+	while (*p != '\0') {
+		unsigned c = (unsigned char)*p++;
+		if (c == '.') {
 			size_t l = o - lpos - 1;
 			if (l == 0 || l > 63)
 				return -EINVAL;
 			out[lpos] = (uint8_t)l;
-			if (p[1] == '\0')
+			if (*p == '\0') {
+				closed = true;
 				break;
-			lpos = o;
-			if (++o > WIRE_NAME_MAX)
+			}
+			lpos = o++;
+			if (o > WIRE_NAME_MAX - 1)
 				return -EINVAL;
-			out[lpos] = 0;
 			continue;
+		}
+		if (c == '\\') {
+			/* Presentation escapes: \X and \DDD (RFC 1035 5.1). */
+			if (p[0] >= '0' && p[0] <= '9') {
+				if (!(p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
+					p[2] <= '9'))
+					return -EINVAL;
+				c = (unsigned)(p[0] - '0') * 100 +
+				    (unsigned)(p[1] - '0') * 10 + (unsigned)(p[2] - '0');
+				if (c > 255)
+					return -EINVAL;
+				p += 3;
+			} else if (*p != '\0') {
+				c = (unsigned char)*p++;
+			} else {
+				return -EINVAL;
+			}
 		}
 		if (o + 1 > WIRE_NAME_MAX - 1)
 			return -EINVAL;
-		out[o++] = (uint8_t)*p;
+		out[o++] = (uint8_t)c;
 	}
-	if (*p == '\0') {
-		/* No trailing dot: close the last label. */
+	if (!closed) {
+		/* No trailing (unescaped) dot: close the last label. */
 		size_t l = o - lpos - 1;
 		if (l == 0 || l > 63)
 			return -EINVAL;

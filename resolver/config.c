@@ -1,0 +1,1179 @@
+/*
+ * config: one table row per option drives the file parser, the flag parser,
+ * --help, the defaults and the print-back, so an option is one row and one
+ * struct field instead of a checklist of places to keep in step.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "stubborn/config.h"
+#include "stubborn/log.h"
+
+#define CONFIG_VERSION_TEXT "stubborn 0.1.0"
+#define CONFIG_MAX_WORKERS 64
+/* Interface names in a scope id.  The kernel resolves "lo:1" (an alias) and
+ * names with ']' to an index too, but those would not survive print-back. */
+#define SCOPE_CHARS                                                            \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+enum opt_type {
+	OPT_UINT,      /* decimal in min..max */
+	OPT_SIZE,      /* bytes, optional k/M/G suffix, in min..max */
+	OPT_ADDR_LIST, /* ADDR[:PORT], repeatable */
+	OPT_ADDR,      /* ADDR:PORT or "off" */
+	OPT_LEVEL,     /* error|warn|info|debug */
+	OPT_PATH,      /* any non-empty string that fits the field */
+	OPT_BOOL,      /* flag without a value */
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+/* Where an option may be given. */
+#define OPT_FLAG 0x1
+#define OPT_FILE 0x2
+#define OPT_BOTH (OPT_FLAG | OPT_FILE)
+
+struct opt {
+	const char *name;    /* flag without "--", and the file key */
+	enum opt_type type;
+	unsigned where;      /* OPT_FLAG and/or OPT_FILE */
+	const char *metavar; /* shown by --help */
+	const char *def;     /* default, written as a user would; NULL: none */
+	uint64_t min, max;   /* OPT_UINT, OPT_SIZE */
+	const char *unit;    /* "s" or "ms" for --help; NULL: none */
+	uint16_t port;       /* default port of addresses; 0: required */
+	size_t off;          /* the field in struct config */
+	size_t size;         /* its size in bytes */
+	size_t aux;          /* OPT_ADDR_LIST: the count; OPT_ADDR: on flag */
+	size_t max_n;        /* OPT_ADDR_LIST: capacity */
+	const char *help;
+};
+
+#define FIELD_SIZE(f) sizeof(((struct config *)0)->f)
+#define FIELD(f) .off = offsetof(struct config, f), .size = FIELD_SIZE(f)
+#define LIST(f, n)                                                             \
+	FIELD(f), .aux = offsetof(struct config, n),                           \
+	    .max_n = FIELD_SIZE(f) / sizeof(struct config_addr)
+
+static const struct opt opts[] = {
+	{
+	    .name = "config", .type = OPT_PATH, .where = OPT_FLAG,
+	    .metavar = "FILE", FIELD(config_file),
+	    .help = "read settings from FILE; command-line flags override it",
+	},
+	{
+	    .name = "listen", .type = OPT_ADDR_LIST, .where = OPT_BOTH,
+	    .metavar = "ADDR[:PORT]", .def = "127.0.0.53:53", .port = 53,
+	    LIST(listen, n_listen),
+	    .help = "answer DNS queries on this address, UDP and TCP "
+		    "(repeatable; IPv6 as [::1]:53)",
+	},
+	{
+	    .name = "upstream", .type = OPT_ADDR_LIST, .where = OPT_BOTH,
+	    .metavar = "ADDR[:PORT]", .port = 53, LIST(upstream, n_upstream),
+	    .help = "forward queries to this server (repeatable; default: the "
+		    "nameservers of resolv-conf minus stubborn's own addresses)",
+	},
+	{
+	    .name = "resolv-conf", .type = OPT_PATH, .where = OPT_BOTH,
+	    .metavar = "FILE", .def = "/etc/resolv.conf", FIELD(resolv_conf),
+	    .help = "take upstreams from this file's nameserver lines when "
+		    "none is given",
+	},
+	{
+	    .name = "workers", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "0", .min = 0, .max = CONFIG_MAX_WORKERS,
+	    FIELD(workers),
+	    .help = "threads serving queries, each with its own sockets; "
+		    "0 means one per online CPU",
+	},
+	{
+	    .name = "metrics", .type = OPT_ADDR, .where = OPT_BOTH,
+	    .metavar = "ADDR:PORT", .def = "off", .port = 0, FIELD(metrics),
+	    .aux = offsetof(struct config, metrics_on),
+	    .help = "serve /metrics, /health and /ready over HTTP here, "
+		    "or off",
+	},
+	{
+	    .name = "cache-size", .type = OPT_SIZE, .where = OPT_BOTH,
+	    .metavar = "BYTES", .def = "64M", .min = 64ull << 10,
+	    .max = 64ull << 30, FIELD(cache_size),
+	    .help = "memory for cached answers; suffixes k, M, G are "
+		    "powers of 1024",
+	},
+	{
+	    .name = "log-level", .type = OPT_LEVEL, .where = OPT_BOTH,
+	    .metavar = "LEVEL", .def = "info", FIELD(log_level),
+	    .help = "least severe lines logged: error, warn, info or debug",
+	},
+	{
+	    .name = "min-ttl", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "0", .min = 0, .max = 86400,
+	    .unit = "s", FIELD(min_ttl),
+	    .help = "keep answers cached at least this long, even when "
+		    "their TTL is shorter",
+	},
+	{
+	    .name = "max-ttl", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "86400", .min = 1, .max = 604800,
+	    .unit = "s", FIELD(max_ttl),
+	    .help = "keep answers cached at most this long, even when "
+		    "their TTL is longer",
+	},
+	{
+	    .name = "max-negative-ttl", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "3600", .min = 0, .max = 86400,
+	    .unit = "s", FIELD(max_negative_ttl),
+	    .help = "keep NXDOMAIN and NODATA answers cached at most "
+		    "this long",
+	},
+	{
+	    .name = "edns-buffer-size", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "BYTES", .def = "1232", .min = 512, .max = 4096,
+	    FIELD(edns_buffer_size),
+	    .help = "largest UDP answer offered to upstreams and clients; "
+		    "1232 avoids IP fragmentation",
+	},
+	{
+	    .name = "upstream-timeout", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "MS", .def = "1000", .min = 50, .max = 30000,
+	    .unit = "ms", FIELD(upstream_timeout_ms),
+	    .help = "wait this long for one upstream before trying the next",
+	},
+	{
+	    .name = "tcp-idle-timeout", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "MS", .def = "10000", .min = 100, .max = 300000,
+	    .unit = "ms", FIELD(tcp_idle_timeout_ms),
+	    .help = "close a client TCP connection that sent nothing for "
+		    "this long",
+	},
+	{
+	    .name = "tcp-max-connections", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "150", .min = 1, .max = 100000,
+	    FIELD(tcp_max_connections),
+	    .help = "most client TCP connections kept open at once",
+	},
+	{
+	    .name = "shutdown-timeout", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "MS", .def = "2000", .min = 0, .max = 60000,
+	    .unit = "ms", FIELD(shutdown_timeout_ms),
+	    .help = "on SIGTERM or SIGINT, let in-flight queries finish for "
+		    "at most this long before exiting",
+	},
+	{
+	    .name = "check-config", .type = OPT_BOOL, .where = OPT_FLAG,
+	    FIELD(check_config),
+	    .help = "validate the configuration, print it in config-file "
+		    "syntax and exit",
+	},
+	{
+	    .name = "help", .type = OPT_HELP, .where = OPT_FLAG,
+	    .help = "print this text and exit",
+	},
+	{
+	    .name = "version", .type = OPT_VERSION, .where = OPT_FLAG,
+	    .help = "print the version and exit",
+	},
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* Why a value was refused: "bad value" + "'99' (1..10)". */
+struct why {
+	const char *kind;
+	char detail[192];
+};
+
+/* Where each option's value came from, for messages about combinations. */
+#define ORIGIN_DEFAULT 0
+#define ORIGIN_FLAG (-1)
+#define LIST_MAX                                                               \
+	(CONFIG_MAX_LISTEN > CONFIG_MAX_UPSTREAM ? CONFIG_MAX_LISTEN           \
+						 : CONFIG_MAX_UPSTREAM)
+#define NO_ITEM ((size_t)-1)
+
+struct loader {
+	char *err;
+	size_t errlen;
+	const char *file;     /* the config file, for "file:line:" */
+	int origin[N_OPTS];   /* ORIGIN_*, or the file line that set it */
+	int item_line[N_OPTS][LIST_MAX]; /* file line of each list entry */
+	bool flagged[N_OPTS]; /* given on the command line */
+};
+
+static int fail(struct loader *ld, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int refuse(struct why *why, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static const struct opt *opt_find(const char *name, size_t len);
+static size_t opt_index(const char *name);
+static void *field(const struct opt *o, struct config *cfg);
+static const void *cfield(const struct opt *o, const struct config *cfg);
+static uint64_t uint_get(const struct opt *o, const struct config *cfg);
+static void uint_put(const struct opt *o, struct config *cfg, uint64_t v);
+static int parse_digits(const char **sp, uint64_t *out);
+static int parse_uint(const char *s, uint64_t *out);
+static int parse_v4(const char *host, uint16_t port, struct config_addr *a);
+static int parse_v6(const char *host, uint16_t port, struct config_addr *a);
+static bool addr_same(const struct config_addr *a, const struct config_addr *b);
+static bool addr_is_loopback(const struct config_addr *a);
+static bool addr_is_wildcard(const struct config_addr *a);
+static bool addr_is_own(const struct config *cfg, const struct config_addr *a);
+static void size_text(uint64_t v, char *buf, size_t len);
+static int opt_set(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_uint(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_size(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_list(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_addr(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static void opt_copy(const struct opt *o, struct config *dst,
+    const struct config *src);
+static int set_defaults(struct loader *ld, struct config *cfg);
+static int parse_argv(struct loader *ld, struct config *fl, int argc,
+    char **argv, enum config_outcome *done);
+static int parse_flag(struct loader *ld, struct config *fl, int argc,
+    char **argv, int *i, enum config_outcome *done);
+static int parse_file(struct loader *ld, struct config *cfg);
+static int parse_line(struct loader *ld, struct config *cfg, unsigned lineno,
+    char *line);
+static char *trim(char *s);
+static void origin_prefix(const struct loader *ld, size_t idx, size_t item,
+    char *buf, size_t len);
+static int finish(struct loader *ld, struct config *cfg);
+static int check_upstreams(struct loader *ld, struct config *cfg);
+static int load_resolv(struct loader *ld, struct config *cfg);
+static int resolv_line(char *line, struct config_addr *a);
+static void usage_line(const struct opt *o, FILE *f);
+
+static int
+fail(struct loader *ld, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ld->err, ld->errlen, fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static int
+refuse(struct why *why, const char *kind, const char *fmt, ...)
+{
+	va_list ap;
+
+	why->kind = kind;
+	va_start(ap, fmt);
+	vsnprintf(why->detail, sizeof(why->detail), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+static const struct opt *
+opt_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_OPTS; i++)
+		if (strlen(opts[i].name) == len &&
+		    memcmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+/* Row of an option the code itself names; the name is always there. */
+static size_t
+opt_index(const char *name)
+{
+	return (size_t)(opt_find(name, strlen(name)) - opts);
+}
+
+static void *
+field(const struct opt *o, struct config *cfg)
+{
+	return (char *)cfg + o->off;
+}
+
+static const void *
+cfield(const struct opt *o, const struct config *cfg)
+{
+	return (const char *)cfg + o->off;
+}
+
+/* The uint fields have different widths; the table knows each one. */
+static uint64_t
+uint_get(const struct opt *o, const struct config *cfg)
+{
+	const void *p = cfield(o, cfg);
+
+	switch (o->size) {
+	case 2:
+		return *(const uint16_t *)p;
+	case 4:
+		return *(const uint32_t *)p;
+	default:
+		return *(const uint64_t *)p;
+	}
+}
+
+static void
+uint_put(const struct opt *o, struct config *cfg, uint64_t v)
+{
+	void *p = field(o, cfg);
+
+	switch (o->size) {
+	case 2:
+		*(uint16_t *)p = (uint16_t)v;
+		break;
+	case 4:
+		*(uint32_t *)p = (uint32_t)v;
+		break;
+	default:
+		*(uint64_t *)p = v;
+		break;
+	}
+}
+
+/* strtoull would accept "-1", " 7" and "0x10"; config values are plainer. */
+static int
+parse_digits(const char **sp, uint64_t *out)
+{
+	const char *s = *sp;
+	uint64_t v = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		v = v * 10 + d;
+	}
+	*sp = s;
+	*out = v;
+	return 0;
+}
+
+static int
+parse_uint(const char *s, uint64_t *out)
+{
+	if (parse_digits(&s, out) != 0 || *s != '\0')
+		return -EINVAL;
+	return 0;
+}
+
+int
+config_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v;
+	unsigned shift = 0;
+
+	if (s == NULL || parse_digits(&s, &v) != 0)
+		return -EINVAL;
+	switch (*s) {
+	case '\0':
+		break;
+	case 'k':
+	case 'K':
+		shift = 10;
+		break;
+	case 'm':
+	case 'M':
+		shift = 20;
+		break;
+	case 'g':
+	case 'G':
+		shift = 30;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift != 0 && s[1] != '\0')
+		return -EINVAL;
+	if (v > (UINT64_MAX >> shift))
+		return -EINVAL;
+	*out = v << shift;
+	return 0;
+}
+
+int
+config_parse_addr(const char *s, uint16_t default_port, struct config_addr *out)
+{
+	char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 1];
+	struct config_addr a;
+	const char *h, *hend, *port = NULL, *colon;
+	uint64_t p = default_port;
+	bool v6;
+	int rc;
+
+	if (s == NULL || out == NULL)
+		return -EINVAL;
+	if (s[0] == '[') {
+		h = s + 1;
+		hend = strchr(h, ']');
+		if (hend == NULL)
+			return -EINVAL;
+		if (hend[1] == ':')
+			port = hend + 2;
+		else if (hend[1] != '\0')
+			return -EINVAL;
+		v6 = true;
+	} else {
+		/* One colon separates a port; more make a bare IPv6 address. */
+		h = s;
+		colon = strchr(s, ':');
+		if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+			hend = colon;
+			port = colon + 1;
+			v6 = false;
+		} else {
+			hend = s + strlen(s);
+			v6 = colon != NULL;
+		}
+	}
+	if (hend == h || (size_t)(hend - h) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, h, (size_t)(hend - h));
+	host[hend - h] = '\0';
+	if (port != NULL && (parse_uint(port, &p) != 0 || p < 1 || p > 65535))
+		return -EINVAL;
+
+	memset(&a, 0, sizeof(a));
+	rc = v6 ? parse_v6(host, (uint16_t)p, &a) : parse_v4(host, (uint16_t)p, &a);
+	if (rc != 0)
+		return rc;
+	*out = a;
+	return 0;
+}
+
+static int
+parse_v4(const char *host, uint16_t port, struct config_addr *a)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+	char buf[INET_ADDRSTRLEN];
+
+	if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+		return -EINVAL;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(port);
+	a->len = sizeof(*sin);
+	inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof(buf));
+	snprintf(a->text, sizeof(a->text), "%s:%u", buf, (unsigned)port);
+	return 0;
+}
+
+static int
+parse_v6(const char *host, uint16_t port, struct config_addr *a)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+	char addr[INET6_ADDRSTRLEN + IF_NAMESIZE + 1], buf[INET6_ADDRSTRLEN];
+	char *scope;
+	uint64_t id = 0;
+	int n;
+
+	snprintf(addr, sizeof(addr), "%s", host);
+	scope = strchr(addr, '%');
+	if (scope != NULL) {
+		*scope++ = '\0';
+		if (*scope == '\0')
+			return -EINVAL;
+		/* An interface name or index; if_nametoindex asks the kernel,
+		 * never DNS. */
+		if (isdigit((unsigned char)*scope)) {
+			if (parse_uint(scope, &id) != 0 || id == 0 ||
+			    id > UINT32_MAX)
+				return -EINVAL;
+		} else if (strlen(scope) >= IF_NAMESIZE ||
+		    scope[strspn(scope, SCOPE_CHARS)] != '\0' ||
+		    (id = if_nametoindex(scope)) == 0) {
+			return -EINVAL;
+		}
+	}
+	if (inet_pton(AF_INET6, addr, &sin6->sin6_addr) != 1)
+		return -EINVAL;
+	sin6->sin6_family = AF_INET6;
+	sin6->sin6_port = htons(port);
+	sin6->sin6_scope_id = (uint32_t)id;
+	a->len = sizeof(*sin6);
+	inet_ntop(AF_INET6, &sin6->sin6_addr, buf, sizeof(buf));
+	n = snprintf(a->text, sizeof(a->text), "[%s%s%s]:%u", buf,
+	    scope ? "%" : "", scope ? scope : "", (unsigned)port);
+	if (n < 0 || (size_t)n >= sizeof(a->text))
+		return -EINVAL;
+	return 0;
+}
+
+static bool
+addr_same(const struct config_addr *a, const struct config_addr *b)
+{
+	const struct sockaddr_in *a4, *b4;
+	const struct sockaddr_in6 *a6, *b6;
+
+	if (a->ss.ss_family != b->ss.ss_family)
+		return false;
+	if (a->ss.ss_family == AF_INET) {
+		a4 = (const struct sockaddr_in *)&a->ss;
+		b4 = (const struct sockaddr_in *)&b->ss;
+		return a4->sin_port == b4->sin_port &&
+		    a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+	}
+	a6 = (const struct sockaddr_in6 *)&a->ss;
+	b6 = (const struct sockaddr_in6 *)&b->ss;
+	return a6->sin6_port == b6->sin6_port &&
+	    a6->sin6_scope_id == b6->sin6_scope_id &&
+	    memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
+}
+
+static bool
+addr_is_loopback(const struct config_addr *a)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (a->ss.ss_family == AF_INET)
+		return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+	return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+}
+
+static bool
+addr_is_wildcard(const struct config_addr *a)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&a->ss;
+
+	if (a->ss.ss_family == AF_INET)
+		return a4->sin_addr.s_addr == htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr);
+}
+
+/*
+ * Would queries sent to a come back to us?  Equal address and port, or a
+ * loopback address on the port of a wildcard listener (0.0.0.0 / [::], which
+ * on Linux also covers IPv4 unless v6only), since that is a loop as well.
+ */
+static bool
+addr_is_own(const struct config *cfg, const struct config_addr *a)
+{
+	const struct config_addr *l;
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)&a->ss;
+	const struct sockaddr_in *l4;
+
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		l = &cfg->listen[i];
+		if (addr_same(l, a))
+			return true;
+		/* sin_port sits at the same offset in both families. */
+		l4 = (const struct sockaddr_in *)&l->ss;
+		if (addr_is_wildcard(l) && l4->sin_port == a4->sin_port &&
+		    addr_is_loopback(a) &&
+		    (l->ss.ss_family == a->ss.ss_family ||
+			l->ss.ss_family == AF_INET6))
+			return true;
+	}
+	return false;
+}
+
+/* Bounds in --help and messages read better as "64k" than as 65536. */
+static void
+size_text(uint64_t v, char *buf, size_t len)
+{
+	static const char suffix[] = "GMk";
+
+	for (unsigned i = 0; i < 3; i++) {
+		unsigned shift = 30 - 10 * i;
+		if (v != 0 && v % (1ull << shift) == 0) {
+			snprintf(buf, len, "%llu%c",
+			    (unsigned long long)(v >> shift), suffix[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%llu", (unsigned long long)v);
+}
+
+static int
+set_uint(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	uint64_t v;
+
+	if (parse_uint(val, &v) != 0 || v < o->min || v > o->max)
+		return refuse(why, "bad value", "'%.100s' (%llu..%llu)", val,
+		    (unsigned long long)o->min, (unsigned long long)o->max);
+	uint_put(o, cfg, v);
+	return 0;
+}
+
+static int
+set_size(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	char lo[24], hi[24];
+	uint64_t v;
+
+	if (config_parse_size(val, &v) != 0 || v < o->min || v > o->max) {
+		size_text(o->min, lo, sizeof(lo));
+		size_text(o->max, hi, sizeof(hi));
+		return refuse(why, "bad value", "'%.100s' (%s..%s)", val, lo,
+		    hi);
+	}
+	uint_put(o, cfg, v);
+	return 0;
+}
+
+static int
+set_list(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	struct config_addr *list = field(o, cfg);
+	size_t *n = (size_t *)((char *)cfg + o->aux);
+	struct config_addr a;
+
+	if (config_parse_addr(val, o->port, &a) != 0)
+		return refuse(why, "bad address", "'%.100s'", val);
+	/* A repeated listen address would bind twice; a repeated upstream
+	 * would skew selection.  Either is a typo worth reporting. */
+	for (size_t i = 0; i < *n; i++)
+		if (addr_same(&list[i], &a))
+			return refuse(why, "duplicate address",
+			    "'%.100s' is already listed", val);
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu", o->max_n);
+	list[(*n)++] = a;
+	return 0;
+}
+
+static int
+set_addr(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	bool *on = (bool *)((char *)cfg + o->aux);
+	struct config_addr a;
+	uint16_t port;
+
+	if (strcmp(val, "off") == 0) {
+		*on = false;
+		memset(field(o, cfg), 0, o->size);
+		return 0;
+	}
+	if (config_parse_addr(val, o->port, &a) != 0)
+		return refuse(why, "bad address", "'%.100s'", val);
+	port = ntohs(((struct sockaddr_in *)&a.ss)->sin_port);
+	if (port == 0)
+		return refuse(why, "bad address",
+		    "'%.100s' (ADDR:PORT, the port is required)", val);
+	*on = true;
+	memcpy(field(o, cfg), &a, sizeof(a));
+	return 0;
+}
+
+static int
+opt_set(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	int lvl;
+
+	switch (o->type) {
+	case OPT_UINT:
+		return set_uint(o, cfg, val, why);
+	case OPT_SIZE:
+		return set_size(o, cfg, val, why);
+	case OPT_ADDR_LIST:
+		return set_list(o, cfg, val, why);
+	case OPT_ADDR:
+		return set_addr(o, cfg, val, why);
+	case OPT_LEVEL:
+		if ((lvl = log_parse_level(val)) < 0)
+			return refuse(why, "bad value",
+			    "'%.100s' (error, warn, info or debug)", val);
+		*(int *)field(o, cfg) = lvl;
+		return 0;
+	case OPT_PATH:
+		if (strlen(val) >= o->size)
+			return refuse(why, "bad value",
+			    "path longer than %zu bytes", o->size - 1);
+		memcpy(field(o, cfg), val, strlen(val) + 1);
+		return 0;
+	case OPT_BOOL:
+		*(bool *)field(o, cfg) = true;
+		return 0;
+	case OPT_HELP:
+	case OPT_VERSION:
+		break;
+	}
+	return 0;
+}
+
+/* Moves one option's value, list count or on-flag included, between structs. */
+static void
+opt_copy(const struct opt *o, struct config *dst, const struct config *src)
+{
+	if (o->size == 0)
+		return;
+	memcpy(field(o, dst), cfield(o, src), o->size);
+	if (o->type == OPT_ADDR_LIST)
+		memcpy((char *)dst + o->aux, (const char *)src + o->aux,
+		    sizeof(size_t));
+	else if (o->type == OPT_ADDR)
+		memcpy((char *)dst + o->aux, (const char *)src + o->aux,
+		    sizeof(bool));
+}
+
+/* Defaults go through the parser, so the table's text is the only copy. */
+static int
+set_defaults(struct loader *ld, struct config *cfg)
+{
+	struct why why;
+
+	for (size_t i = 0; i < N_OPTS; i++) {
+		if (opts[i].def == NULL)
+			continue;
+		if (opt_set(&opts[i], cfg, opts[i].def, &why) != 0)
+			return fail(ld, "internal: bad default for %s: %s",
+			    opts[i].name, why.detail);
+	}
+	return 0;
+}
+
+static int
+parse_argv(struct loader *ld, struct config *fl, int argc, char **argv,
+    enum config_outcome *done)
+{
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		rc = parse_flag(ld, fl, argc, argv, &i, done);
+		if (rc != 0 || *done != CONFIG_RUN)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+parse_flag(struct loader *ld, struct config *fl, int argc, char **argv,
+    int *i, enum config_outcome *done)
+{
+	const char *arg = argv[*i], *name, *eq, *val;
+	const struct opt *o;
+	struct why why;
+	size_t len;
+
+	if (arg[0] != '-')
+		return fail(ld, "unexpected argument '%s' (options start "
+		    "with --)", arg);
+	if (arg[1] != '-' || arg[2] == '\0')
+		return fail(ld, "unknown option '%s'", arg);
+	name = arg + 2;
+	eq = strchr(name, '=');
+	len = eq ? (size_t)(eq - name) : strlen(name);
+	o = opt_find(name, len);
+	if (o == NULL || !(o->where & OPT_FLAG))
+		return fail(ld, "unknown option '--%.*s'", (int)len, name);
+
+	if (o->type == OPT_BOOL || o->type == OPT_HELP ||
+	    o->type == OPT_VERSION) {
+		if (eq != NULL)
+			return fail(ld, "--%s: takes no value", o->name);
+		if (o->type == OPT_HELP) {
+			config_usage(stdout);
+			*done = CONFIG_EXIT_OK;
+			return 0;
+		}
+		if (o->type == OPT_VERSION) {
+			printf("%s\n", CONFIG_VERSION_TEXT);
+			*done = CONFIG_EXIT_OK;
+			return 0;
+		}
+		val = "";
+	} else if (eq != NULL) {
+		val = eq + 1;
+	} else if (*i + 1 < argc) {
+		val = argv[++*i];
+	} else {
+		return fail(ld, "--%s: missing value", o->name);
+	}
+	if (*val == '\0' && o->type != OPT_BOOL)
+		return fail(ld, "--%s: empty value", o->name);
+	if (opt_set(o, fl, val, &why) != 0)
+		return fail(ld, "--%s: %s: %s", o->name, why.kind, why.detail);
+	ld->flagged[o - opts] = true;
+	return 0;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+	return s;
+}
+
+static int
+parse_line(struct loader *ld, struct config *cfg, unsigned lineno, char *line)
+{
+	const struct opt *o;
+	char *s, *eq, *key, *val, *hash;
+	struct why why;
+	size_t idx;
+
+	if ((hash = strchr(line, '#')) != NULL)
+		*hash = '\0';
+	s = trim(line);
+	if (*s == '\0')
+		return 0;
+	if ((eq = strchr(s, '=')) == NULL)
+		return fail(ld, "%s:%u: missing '=' in '%.100s' (expected "
+		    "key = value)", ld->file, lineno, s);
+	*eq = '\0';
+	key = trim(s);
+	val = trim(eq + 1);
+	if (*key == '\0')
+		return fail(ld, "%s:%u: missing key before '='", ld->file,
+		    lineno);
+	o = opt_find(key, strlen(key));
+	if (o == NULL)
+		return fail(ld, "%s:%u: unknown key '%.100s'", ld->file, lineno,
+		    key);
+	if (!(o->where & OPT_FILE))
+		return fail(ld, "%s:%u: '%s' is a command-line flag, not a "
+		    "config key", ld->file, lineno, o->name);
+	if (*val == '\0')
+		return fail(ld, "%s:%u: empty value for %s", ld->file, lineno,
+		    o->name);
+	idx = (size_t)(o - opts);
+	/* Only lists repeat; a second scalar is most likely an edit that
+	 * forgot the first, and silently picking one hides that. */
+	if (o->type != OPT_ADDR_LIST && ld->origin[idx] > 0)
+		return fail(ld, "%s:%u: duplicate key '%s' (first set on "
+		    "line %d)", ld->file, lineno, o->name, ld->origin[idx]);
+	/* The file's list replaces the default list, then appends. */
+	if (o->type == OPT_ADDR_LIST && ld->origin[idx] == ORIGIN_DEFAULT)
+		*(size_t *)((char *)cfg + o->aux) = 0;
+	if (opt_set(o, cfg, val, &why) != 0)
+		return fail(ld, "%s:%u: %s for %s: %s", ld->file, lineno,
+		    why.kind, o->name, why.detail);
+	ld->origin[idx] = (int)lineno;
+	if (o->type == OPT_ADDR_LIST)
+		ld->item_line[idx][*(size_t *)((char *)cfg + o->aux) - 1] =
+		    (int)lineno;
+	return 0;
+}
+
+static int
+parse_file(struct loader *ld, struct config *cfg)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	unsigned lineno = 0;
+	FILE *f;
+	int rc = 0;
+
+	if ((f = fopen(ld->file, "r")) == NULL)
+		return fail(ld, "cannot open config file '%s': %s", ld->file,
+		    strerror(errno));
+	errno = 0;
+	while ((n = getline(&line, &cap, f)) != -1) {
+		lineno++;
+		if (memchr(line, '\0', (size_t)n) != NULL) {
+			rc = fail(ld, "%s:%u: NUL byte in line", ld->file,
+			    lineno);
+			goto out;
+		}
+		if ((rc = parse_line(ld, cfg, lineno, line)) != 0)
+			goto out;
+		errno = 0;
+	}
+	if (ferror(f))
+		rc = fail(ld, "cannot read config file '%s': %s", ld->file,
+		    strerror(errno ? errno : EIO));
+out:
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/*
+ * "file:line: " or "--name: " for where an option (or one entry of a list)
+ * was set, or "" for a default, so that messages about combinations point
+ * at a line as the syntax errors do.
+ */
+static void
+origin_prefix(const struct loader *ld, size_t idx, size_t item, char *buf,
+    size_t len)
+{
+	int line = ld->origin[idx];
+
+	if (line > 0 && item != NO_ITEM)
+		line = ld->item_line[idx][item];
+	if (line == ORIGIN_FLAG)
+		snprintf(buf, len, "--%s: ", opts[idx].name);
+	else if (line > 0)
+		snprintf(buf, len, "%s:%d: ", ld->file, line);
+	else
+		buf[0] = '\0';
+}
+
+static int
+finish(struct loader *ld, struct config *cfg)
+{
+	char where[1100];
+	size_t idx;
+	long ncpu;
+
+	if (cfg->workers == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->workers = ncpu < 1 ? 1 :
+		    ncpu > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS :
+						(unsigned)ncpu;
+	}
+	if (cfg->min_ttl > cfg->max_ttl) {
+		idx = opt_index("min-ttl");
+		if (ld->origin[idx] == ORIGIN_DEFAULT)
+			idx = opt_index("max-ttl");
+		origin_prefix(ld, idx, NO_ITEM, where, sizeof(where));
+		return fail(ld, "%smin-ttl (%u) is greater than max-ttl (%u)",
+		    where, (unsigned)cfg->min_ttl, (unsigned)cfg->max_ttl);
+	}
+	if (cfg->metrics_on) {
+		for (size_t i = 0; i < cfg->n_listen; i++)
+			if (addr_same(&cfg->metrics, &cfg->listen[i])) {
+				origin_prefix(ld, opt_index("metrics"),
+				    NO_ITEM, where, sizeof(where));
+				return fail(ld, "%smetrics %s is also a listen "
+				    "address", where, cfg->metrics.text);
+			}
+	}
+	return check_upstreams(ld, cfg);
+}
+
+static int
+check_upstreams(struct loader *ld, struct config *cfg)
+{
+	char where[1100];
+
+	if (cfg->n_upstream == 0)
+		return load_resolv(ld, cfg);
+	/* Configured on purpose, so a loop is a mistake to report rather
+	 * than an entry to drop quietly. */
+	for (size_t i = 0; i < cfg->n_upstream; i++) {
+		if (!addr_is_own(cfg, &cfg->upstream[i]))
+			continue;
+		origin_prefix(ld, opt_index("upstream"), i, where,
+		    sizeof(where));
+		return fail(ld, "%supstream %s is one of stubborn's own listen "
+		    "addresses; it would query itself", where,
+		    cfg->upstream[i].text);
+	}
+	return 0;
+}
+
+/*
+ * Parses a resolv.conf line the way glibc does: "nameserver" then one
+ * address, no port; anything after it on the line is ignored.  Returns 1
+ * and fills *a for a usable nameserver line, else 0.
+ */
+static int
+resolv_line(char *line, struct config_addr *a)
+{
+	char *p = line, *tok;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncmp(p, "nameserver", 10) != 0 || (p[10] != ' ' && p[10] != '\t'))
+		return 0;
+	p += 10;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	tok = p;
+	p += strcspn(p, " \t\r\n#;");
+	*p = '\0';
+	/* resolv.conf has no ports: "1.2.3.4:53" and "[::1]:53" are not
+	 * addresses to glibc, so they are not to us either. */
+	if (*tok == '\0' || strchr(tok, '[') != NULL)
+		return 0;
+	if (config_parse_addr(tok, 53, a) != 0)
+		return 0;
+	if (a->ss.ss_family == AF_INET && strchr(tok, ':') != NULL)
+		return 0;
+	return 1;
+}
+
+static int
+load_resolv(struct loader *ld, struct config *cfg)
+{
+	struct config_addr a;
+	char *line = NULL;
+	size_t cap = 0, found = 0;
+	bool dup;
+	FILE *f;
+
+	if ((f = fopen(cfg->resolv_conf, "r")) == NULL)
+		return fail(ld, "no upstream: cannot read %s: %s; give "
+		    "--upstream", cfg->resolv_conf, strerror(errno));
+	while (getline(&line, &cap, f) != -1) {
+		if (!resolv_line(line, &a))
+			continue;
+		found++;
+		if (addr_is_own(cfg, &a))
+			continue;
+		dup = false;
+		for (size_t i = 0; i < cfg->n_upstream; i++)
+			dup = dup || addr_same(&cfg->upstream[i], &a);
+		if (!dup && cfg->n_upstream < CONFIG_MAX_UPSTREAM)
+			cfg->upstream[cfg->n_upstream++] = a;
+	}
+	free(line);
+	fclose(f);
+	if (cfg->n_upstream == 0 && found == 0)
+		return fail(ld, "no upstream: %s lists no nameserver; give "
+		    "--upstream", cfg->resolv_conf);
+	if (cfg->n_upstream == 0)
+		return fail(ld, "no upstream: %s lists only stubborn's own "
+		    "addresses; give --upstream", cfg->resolv_conf);
+	cfg->upstream_from_resolv = true;
+	return 0;
+}
+
+enum config_outcome
+config_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+	struct config fl; /* what the flags said, applied over the file */
+	enum config_outcome done = CONFIG_RUN;
+	struct loader ld;
+	char dummy[1];
+
+	memset(&ld, 0, sizeof(ld));
+	ld.err = err != NULL && errlen > 0 ? err : dummy;
+	ld.errlen = err != NULL && errlen > 0 ? errlen : sizeof(dummy);
+	ld.err[0] = '\0';
+	memset(cfg, 0, sizeof(*cfg));
+	memset(&fl, 0, sizeof(fl));
+
+	if (set_defaults(&ld, cfg) != 0)
+		return CONFIG_EXIT_BAD;
+	/* Flags first: --help must work with a broken file, and --config
+	 * names the file to read. */
+	if (parse_argv(&ld, &fl, argc, argv, &done) != 0)
+		return CONFIG_EXIT_BAD;
+	if (done != CONFIG_RUN)
+		return done;
+	if (fl.config_file[0] != '\0') {
+		memcpy(cfg->config_file, fl.config_file, sizeof(fl.config_file));
+		ld.file = cfg->config_file;
+		if (parse_file(&ld, cfg) != 0)
+			return CONFIG_EXIT_BAD;
+	}
+	/* Then flags again, over the file, whatever their order in argv. */
+	for (size_t i = 0; i < N_OPTS; i++) {
+		if (!ld.flagged[i])
+			continue;
+		opt_copy(&opts[i], cfg, &fl);
+		ld.origin[i] = ORIGIN_FLAG;
+	}
+	if (finish(&ld, cfg) != 0)
+		return CONFIG_EXIT_BAD;
+	return CONFIG_RUN;
+}
+
+void
+config_print(const struct config *cfg, FILE *f)
+{
+	const struct config_addr *list;
+	const struct opt *o;
+	size_t n;
+
+	for (size_t i = 0; i < N_OPTS; i++) {
+		o = &opts[i];
+		if (!(o->where & OPT_FILE))
+			continue;
+		switch (o->type) {
+		case OPT_UINT:
+		case OPT_SIZE:
+			fprintf(f, "%s = %llu\n", o->name,
+			    (unsigned long long)uint_get(o, cfg));
+			break;
+		case OPT_ADDR_LIST:
+			list = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			if (o->off == offsetof(struct config, upstream) &&
+			    cfg->upstream_from_resolv)
+				fprintf(f, "# upstream: from %s\n",
+				    cfg->resolv_conf);
+			for (size_t j = 0; j < n; j++)
+				fprintf(f, "%s = %s\n", o->name, list[j].text);
+			break;
+		case OPT_ADDR:
+			fprintf(f, "%s = %s\n", o->name,
+			    *(const bool *)((const char *)cfg + o->aux) ?
+				((const struct config_addr *)cfield(o, cfg))->text :
+				"off");
+			break;
+		case OPT_LEVEL:
+			fprintf(f, "%s = %s\n", o->name,
+			    log_level_name(*(const int *)cfield(o, cfg)));
+			break;
+		case OPT_PATH:
+			fprintf(f, "%s = %s\n", o->name,
+			    (const char *)cfield(o, cfg));
+			break;
+		case OPT_BOOL:
+		case OPT_HELP:
+		case OPT_VERSION:
+			break;
+		}
+	}
+}
+
+static void
+usage_line(const struct opt *o, FILE *f)
+{
+	char flag[48], lo[24], hi[24];
+	const char *unit = o->unit ? o->unit : "";
+
+	snprintf(flag, sizeof(flag), "--%s%s%s", o->name, o->metavar ? " " : "",
+	    o->metavar ? o->metavar : "");
+	fprintf(f, "  %-32s %s", flag, o->help);
+	switch (o->type) {
+	case OPT_UINT:
+		fprintf(f, " (%llu..%llu%s%s; default %s)",
+		    (unsigned long long)o->min, (unsigned long long)o->max,
+		    *unit ? " " : "", unit, o->def);
+		break;
+	case OPT_SIZE:
+		size_text(o->min, lo, sizeof(lo));
+		size_text(o->max, hi, sizeof(hi));
+		fprintf(f, " (%s..%s; default %s)", lo, hi, o->def);
+		break;
+	default:
+		if (o->def != NULL)
+			fprintf(f, " (default %s)", o->def);
+		break;
+	}
+	fputc('\n', f);
+}
+
+void
+config_usage(FILE *f)
+{
+	fprintf(f, "usage: stubborn [options]\n");
+	for (size_t i = 0; i < N_OPTS; i++)
+		usage_line(&opts[i], f);
+	fprintf(f, "Flags take --name VALUE or --name=VALUE.  In the config "
+	    "file every option\nexcept --config, --check-config, --help and "
+	    "--version is a line \"name = value\";\nlist options repeat, and "
+	    "flags override the file.\n");
+}

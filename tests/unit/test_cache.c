@@ -1,0 +1,759 @@
+/* Unit tests for the cache: responses are built by hand, time is an argument. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "stubborn/cache.h"
+#include "stubborn/rng.h"
+#include "stubborn/wire.h"
+#include "unit.h"
+
+#define T0 1000000ULL  /* an arbitrary monotonic start, not 0 */
+#define BIG (1u << 20)
+
+static size_t name_wire(const char *, uint8_t *);
+static size_t put_header(uint8_t *, uint16_t, uint16_t, uint16_t, uint16_t,
+    uint16_t);
+static size_t build_a(uint8_t *, const char *, unsigned, const uint32_t *);
+static size_t build_nxdomain(uint8_t *, const char *, uint32_t);
+static size_t key_for(uint8_t *, const char *, uint16_t, unsigned);
+static void check_same_but_ttl(const uint8_t *, const uint8_t *, size_t,
+    uint32_t);
+static struct cache *new_cache(uint64_t, unsigned, uint32_t);
+static void *smoke_thread(void *);
+static uint64_t mono_ms(void);
+static Suite *make_suite(void);
+
+/* "www.example" -> 3www7example0 */
+static size_t
+name_wire(const char *text, uint8_t *out)
+{
+	size_t o = 0;
+
+	while (*text != '\0') {
+		const char *dot = strchr(text, '.');
+		size_t l = dot ? (size_t)(dot - text) : strlen(text);
+
+		out[o++] = (uint8_t)l;
+		memcpy(out + o, text, l);
+		o += l;
+		text += l;
+		if (*text == '.')
+			text++;
+	}
+	out[o++] = 0;
+	return o;
+}
+
+static size_t
+put_header(uint8_t *m, uint16_t flags, uint16_t qd, uint16_t an, uint16_t ns,
+    uint16_t ar)
+{
+	wire_put16(m, 0xbeef);
+	wire_put16(m + 2, flags);
+	wire_put16(m + 4, qd);
+	wire_put16(m + 6, an);
+	wire_put16(m + 8, ns);
+	wire_put16(m + 10, ar);
+	return WIRE_HDR_LEN;
+}
+
+/* A response with one question and n A records (owner: pointer to it). */
+static size_t
+build_a(uint8_t *m, const char *qname, unsigned n, const uint32_t *ttls)
+{
+	size_t o = put_header(m, WIRE_QR | WIRE_RD | WIRE_RA, 1, (uint16_t)n,
+	    0, 0);
+
+	o += name_wire(qname, m + o);
+	wire_put16(m + o, WIRE_TYPE_A);
+	wire_put16(m + o + 2, WIRE_CLASS_IN);
+	o += 4;
+	for (unsigned i = 0; i < n; i++) {
+		wire_put16(m + o, 0xc00c);
+		wire_put16(m + o + 2, WIRE_TYPE_A);
+		wire_put16(m + o + 4, WIRE_CLASS_IN);
+		wire_put32(m + o + 6, ttls[i]);
+		wire_put16(m + o + 10, 4);
+		m[o + 12] = 192;
+		m[o + 13] = 0;
+		m[o + 14] = 2;
+		m[o + 15] = (uint8_t)i;
+		o += 16;
+	}
+	return o;
+}
+
+/* NXDOMAIN with the zone's SOA in the authority section. */
+static size_t
+build_nxdomain(uint8_t *m, const char *qname, uint32_t soa_ttl)
+{
+	size_t o = put_header(m, WIRE_QR | WIRE_RD | WIRE_RA |
+	    WIRE_RCODE_NXDOMAIN, 1, 0, 1, 0);
+	size_t rdlen_off;
+
+	o += name_wire(qname, m + o);
+	wire_put16(m + o, WIRE_TYPE_A);
+	wire_put16(m + o + 2, WIRE_CLASS_IN);
+	o += 4;
+	o += name_wire("example", m + o);
+	wire_put16(m + o, WIRE_TYPE_SOA);
+	wire_put16(m + o + 2, WIRE_CLASS_IN);
+	wire_put32(m + o + 4, soa_ttl);
+	rdlen_off = o + 8;
+	o += 10;
+	o += name_wire("ns.example", m + o);
+	o += name_wire("hostmaster.example", m + o);
+	for (int i = 0; i < 5; i++, o += 4)
+		wire_put32(m + o, 1000 + (uint32_t)i);
+	wire_put16(m + rdlen_off, (uint16_t)(o - rdlen_off - 2));
+	return o;
+}
+
+static size_t
+key_for(uint8_t *key, const char *qname, uint16_t qtype, unsigned flags)
+{
+	uint8_t name[WIRE_NAME_MAX];
+	size_t nlen = name_wire(qname, name);
+
+	return cache_make_key(key, name, nlen, qtype, WIRE_CLASS_IN, flags);
+}
+
+/* got must be orig with ID 0 and every non-OPT TTL equal to ttl. */
+static void
+check_same_but_ttl(const uint8_t *orig, const uint8_t *got, size_t len,
+    uint32_t ttl)
+{
+	uint8_t want[WIRE_MSG_MAX];
+	struct wire_iter it;
+	struct wire_rr rr;
+
+	memcpy(want, orig, len);
+	wire_put16(want, 0);
+	ck_assert_int_eq(wire_iter_init(&it, want, len), 0);
+	while (wire_iter_next(&it, &rr) == 1)
+		if (rr.type != WIRE_TYPE_OPT)
+			wire_put32(want + rr.type_off + 4, ttl);
+	ck_assert_mem_eq(got, want, len);
+}
+
+static struct cache *
+new_cache(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s)
+{
+	struct cache *c;
+
+	ck_assert_int_eq(rng_init(), 0);
+	c = cache_new(max_bytes, shards, stale_max_age_s);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+START_TEST(test_store_lookup_roundtrip)
+{
+	struct cache *c = new_cache(BIG, 4, 3600);
+	uint32_t ttls[3] = {5, 77, 123456};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "www.example", 3, ttls), out_len = 0;
+	size_t klen = key_for(key, "www.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 300, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+	    &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(WIRE_ID(out), 0);
+	check_same_but_ttl(resp, out, len, 300);
+	ck_assert_uint_eq(hit.ttl, 300);
+	ck_assert_uint_eq(hit.ttl_left, 300);
+	ck_assert_uint_eq(hit.stale_s, 0);
+	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_ttl_countdown)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[2] = {300, 300};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "a.example", 2, ttls), out_len;
+	size_t klen = key_for(key, "a.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 300, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1500, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.ttl_left, 299);
+	check_same_but_ttl(resp, out, len, 299);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 299900, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.ttl_left, 1);
+	check_same_but_ttl(resp, out, len, 1);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 300000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.ttl_left, 0);
+	ck_assert_uint_eq(hit.stale_s, 0);
+	check_same_but_ttl(resp, out, len, 30);
+	/* A clock read before the store (another worker) is age 0. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 - 5, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.ttl_left, 300);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_stale_rewrites_every_rr)
+{
+	struct cache *c = new_cache(BIG, 2, 600);
+	uint32_t ttls[4] = {1, 2, 3, 4};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "s.example", 4, ttls), out_len;
+	size_t klen = key_for(key, "s.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 12345, 30,
+	    out, sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(hit.stale_s, 12);
+	ck_assert_uint_eq(hit.ttl_left, 0);
+	ck_assert_uint_eq(hit.ttl, 60);
+	check_same_but_ttl(resp, out, len, 30);
+	/* Last millisecond of stale_max_age still serves. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 599999, 7,
+	    out, sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.stale_s, 599);
+	check_same_but_ttl(resp, out, len, 7);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_past_stale_max_age_removed)
+{
+	struct cache *c = new_cache(BIG, 1, 100);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX], key2[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "old.example", 1, ttls), out_len = 99;
+	size_t klen = key_for(key, "old.example", WIRE_TYPE_A, 0);
+	size_t klen2 = key_for(key2, "other.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_int_eq(cache_store(c, key2, klen2, resp, len, 60, T0), 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 2);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 160000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	ck_assert_uint_eq(out_len, 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	ck_assert_uint_eq(st.misses, 1);
+	/* Gone for good: even an earlier clock no longer finds it. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+	    &out_len, &hit), CACHE_MISS);
+	ck_assert(!cache_remove(c, key, klen));
+	ck_assert(cache_remove(c, key2, klen2));
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(st.bytes, 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_nxdomain_soa)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_nxdomain(resp, "nope.example", 900), out_len;
+	size_t klen = key_for(key, "nope.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 900, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 100999, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NXDOMAIN);
+	ck_assert_uint_eq(hit.ttl_left, 800);
+	ck_assert_uint_eq(out_len, len);
+	check_same_but_ttl(resp, out, len, 800);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_opt_ttl_untouched)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "o.example", 1, ttls), out_len;
+	size_t klen = key_for(key, "o.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	/* OPT is not supposed to be stored, but must never be rewritten. */
+	wire_put16(resp + 10, 1);
+	resp[len] = 0;
+	wire_put16(resp + len + 1, WIRE_TYPE_OPT);
+	wire_put16(resp + len + 3, 1232);
+	wire_put32(resp + len + 5, WIRE_EDNS_DO);
+	wire_put16(resp + len + 9, 0);
+	len += 11;
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+	    &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(wire_u32(out + len - 6), WIRE_EDNS_DO);
+	check_same_but_ttl(resp, out, len, 60);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_key_case_insensitive)
+{
+	uint8_t k1[CACHE_KEY_MAX], k2[CACHE_KEY_MAX], name[WIRE_NAME_MAX];
+	uint8_t lower[WIRE_NAME_MAX];
+	size_t l1 = key_for(k1, "WwW.ExAmple", WIRE_TYPE_A, 0);
+	size_t l2 = key_for(k2, "www.example", WIRE_TYPE_A, 0);
+	char label[66];
+	size_t nlen;
+
+	ck_assert_uint_eq(l1, l2);
+	ck_assert_uint_eq(l1, 13 + 5);
+	ck_assert_mem_eq(k1, k2, l1);
+	ck_assert_uint_eq(wire_u16(k1 + 13), WIRE_TYPE_A);
+	ck_assert_uint_eq(wire_u16(k1 + 15), WIRE_CLASS_IN);
+	ck_assert_uint_eq(k1[17], 0);
+
+	/* A label of length 65 has length byte 'A': it must stay 0x41. */
+	memset(label, 'Q', 65);
+	label[65] = '\0';
+	nlen = name_wire(label, name);
+	ck_assert_uint_eq(name[0], 'A');
+	l1 = cache_make_key(k1, name, nlen, WIRE_TYPE_A, WIRE_CLASS_IN, 0);
+	memcpy(lower, name, nlen);
+	memset(lower + 1, 'q', 65);
+	l2 = cache_make_key(k2, lower, nlen, WIRE_TYPE_A, WIRE_CLASS_IN, 0);
+	ck_assert_uint_eq(l1, l2);
+	ck_assert_uint_eq(k1[0], 'A');
+	ck_assert_mem_eq(k1, k2, l1);
+	/* Only A-Z fold: other bytes (here 0xC4, '@', '[') are kept. */
+	name[0] = 3;
+	name[1] = 0xc4;
+	name[2] = '@';
+	name[3] = '[';
+	name[4] = 0;
+	l1 = cache_make_key(k1, name, 5, WIRE_TYPE_A, WIRE_CLASS_IN, 0);
+	ck_assert_mem_eq(k1, name, 5);
+	ck_assert_uint_eq(l1, 10);
+}
+END_TEST
+
+START_TEST(test_key_flags_and_type_differ)
+{
+	struct cache *c = new_cache(BIG, 4, 3600);
+	uint32_t ttls[2] = {60, 60};
+	uint8_t resp[512], out[512], key[4][CACHE_KEY_MAX];
+	size_t klen[4], len, out_len;
+	unsigned flags[4] = {0, CACHE_KEY_DO, CACHE_KEY_CD,
+	    CACHE_KEY_DO | CACHE_KEY_CD};
+	struct cache_hit hit;
+
+	for (int i = 0; i < 4; i++)
+		klen[i] = key_for(key[i], "f.example", WIRE_TYPE_A, flags[i]);
+	for (int i = 0; i < 4; i++)
+		for (int j = i + 1; j < 4; j++)
+			ck_assert(memcmp(key[i], key[j], klen[i]) != 0);
+	len = build_a(resp, "f.example", 2, ttls);
+	ck_assert_int_eq(cache_store(c, key[1], klen[1], resp, len, 60, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key[0], klen[0], T0, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	ck_assert_int_eq(cache_lookup(c, key[2], klen[2], T0, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	ck_assert_int_eq(cache_lookup(c, key[1], klen[1], T0, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	klen[0] = key_for(key[0], "f.example", WIRE_TYPE_AAAA, CACHE_KEY_DO);
+	ck_assert_int_eq(cache_lookup(c, key[0], klen[0], T0, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_replace_same_key)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[3] = {60, 60, 60};
+	uint8_t r1[512], r2[512], out[512], key[CACHE_KEY_MAX];
+	size_t l1 = build_a(r1, "r.example", 1, ttls);
+	size_t l2 = build_a(r2, "r.example", 3, ttls), out_len;
+	size_t klen = key_for(key, "r.example", WIRE_TYPE_A, 0);
+	struct cache_stats st, st1;
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, r1, l1, 60, T0), 0);
+	cache_get_stats(c, &st1);
+	ck_assert_int_eq(cache_store(c, key, klen, r2, l2, 120, T0 + 1000), 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	ck_assert_uint_eq(st.stores, 2);
+	ck_assert_uint_eq(st.evictions, 0);
+	ck_assert_uint_eq(st.bytes, st1.bytes + (l2 - l1) + 2 * sizeof(uint16_t));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, l2);
+	ck_assert_uint_eq(hit.ttl, 120);
+	check_same_but_ttl(r2, out, l2, 120);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_eviction_keeps_recently_used)
+{
+	const uint64_t max = 16384;
+	struct cache *c = new_cache(max, 1, 3600);
+	uint32_t ttls[4] = {60, 60, 60, 60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX], hot[CACHE_KEY_MAX];
+	size_t len, out_len, hlen = key_for(hot, "hot.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+	char name[64];
+
+	len = build_a(resp, "hot.example", 4, ttls);
+	ck_assert_int_eq(cache_store(c, hot, hlen, resp, len, 600, T0), 0);
+	for (int i = 0; i < 500; i++) {
+		size_t klen;
+
+		snprintf(name, sizeof(name), "n%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		len = build_a(resp, name, 4, ttls);
+		ck_assert_int_eq(cache_store(c, key, klen, resp, len, 600,
+		    T0 + (uint64_t)i), 0);
+		ck_assert_int_eq(cache_lookup(c, hot, hlen, T0 + (uint64_t)i,
+		    30, out, sizeof(out), &out_len, &hit), CACHE_FRESH);
+		cache_get_stats(c, &st);
+		ck_assert_uint_le(st.bytes, max);
+	}
+	cache_get_stats(c, &st);
+	ck_assert_uint_gt(st.evictions, 400);
+	ck_assert_uint_eq(st.entries + st.evictions, 501);
+	/* The newest survive, the oldest untouched ones went first. */
+	for (int i = 0; i < 500; i++) {
+		size_t klen;
+
+		snprintf(name, sizeof(name), "n%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
+		    sizeof(out), &out_len, &hit),
+		    i >= (int)(500 - (st.entries - 1)) ? CACHE_FRESH
+							: CACHE_MISS);
+	}
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_too_big)
+{
+	static uint32_t ttls[500];
+	static uint8_t resp[8192];
+	struct cache *c = new_cache(8192, 1, 3600);
+	struct cache *c4 = new_cache(16384, 4, 3600);
+	uint8_t key[CACHE_KEY_MAX];
+	size_t klen = key_for(key, "big.example", WIRE_TYPE_A, 0), len;
+	struct cache_stats st;
+
+	len = build_a(resp, "big.example", 500, ttls);
+	ck_assert_uint_gt(len, 8000);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), -E2BIG);
+	/* Fits max_bytes, not a quarter of it: the shard budget counts. */
+	len = build_a(resp, "big.example", 300, ttls);
+	ck_assert_uint_lt(len, 16384 / 2);
+	ck_assert_uint_gt(len, 16384 / 4);
+	ck_assert_int_eq(cache_store(c4, key, klen, resp, len, 60, T0), -E2BIG);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(st.stores, 0);
+	cache_free(c);
+	cache_free(c4);
+}
+END_TEST
+
+START_TEST(test_bad_messages)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[3] = {60, 60, 60};
+	uint8_t resp[512], key[CACHE_KEY_MAX];
+	size_t klen = key_for(key, "t.example", WIRE_TYPE_A, 0);
+	size_t len = build_a(resp, "t.example", 3, ttls);
+	struct cache_stats st;
+
+	/* ANCOUNT overruns the records that are there. */
+	wire_put16(resp + 6, 4);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0),
+	    -EBADMSG);
+	wire_put16(resp + 6, 3);
+	/* Cut inside the last RDATA. */
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len - 1, 60, T0),
+	    -EBADMSG);
+	/* Trailing bytes nobody parsed. */
+	resp[len] = 0;
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len + 1, 60, T0),
+	    -EBADMSG);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, 11, 60, T0),
+	    -EBADMSG);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, 0, 60, T0), -EBADMSG);
+	/* TTL 0 means "do not cache"; a caller storing it is a bug. */
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 0, T0), -EINVAL);
+	ck_assert_int_eq(cache_store(c, key, 0, resp, len, 60, T0), -EINVAL);
+	ck_assert_int_eq(cache_store(c, key, CACHE_KEY_MAX + 1, resp, len, 60,
+	    T0), -EINVAL);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(st.stores, 0);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_out_too_small)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[2] = {60, 60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "small.example", 2, ttls), out_len = 1;
+	size_t klen = key_for(key, "small.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	memset(out, 0xaa, sizeof(out));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, len - 1,
+	    &out_len, &hit), CACHE_MISS);
+	ck_assert_uint_eq(out_len, 0);
+	ck_assert_uint_eq(out[0], 0xaa);
+	/* Still there: a small buffer is the caller's problem, not the entry's. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, len, &out_len,
+	    &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.misses, 1);
+	ck_assert_uint_eq(st.hits, 1);
+	ck_assert_uint_eq(st.entries, 1);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_stats_counters)
+{
+	struct cache *c = new_cache(BIG, 8, 100);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len, out_len, klen, bytes = 0;
+	struct cache_stats st;
+	struct cache_hit hit;
+	char name[32];
+
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		len = build_a(resp, name, 1, ttls);
+		ck_assert_int_eq(cache_store(c, key, klen, resp, len,
+		    (uint32_t)(11 + i), T0), 0);
+	}
+	/* At +20 s: c0..c9 (TTL <= 20) stale, c10..c19 fresh; two each. */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		len = build_a(resp, name, 1, ttls);
+		for (int n = 0; n < 2; n++)
+			ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 20000,
+			    30, out, sizeof(out), &out_len, &hit),
+			    i < 10 ? CACHE_STALE : CACHE_FRESH);
+		bytes += len + klen + 1 * sizeof(uint16_t);
+	}
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "absent%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out,
+		    sizeof(out), &out_len, &hit), CACHE_MISS);
+	}
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 20);
+	ck_assert_uint_eq(st.stores, 20);
+	ck_assert_uint_eq(st.hits, 20);
+	ck_assert_uint_eq(st.stale_hits, 20);
+	ck_assert_uint_eq(st.misses, 5);
+	ck_assert_uint_eq(st.evictions, 0);
+	/* Every byte is accounted, header included. */
+	ck_assert_uint_gt(st.bytes, bytes);
+	ck_assert_uint_lt(st.bytes, bytes + 20 * 128);
+	/* At +200 s all are past stale_max_age 100: misses and removed. */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 200000, 30,
+		    out, sizeof(out), &out_len, &hit), CACHE_MISS);
+	}
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(st.bytes, 0);
+	ck_assert_uint_eq(st.misses, 25);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_new_and_free_edges)
+{
+	struct cache *c;
+	struct cache_stats st;
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "e.example", 1, ttls);
+	size_t klen = key_for(key, "e.example", WIRE_TYPE_A, 0);
+
+	cache_free(NULL);
+	/* 0 and 3 shards round up to 1 and 4; all must work. */
+	c = new_cache(BIG, 0, 0);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	cache_free(c);
+	c = new_cache(BIG, 3, 0);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	cache_free(c);
+	/* A zero budget caches nothing but does not break. */
+	c = new_cache(0, 1, 0);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), -E2BIG);
+	cache_free(c);
+}
+END_TEST
+
+/* Concurrency smoke test: many threads, few keys, a small budget. */
+#define SMOKE_THREADS 4
+#define SMOKE_KEYS 64
+#define SMOKE_MAX_ITERS 400000
+#define SMOKE_MS 500
+
+struct smoke {
+	struct cache *c;
+	unsigned seed;
+	uint64_t lookups;
+	uint64_t stores;
+	uint64_t found;
+	int bad;
+};
+
+static uint64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void *
+smoke_thread(void *arg)
+{
+	struct smoke *sm = arg;
+	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	uint64_t end = mono_ms() + SMOKE_MS;
+	struct cache_hit hit;
+	char name[32];
+
+	for (int i = 0; i < SMOKE_MAX_ITERS; i++) {
+		unsigned k = (unsigned)rand_r(&sm->seed) % SMOKE_KEYS;
+		unsigned nrr = k % 8 + 1;
+		size_t klen, len, out_len;
+		enum cache_result r;
+
+		if ((i & 1023) == 0 && mono_ms() >= end)
+			break;
+		snprintf(name, sizeof(name), "k%u.example", k);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		len = build_a(resp, name, nrr, ttls);
+		if (rand_r(&sm->seed) % 4 == 0) {
+			if (cache_store(sm->c, key, klen, resp, len, 60,
+			    T0 + (uint64_t)(i % 1000)) != 0)
+				sm->bad++;
+			sm->stores++;
+			continue;
+		}
+		/* Within a second of the stores: always fresh. */
+		r = cache_lookup(sm->c, key, klen, T0 + 1000, 30, out,
+		    sizeof(out), &out_len, &hit);
+		sm->lookups++;
+		if (r == CACHE_MISS)
+			continue;
+		sm->found++;
+		/* The bytes must be exactly this key's response. */
+		if (r != CACHE_FRESH || out_len != len || WIRE_ID(out) != 0 ||
+		    memcmp(out + 2, resp + 2, len - 2 - nrr * 16) != 0)
+			sm->bad++;
+	}
+	return NULL;
+}
+
+START_TEST(test_threads_smoke)
+{
+	struct cache *c = new_cache(8192, 4, 3600);
+	struct smoke sm[SMOKE_THREADS];
+	pthread_t tid[SMOKE_THREADS];
+	uint64_t lookups = 0, stores = 0, found = 0;
+	struct cache_stats st;
+
+	for (int i = 0; i < SMOKE_THREADS; i++) {
+		memset(&sm[i], 0, sizeof(sm[i]));
+		sm[i].c = c;
+		sm[i].seed = (unsigned)i * 7919 + 1;
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, smoke_thread,
+		    &sm[i]), 0);
+	}
+	for (int i = 0; i < SMOKE_THREADS; i++) {
+		pthread_join(tid[i], NULL);
+		ck_assert_int_eq(sm[i].bad, 0);
+		lookups += sm[i].lookups;
+		stores += sm[i].stores;
+		found += sm[i].found;
+	}
+	cache_get_stats(c, &st);
+	ck_assert_uint_gt(lookups, 1000);
+	ck_assert_uint_gt(found, 0);
+	ck_assert_uint_eq(st.hits + st.stale_hits + st.misses, lookups);
+	ck_assert_uint_eq(st.hits + st.stale_hits, found);
+	ck_assert_uint_eq(st.stores, stores);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_uint_le(st.bytes, 8192);
+	ck_assert_uint_le(st.entries, SMOKE_KEYS);
+	cache_free(c);
+}
+END_TEST
+
+static Suite *
+make_suite(void)
+{
+	Suite *s = suite_create("cache");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_store_lookup_roundtrip);
+	tcase_add_test(tc, test_ttl_countdown);
+	tcase_add_test(tc, test_stale_rewrites_every_rr);
+	tcase_add_test(tc, test_past_stale_max_age_removed);
+	tcase_add_test(tc, test_nxdomain_soa);
+	tcase_add_test(tc, test_opt_ttl_untouched);
+	tcase_add_test(tc, test_key_case_insensitive);
+	tcase_add_test(tc, test_key_flags_and_type_differ);
+	tcase_add_test(tc, test_replace_same_key);
+	tcase_add_test(tc, test_eviction_keeps_recently_used);
+	tcase_add_test(tc, test_too_big);
+	tcase_add_test(tc, test_bad_messages);
+	tcase_add_test(tc, test_out_too_small);
+	tcase_add_test(tc, test_stats_counters);
+	tcase_add_test(tc, test_new_and_free_edges);
+	tcase_add_test(tc, test_threads_smoke);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+UNIT_MAIN(make_suite)

@@ -1,0 +1,887 @@
+/*
+ * Unit tests for config: defaults, every value type, file and flag errors,
+ * precedence and list semantics, resolv.conf, and the print-back round trip.
+ * Run from the repository root (the shipped config is read by path).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stubborn/config.h"
+#include "stubborn/log.h"
+#include "unit.h"
+
+#define MAX_TMP 32
+#define MAX_ARGS 64
+
+static char tmp_paths[MAX_TMP][64];
+static int n_tmp;
+static char err[1200];
+static struct config cfg; /* the struct under test; large, so static */
+
+static const char *tmp_file(const char *text);
+static void tmp_cleanup(void);
+static enum config_outcome load(struct config *c, const char *arg, ...);
+static enum config_outcome load_file(struct config *c, const char *text,
+    const char **path);
+static uint16_t port_of(const struct config_addr *a);
+static void assert_same_config(const struct config *a, const struct config *b);
+static void assert_same_addr(const struct config_addr *a,
+    const struct config_addr *b);
+static void round_trip(const struct config *in, struct config *out);
+static Suite *make_suite(void);
+
+/* Writes text to a fresh file that the fixture removes afterwards. */
+static const char *
+tmp_file(const char *text)
+{
+	char *path;
+	FILE *f;
+	int fd;
+
+	ck_assert_int_lt(n_tmp, MAX_TMP);
+	path = tmp_paths[n_tmp++];
+	snprintf(path, sizeof(tmp_paths[0]), "/tmp/stubborn-test-XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	f = fdopen(fd, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static void
+tmp_cleanup(void)
+{
+	for (int i = 0; i < n_tmp; i++)
+		unlink(tmp_paths[i]);
+	n_tmp = 0;
+}
+
+/* config_load with argv {"stubborn", arg, ...}; the list ends with NULL. */
+static enum config_outcome
+load(struct config *c, const char *arg, ...)
+{
+	char *argv[MAX_ARGS];
+	int argc = 0;
+	va_list ap;
+
+	argv[argc++] = (char *)"stubborn";
+	va_start(ap, arg);
+	for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) {
+		ck_assert_int_lt(argc, MAX_ARGS - 1);
+		argv[argc++] = (char *)a;
+	}
+	va_end(ap);
+	argv[argc] = NULL;
+	err[0] = '\0';
+	return config_load(c, argc, argv, err, sizeof(err));
+}
+
+/* Loads text as the config file, with a fixed upstream unless it has one. */
+static enum config_outcome
+load_file(struct config *c, const char *text, const char **path)
+{
+	const char *p = tmp_file(text);
+
+	if (path != NULL)
+		*path = p;
+	if (strstr(text, "upstream =") != NULL ||
+	    strstr(text, "resolv-conf") != NULL)
+		return load(c, "--config", p, NULL);
+	return load(c, "--config", p, "--upstream", "192.0.2.1", NULL);
+}
+
+static uint16_t
+port_of(const struct config_addr *a)
+{
+	return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+}
+
+static void
+assert_same_addr(const struct config_addr *a, const struct config_addr *b)
+{
+	ck_assert_str_eq(a->text, b->text);
+	ck_assert_uint_eq(a->len, b->len);
+	ck_assert_int_eq(memcmp(&a->ss, &b->ss, a->len), 0);
+}
+
+/* Every field a config file can carry; not config_file, check_config or
+ * where the upstreams came from. */
+static void
+assert_same_config(const struct config *a, const struct config *b)
+{
+	ck_assert_uint_eq(a->n_listen, b->n_listen);
+	for (size_t i = 0; i < a->n_listen; i++)
+		assert_same_addr(&a->listen[i], &b->listen[i]);
+	ck_assert_uint_eq(a->n_upstream, b->n_upstream);
+	for (size_t i = 0; i < a->n_upstream; i++)
+		assert_same_addr(&a->upstream[i], &b->upstream[i]);
+	ck_assert_str_eq(a->resolv_conf, b->resolv_conf);
+	ck_assert_uint_eq(a->workers, b->workers);
+	ck_assert_int_eq(a->metrics_on, b->metrics_on);
+	if (a->metrics_on)
+		assert_same_addr(&a->metrics, &b->metrics);
+	ck_assert_uint_eq(a->cache_size, b->cache_size);
+	ck_assert_int_eq(a->log_level, b->log_level);
+	ck_assert_uint_eq(a->min_ttl, b->min_ttl);
+	ck_assert_uint_eq(a->max_ttl, b->max_ttl);
+	ck_assert_uint_eq(a->max_negative_ttl, b->max_negative_ttl);
+	ck_assert_uint_eq(a->edns_buffer_size, b->edns_buffer_size);
+	ck_assert_uint_eq(a->upstream_timeout_ms, b->upstream_timeout_ms);
+	ck_assert_uint_eq(a->tcp_idle_timeout_ms, b->tcp_idle_timeout_ms);
+	ck_assert_uint_eq(a->tcp_max_connections, b->tcp_max_connections);
+	ck_assert_uint_eq(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
+}
+
+START_TEST(test_defaults)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(err, "");
+	ck_assert_str_eq(cfg.config_file, "");
+	ck_assert_uint_eq(cfg.n_listen, 1);
+	ck_assert_str_eq(cfg.listen[0].text, "127.0.0.53:53");
+	ck_assert_int_eq(cfg.listen[0].ss.ss_family, AF_INET);
+	ck_assert_uint_eq(cfg.listen[0].len, sizeof(struct sockaddr_in));
+	ck_assert_uint_eq(cfg.n_upstream, 1);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.1:53");
+	ck_assert(!cfg.upstream_from_resolv);
+	ck_assert_str_eq(cfg.resolv_conf, "/etc/resolv.conf");
+	ck_assert_uint_eq(cfg.workers,
+	    ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu);
+	ck_assert(!cfg.metrics_on);
+	ck_assert_uint_eq(cfg.cache_size, 64ull << 20);
+	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_INFO);
+	ck_assert_uint_eq(cfg.min_ttl, 0);
+	ck_assert_uint_eq(cfg.max_ttl, 86400);
+	ck_assert_uint_eq(cfg.max_negative_ttl, 3600);
+	ck_assert_uint_eq(cfg.edns_buffer_size, 1232);
+	ck_assert_uint_eq(cfg.upstream_timeout_ms, 1000);
+	ck_assert_uint_eq(cfg.tcp_idle_timeout_ms, 10000);
+	ck_assert_uint_eq(cfg.tcp_max_connections, 150);
+	ck_assert_uint_eq(cfg.shutdown_timeout_ms, 2000);
+	ck_assert(!cfg.check_config);
+}
+END_TEST
+
+START_TEST(test_every_type_from_file)
+{
+	ck_assert_int_eq(load_file(&cfg,
+	    "# a comment line\n"
+	    "\n"
+	    "   listen = 127.0.0.1:5353   # trailing comment\n"
+	    "listen=[::1]:5353\n"
+	    "upstream = 192.0.2.1\n"
+	    "upstream = [2001:db8::1]:5300\n"
+	    "resolv-conf = /nonexistent/resolv.conf\n"
+	    "workers = 3\n"
+	    "metrics = 127.0.0.1:9100\n"
+	    "cache-size = 128k\n"
+	    "log-level = debug\n"
+	    "min-ttl = 5\n"
+	    "max-ttl = 600\n"
+	    "max-negative-ttl = 0\n"
+	    "edns-buffer-size = 4096\n"
+	    "upstream-timeout = 50\n"
+	    "tcp-idle-timeout = 300000\n"
+	    "tcp-max-connections = 100000\n"
+	    "shutdown-timeout = 0\r\n", NULL), CONFIG_RUN);
+	ck_assert_str_eq(err, "");
+	ck_assert_uint_eq(cfg.n_listen, 2);
+	ck_assert_str_eq(cfg.listen[0].text, "127.0.0.1:5353");
+	ck_assert_str_eq(cfg.listen[1].text, "[::1]:5353");
+	ck_assert_int_eq(cfg.listen[1].ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(cfg.n_upstream, 2);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.1:53");
+	ck_assert_str_eq(cfg.upstream[1].text, "[2001:db8::1]:5300");
+	ck_assert_str_eq(cfg.resolv_conf, "/nonexistent/resolv.conf");
+	ck_assert_uint_eq(cfg.workers, 3);
+	ck_assert(cfg.metrics_on);
+	ck_assert_str_eq(cfg.metrics.text, "127.0.0.1:9100");
+	ck_assert_uint_eq(cfg.cache_size, 128 * 1024);
+	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_DEBUG);
+	ck_assert_uint_eq(cfg.min_ttl, 5);
+	ck_assert_uint_eq(cfg.max_ttl, 600);
+	ck_assert_uint_eq(cfg.max_negative_ttl, 0);
+	ck_assert_uint_eq(cfg.edns_buffer_size, 4096);
+	ck_assert_uint_eq(cfg.upstream_timeout_ms, 50);
+	ck_assert_uint_eq(cfg.tcp_idle_timeout_ms, 300000);
+	ck_assert_uint_eq(cfg.tcp_max_connections, 100000);
+	ck_assert_uint_eq(cfg.shutdown_timeout_ms, 0);
+}
+END_TEST
+
+START_TEST(test_bounds_errors_name_file_and_line)
+{
+	const char *p;
+	char want[256];
+
+	ck_assert_int_eq(load_file(&cfg, "# x\nlisten = 127.0.0.1\n"
+	    "max-ttl = 9999999\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:3: bad value for max-ttl: '9999999' (1..604800)", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "edns-buffer-size = 511\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for edns-buffer-size: '511' (512..4096)", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "workers = 65\n", &p),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":1: bad value for workers: '65' "
+	    "(0..64)"));
+	ck_assert_int_eq(load_file(&cfg, "upstream-timeout = 49\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "tcp-max-connections = 0\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "shutdown-timeout = 60001\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "min-ttl = -1\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "max-ttl = 0x10\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg,
+	    "max-ttl = 99999999999999999999999\n", NULL), CONFIG_EXIT_BAD);
+
+	ck_assert_int_eq(load_file(&cfg, "cache-size = 1k\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for cache-size: '1k' (64k..64G)", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "log-level = loud\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: bad value for log-level: 'loud' "
+	    "(error, warn, info or debug)", p);
+	ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(test_file_syntax_errors)
+{
+	const char *p;
+	char want[256];
+
+	ck_assert_int_eq(load_file(&cfg, "\n\n\n\n\n\nlisen = 1.2.3.4\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:7: unknown key 'lisen'", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "max-ttl 300\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: missing '=' in 'max-ttl 300' "
+	    "(expected key = value)", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "max-ttl =   # nothing\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: empty value for max-ttl", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "= 5\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: missing key before '='", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "listen = 1.2.3.999\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad address for listen: '1.2.3.999'", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "metrics = 127.0.0.1\n", &p),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":1: bad address for metrics: "
+	    "'127.0.0.1' (ADDR:PORT, the port is required)"));
+}
+END_TEST
+
+START_TEST(test_flag_only_keys_refused_in_file)
+{
+	static const char *keys[] = {"config", "help", "version",
+	    "check-config"};
+	char text[64], want[256];
+	const char *p;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		snprintf(text, sizeof(text), "%s = x\n", keys[i]);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:1: '%s' is a command-line "
+		    "flag, not a config key", p, keys[i]);
+		ck_assert_str_eq(err, want);
+	}
+}
+END_TEST
+
+START_TEST(test_duplicate_scalar_is_an_error)
+{
+	const char *p;
+	char want[256];
+
+	ck_assert_int_eq(load_file(&cfg, "max-ttl = 300\n# again\n"
+	    "max-ttl = 600\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:3: duplicate key 'max-ttl' (first set on line 1)", p);
+	ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(test_flag_errors)
+{
+	ck_assert_int_eq(load(&cfg, "--foo", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "unknown option '--foo'");
+	ck_assert_int_eq(load(&cfg, "--foo=1", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "unknown option '--foo'");
+	ck_assert_int_eq(load(&cfg, "-x", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "unknown option '-x'");
+	ck_assert_int_eq(load(&cfg, "stray", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "unexpected argument 'stray' (options start "
+	    "with --)");
+	ck_assert_int_eq(load(&cfg, "--max-ttl", "9999999", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--max-ttl: bad value: '9999999' (1..604800)");
+	ck_assert_int_eq(load(&cfg, "--listen", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--listen: missing value");
+	ck_assert_int_eq(load(&cfg, "--listen=", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--listen: empty value");
+	ck_assert_int_eq(load(&cfg, "--upstream", "1.2.3", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--upstream: bad address: '1.2.3'");
+	ck_assert_int_eq(load(&cfg, "--check-config=yes", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--check-config: takes no value");
+	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent/stubborn.conf",
+	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "cannot open config file "
+	    "'/nonexistent/stubborn.conf': No such file or directory");
+}
+END_TEST
+
+START_TEST(test_equals_form_and_check_config)
+{
+	ck_assert_int_eq(load(&cfg, "--upstream=192.0.2.7:5300",
+	    "--cache-size=1G", "--log-level=WARN", "--check-config", NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.7:5300");
+	ck_assert_uint_eq(cfg.cache_size, 1ull << 30);
+	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_WARN);
+	ck_assert(cfg.check_config);
+}
+END_TEST
+
+START_TEST(test_flags_override_file_in_any_order)
+{
+	const char *p = tmp_file("max-ttl = 300\nworkers = 2\n"
+	    "upstream = 192.0.2.1\nlog-level = error\n");
+
+	/* The flag comes before --config and still wins. */
+	ck_assert_int_eq(load(&cfg, "--max-ttl", "900", "--config", p,
+	    "--workers=5", NULL), CONFIG_RUN);
+	ck_assert_str_eq(cfg.config_file, p);
+	ck_assert_uint_eq(cfg.max_ttl, 900);
+	ck_assert_uint_eq(cfg.workers, 5);
+	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_ERROR);
+	/* A repeated scalar flag: the last one counts. */
+	ck_assert_int_eq(load(&cfg, "--config", p, "--workers", "1",
+	    "--workers", "4", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.workers, 4);
+}
+END_TEST
+
+START_TEST(test_lists_file_appends_flags_replace)
+{
+	const char *p = tmp_file("listen = 127.0.0.1:5353\n"
+	    "listen = 127.0.0.2:5353\n"
+	    "upstream = 192.0.2.1\nupstream = 192.0.2.2\n");
+
+	/* The file's listen list replaces the default and appends. */
+	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_listen, 2);
+	ck_assert_str_eq(cfg.listen[0].text, "127.0.0.1:5353");
+	ck_assert_str_eq(cfg.listen[1].text, "127.0.0.2:5353");
+	ck_assert_uint_eq(cfg.n_upstream, 2);
+
+	/* Flags replace the file's list entirely. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.9", "--config", p,
+	    "--upstream", "192.0.2.10:5300", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_upstream, 2);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.9:53");
+	ck_assert_str_eq(cfg.upstream[1].text, "192.0.2.10:5300");
+	ck_assert_uint_eq(cfg.n_listen, 2);
+
+	ck_assert_int_eq(load(&cfg, "--config", p, "--listen", "[::1]:53",
+	    NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_listen, 1);
+	ck_assert_str_eq(cfg.listen[0].text, "[::1]:53");
+}
+END_TEST
+
+START_TEST(test_list_limits_and_duplicates)
+{
+	char text[2048];
+	size_t o = 0;
+	const char *p;
+	char want[256];
+
+	for (int i = 1; i <= CONFIG_MAX_LISTEN + 1; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "listen = 127.0.1.%d\n", i);
+	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:17: too many values for listen: at most 16", p);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load_file(&cfg, "upstream = 192.0.2.1\n"
+	    "upstream = 192.0.2.1:53\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:2: duplicate address for upstream: "
+	    "'192.0.2.1:53' is already listed", p);
+	ck_assert_str_eq(err, want);
+	/* Same address, other port: a different server. */
+	ck_assert_int_eq(load_file(&cfg, "upstream = 192.0.2.1\n"
+	    "upstream = 192.0.2.1:5300\n", NULL), CONFIG_RUN);
+}
+END_TEST
+
+START_TEST(test_resolv_conf_parsing)
+{
+	const char *rc = tmp_file(
+	    "# generated by someone\n"
+	    "; another comment style\n"
+	    "search example.com\n"
+	    "nameserver 192.0.2.53\n"
+	    "nameserver\t::1   # trailing\n"
+	    "nameserver 192.0.2.53\n"
+	    "nameserver 127.0.0.53\n"
+	    "nameserver 192.0.2.1:5353\n"
+	    "nameserver [::1]:53\n"
+	    "nameserver not-an-address\n"
+	    "nameservers 192.0.2.99\n"
+	    "#nameserver 192.0.2.98\n"
+	    "options edns0 trust-ad\n"
+	    "nameserver 2001:db8::53");
+
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, NULL), CONFIG_RUN);
+	ck_assert(cfg.upstream_from_resolv);
+	/* Duplicates once, our own 127.0.0.53:53 dropped, ports refused. */
+	ck_assert_uint_eq(cfg.n_upstream, 3);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.53:53");
+	ck_assert_str_eq(cfg.upstream[1].text, "[::1]:53");
+	ck_assert_str_eq(cfg.upstream[2].text, "[2001:db8::53]:53");
+
+	/* Given upstreams win; resolv.conf is not even read. */
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", "/nonexistent",
+	    "--upstream", "192.0.2.1", NULL), CONFIG_RUN);
+	ck_assert(!cfg.upstream_from_resolv);
+}
+END_TEST
+
+START_TEST(test_resolv_conf_own_addresses_removed)
+{
+	const char *rc = tmp_file("nameserver 127.0.0.53\n"
+	    "nameserver 127.0.0.1\nnameserver ::1\n");
+
+	/* Same address and port as a listener: ours.  Other port: not. */
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, "--listen",
+	    "127.0.0.1:5353", "--listen", "[::1]:53", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_upstream, 2);
+	ck_assert_str_eq(cfg.upstream[0].text, "127.0.0.53:53");
+	ck_assert_str_eq(cfg.upstream[1].text, "127.0.0.1:53");
+
+	/* A wildcard listener on port 53 catches every loopback address. */
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, "--listen", "[::]",
+	    NULL), CONFIG_EXIT_BAD);
+}
+END_TEST
+
+START_TEST(test_resolv_conf_none_left)
+{
+	const char *rc = tmp_file("# systemd-resolved stub\n"
+	    "nameserver 127.0.0.53\noptions edns0 trust-ad\n");
+	const char *empty = tmp_file("search example.com\n");
+	char want[256];
+
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, NULL),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "no upstream: %s lists only stubborn's "
+	    "own addresses; give --upstream", rc);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", empty, NULL),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "no upstream: %s lists no nameserver; "
+	    "give --upstream", empty);
+	ck_assert_str_eq(err, want);
+
+	ck_assert_int_eq(load(&cfg, "--resolv-conf", "/nonexistent/resolv",
+	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "no upstream: cannot read /nonexistent/resolv: "
+	    "No such file or directory; give --upstream");
+}
+END_TEST
+
+START_TEST(test_upstream_loop_refused)
+{
+	ck_assert_int_eq(load(&cfg, "--upstream", "127.0.0.53", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--upstream: upstream 127.0.0.53:53 is one of "
+	    "stubborn's own listen addresses; it would query itself");
+	ck_assert_int_eq(load(&cfg, "--upstream", "127.0.0.53:5300", NULL),
+	    CONFIG_RUN);
+}
+END_TEST
+
+START_TEST(test_min_ttl_le_max_ttl)
+{
+	const char *p;
+	char want[256];
+
+	ck_assert_int_eq(load_file(&cfg, "max-ttl = 300\nmin-ttl = 600\n",
+	    &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: min-ttl (600) is greater than max-ttl (300)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--min-ttl",
+	    "300", "--max-ttl", "300", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--min-ttl",
+	    "301", "--max-ttl", "300", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--min-ttl: min-ttl (301) is greater than "
+	    "max-ttl (300)");
+}
+END_TEST
+
+START_TEST(test_metrics)
+{
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
+	    "[::1]:9100", NULL), CONFIG_RUN);
+	ck_assert(cfg.metrics_on);
+	ck_assert_str_eq(cfg.metrics.text, "[::1]:9100");
+	ck_assert_uint_eq(port_of(&cfg.metrics), 9100);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
+	    "::1", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
+	    "127.0.0.53:53", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--metrics: metrics 127.0.0.53:53 is also a "
+	    "listen address");
+
+	/* "off" lets a flag switch off what the file switched on. */
+	const char *p = tmp_file("metrics = 127.0.0.1:9100\n"
+	    "upstream = 192.0.2.1\n");
+	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
+	ck_assert(cfg.metrics_on);
+	ck_assert_int_eq(load(&cfg, "--config", p, "--metrics", "off", NULL),
+	    CONFIG_RUN);
+	ck_assert(!cfg.metrics_on);
+}
+END_TEST
+
+START_TEST(test_parse_addr_forms)
+{
+	struct config_addr a;
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&a.ss;
+
+	ck_assert_int_eq(config_parse_addr("1.2.3.4", 53, &a), 0);
+	ck_assert_str_eq(a.text, "1.2.3.4:53");
+	ck_assert_int_eq(a.ss.ss_family, AF_INET);
+	ck_assert_uint_eq(a.len, sizeof(struct sockaddr_in));
+	ck_assert_uint_eq(port_of(&a), 53);
+
+	ck_assert_int_eq(config_parse_addr("1.2.3.4:5353", 53, &a), 0);
+	ck_assert_str_eq(a.text, "1.2.3.4:5353");
+	ck_assert_uint_eq(port_of(&a), 5353);
+
+	ck_assert_int_eq(config_parse_addr("[::1]:54", 53, &a), 0);
+	ck_assert_str_eq(a.text, "[::1]:54");
+	ck_assert_int_eq(a.ss.ss_family, AF_INET6);
+	ck_assert_uint_eq(a.len, sizeof(struct sockaddr_in6));
+	ck_assert_uint_eq(port_of(&a), 54);
+
+	/* A bare IPv6 address has no port: the last group is not one. */
+	ck_assert_int_eq(config_parse_addr("2001:db8::53", 53, &a), 0);
+	ck_assert_str_eq(a.text, "[2001:db8::53]:53");
+	ck_assert_int_eq(config_parse_addr("[::1]", 7, &a), 0);
+	ck_assert_str_eq(a.text, "[::1]:7");
+	/* Written canonically, so print-back is stable. */
+	ck_assert_int_eq(config_parse_addr("[2001:DB8:0::0:1]:65535", 53, &a),
+	    0);
+	ck_assert_str_eq(a.text, "[2001:db8::1]:65535");
+
+	ck_assert_int_eq(config_parse_addr("[fe80::1%lo]:53", 53, &a), 0);
+	ck_assert_str_eq(a.text, "[fe80::1%lo]:53");
+	ck_assert_uint_ne(s6->sin6_scope_id, 0);
+	ck_assert_int_eq(config_parse_addr("fe80::1%1", 53, &a), 0);
+	ck_assert_uint_eq(s6->sin6_scope_id, 1);
+	ck_assert_str_eq(a.text, "[fe80::1%1]:53");
+}
+END_TEST
+
+START_TEST(test_parse_addr_errors)
+{
+	static const char *bad[] = {
+		"", "1.2.3", "1.2.3.256", "1.2.3.4:0", "1.2.3.4:65536",
+		"1.2.3.4:", ":53", "1.2.3.4:53x", "1.2.3.4:-1", "[::1",
+		"[::1]x", "[::1]:", "[::1]:0", "[1.2.3.4]:53", "::1]:53",
+		"1.2.3.4%lo", "fe80::1%", "fe80::1%nosuchif0", "fe80::1%0",
+		"example.com", "localhost:53", " 1.2.3.4", "1.2.3.4 ",
+		"[]:53", "::g", "[::1]:99999999999999999999999",
+		"[fe80::1%aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]:53",
+		/* Found by fuzz_config: the kernel maps the alias "lo:1" to
+		 * lo, but the text would not parse again. */
+		"fe80::1%lo:1]:9100", "[fe80::1%lo:1]:53",
+	};
+	struct config_addr a;
+
+	memset(&a, 0x5a, sizeof(a));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(config_parse_addr(bad[i], 53, &a) == -EINVAL,
+		    "accepted '%s'", bad[i]);
+	/* A refused address leaves *out alone. */
+	ck_assert_uint_eq(((unsigned char *)&a)[0], 0x5a);
+	ck_assert_int_eq(config_parse_addr(NULL, 53, &a), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_parse_size)
+{
+	static const char *bad[] = {"", "k", "1x", "1kk", "1kB", "-1", "+1",
+	    " 1", "1 ", "0x10", "18446744073709551616", "17179869184G",
+	    "1.5M"};
+	uint64_t v;
+
+	ck_assert_int_eq(config_parse_size("0", &v), 0);
+	ck_assert_uint_eq(v, 0);
+	ck_assert_int_eq(config_parse_size("65536", &v), 0);
+	ck_assert_uint_eq(v, 65536);
+	ck_assert_int_eq(config_parse_size("64k", &v), 0);
+	ck_assert_uint_eq(v, 64 * 1024);
+	ck_assert_int_eq(config_parse_size("64K", &v), 0);
+	ck_assert_uint_eq(v, 64 * 1024);
+	ck_assert_int_eq(config_parse_size("64M", &v), 0);
+	ck_assert_uint_eq(v, 64ull << 20);
+	ck_assert_int_eq(config_parse_size("3g", &v), 0);
+	ck_assert_uint_eq(v, 3ull << 30);
+	ck_assert_int_eq(config_parse_size("17179869183G", &v), 0);
+	ck_assert_uint_eq(v, 17179869183ull << 30);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(config_parse_size(bad[i], &v) == -EINVAL,
+		    "accepted '%s'", bad[i]);
+
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--cache-size",
+	    "64G", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.cache_size, 64ull << 30);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--cache-size",
+	    "65537M", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--cache-size: bad value: '65537M' (64k..64G)");
+}
+END_TEST
+
+/* Prints cfg, loads the text back as a config file into *out. */
+static void
+round_trip(const struct config *in, struct config *out)
+{
+	char text[8192];
+	size_t n;
+	FILE *f = tmpfile();
+
+	ck_assert_ptr_nonnull(f);
+	config_print(in, f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_int_eq(load(out, "--config", tmp_file(text), NULL),
+	    CONFIG_RUN);
+}
+
+START_TEST(test_print_round_trip)
+{
+	static struct config back;
+
+	ck_assert_int_eq(load(&cfg, "--listen", "127.0.0.1:5353", "--listen",
+	    "[fe80::1%lo]:5353", "--listen", "0.0.0.0:5454",
+	    "--upstream", "192.0.2.1", "--upstream", "[2001:db8::1]:5300",
+	    "--resolv-conf", "/nonexistent", "--workers", "7",
+	    "--metrics", "127.0.0.1:9100", "--cache-size", "3M",
+	    "--log-level", "debug", "--min-ttl", "10", "--max-ttl", "20",
+	    "--max-negative-ttl", "30", "--edns-buffer-size", "1400",
+	    "--upstream-timeout", "333", "--tcp-idle-timeout", "4444",
+	    "--tcp-max-connections", "55", "--shutdown-timeout", "666",
+	    NULL), CONFIG_RUN);
+	round_trip(&cfg, &back);
+	assert_same_config(&cfg, &back);
+
+	/* Defaults, and upstreams that came from resolv.conf. */
+	ck_assert_int_eq(load(&cfg, "--resolv-conf",
+	    tmp_file("nameserver 192.0.2.53\nnameserver ::1\n"), NULL),
+	    CONFIG_RUN);
+	ck_assert(cfg.upstream_from_resolv);
+	round_trip(&cfg, &back);
+	assert_same_config(&cfg, &back);
+	ck_assert(!back.upstream_from_resolv);
+}
+END_TEST
+
+START_TEST(test_print_format)
+{
+	char text[8192];
+	size_t n;
+	FILE *f = tmpfile();
+
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--upstream",
+	    "192.0.2.2", "--workers", "2", NULL), CONFIG_RUN);
+	config_print(&cfg, f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_str_eq(text,
+	    "listen = 127.0.0.53:53\n"
+	    "upstream = 192.0.2.1:53\n"
+	    "upstream = 192.0.2.2:53\n"
+	    "resolv-conf = /etc/resolv.conf\n"
+	    "workers = 2\n"
+	    "metrics = off\n"
+	    "cache-size = 67108864\n"
+	    "log-level = info\n"
+	    "min-ttl = 0\n"
+	    "max-ttl = 86400\n"
+	    "max-negative-ttl = 3600\n"
+	    "edns-buffer-size = 1232\n"
+	    "upstream-timeout = 1000\n"
+	    "tcp-idle-timeout = 10000\n"
+	    "tcp-max-connections = 150\n"
+	    "shutdown-timeout = 2000\n");
+}
+END_TEST
+
+START_TEST(test_shipped_config_is_the_defaults)
+{
+	static struct config def;
+	const char *rc = tmp_file("nameserver 127.0.0.1\n");
+
+	ck_assert_int_eq(load(&cfg, "--config", "config/stubborn.conf",
+	    "--resolv-conf", rc, "--check-config", NULL), CONFIG_RUN);
+	ck_assert_msg(err[0] == '\0', "%s", err);
+	ck_assert(cfg.check_config);
+	ck_assert_int_eq(load(&def, "--resolv-conf", rc, NULL), CONFIG_RUN);
+	assert_same_config(&cfg, &def);
+	ck_assert_uint_eq(cfg.n_upstream, 1);
+	ck_assert_str_eq(cfg.upstream[0].text, "127.0.0.1:53");
+}
+END_TEST
+
+START_TEST(test_help_and_version)
+{
+	/* They print to stdout; keep the test log clean, and give stdout
+	 * back afterwards for runs without fork (CK_FORK=no). */
+	int saved = dup(STDOUT_FILENO), devnull = open("/dev/null", O_WRONLY);
+
+	ck_assert_int_ge(saved, 0);
+	ck_assert_int_ge(devnull, 0);
+	fflush(stdout);
+	dup2(devnull, STDOUT_FILENO);
+	close(devnull);
+	ck_assert_int_eq(load(&cfg, "--help", NULL), CONFIG_EXIT_OK);
+	ck_assert_int_eq(load(&cfg, "--version", NULL), CONFIG_EXIT_OK);
+	/* Help wins over a file that would not load. */
+	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent", "--help",
+	    NULL), CONFIG_EXIT_OK);
+	ck_assert_int_eq(load(&cfg, "--help=x", NULL), CONFIG_EXIT_BAD);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+}
+END_TEST
+
+START_TEST(test_usage_lists_every_option)
+{
+	static const char *names[] = {"--config FILE", "--listen ADDR[:PORT]",
+	    "--upstream", "--resolv-conf", "--workers", "--metrics",
+	    "--cache-size", "--log-level", "--min-ttl", "--max-ttl",
+	    "--max-negative-ttl", "--edns-buffer-size", "--upstream-timeout",
+	    "--tcp-idle-timeout", "--tcp-max-connections",
+	    "--shutdown-timeout", "--check-config", "--help", "--version"};
+	char text[8192];
+	size_t n;
+	FILE *f = tmpfile();
+
+	config_usage(f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_int_eq(strncmp(text, "usage: stubborn [options]\n", 26), 0);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		ck_assert_msg(strstr(text, names[i]) != NULL, "no %s", names[i]);
+	ck_assert_ptr_nonnull(strstr(text, "default 127.0.0.53:53"));
+	ck_assert_ptr_nonnull(strstr(text, "(50..30000 ms; default 1000)"));
+	ck_assert_ptr_nonnull(strstr(text, "(64k..64G; default 64M)"));
+}
+END_TEST
+
+START_TEST(test_nul_byte_and_directory)
+{
+	char path[] = "/tmp/stubborn-test-XXXXXX";
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "max-ttl = 5\nmin-ttl\0 = 1\n", 25), 25);
+	close(fd);
+	ck_assert_int_eq(load(&cfg, "--config", path, "--upstream",
+	    "192.0.2.1", NULL), CONFIG_EXIT_BAD);
+	unlink(path);
+	ck_assert_ptr_nonnull(strstr(err, ":2: NUL byte in line"));
+
+	ck_assert_int_eq(load(&cfg, "--config", "/tmp", "--upstream",
+	    "192.0.2.1", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "cannot read config file '/tmp': Is a directory");
+}
+END_TEST
+
+static Suite *
+make_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, NULL, tmp_cleanup);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_every_type_from_file);
+	tcase_add_test(tc, test_bounds_errors_name_file_and_line);
+	tcase_add_test(tc, test_file_syntax_errors);
+	tcase_add_test(tc, test_flag_only_keys_refused_in_file);
+	tcase_add_test(tc, test_duplicate_scalar_is_an_error);
+	tcase_add_test(tc, test_flag_errors);
+	tcase_add_test(tc, test_equals_form_and_check_config);
+	tcase_add_test(tc, test_flags_override_file_in_any_order);
+	tcase_add_test(tc, test_lists_file_appends_flags_replace);
+	tcase_add_test(tc, test_list_limits_and_duplicates);
+	tcase_add_test(tc, test_resolv_conf_parsing);
+	tcase_add_test(tc, test_resolv_conf_own_addresses_removed);
+	tcase_add_test(tc, test_resolv_conf_none_left);
+	tcase_add_test(tc, test_upstream_loop_refused);
+	tcase_add_test(tc, test_min_ttl_le_max_ttl);
+	tcase_add_test(tc, test_metrics);
+	tcase_add_test(tc, test_parse_addr_forms);
+	tcase_add_test(tc, test_parse_addr_errors);
+	tcase_add_test(tc, test_parse_size);
+	tcase_add_test(tc, test_print_round_trip);
+	tcase_add_test(tc, test_print_format);
+	tcase_add_test(tc, test_shipped_config_is_the_defaults);
+	tcase_add_test(tc, test_help_and_version);
+	tcase_add_test(tc, test_usage_lists_every_option);
+	tcase_add_test(tc, test_nul_byte_and_directory);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+UNIT_MAIN(make_suite)
