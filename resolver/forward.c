@@ -115,6 +115,8 @@ static void finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
     const struct msg_info *info);
 static void finish_servfail(struct fwd_query *q);
 static void query_finish(struct fwd_query *q);
+static struct fwd_waiter *query_detach(struct fwd_query *q);
+static void free_waiters(struct fwd_waiter *w);
 static void query_free(struct fwd_query *q);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
 static void timeout_cb(evutil_socket_t fd, short what, void *arg);
@@ -597,6 +599,7 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 	uint8_t ext;
 	int n = wire_strip_opt(m, len, &ext);
 	uint8_t *out = f->buf + WIRE_MSG_MAX / 2;
+	struct fwd_waiter *ws;
 
 	attempt_close(q);
 	if (n < 0) {
@@ -604,6 +607,9 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 		finish_servfail(q);
 		return;
 	}
+	/* The client sees the TTLs that later cache hits count down from. */
+	if (info->cacheable)
+		wire_set_ttls(m, (size_t)n, info->ttl);
 	/* TC over TCP would be a lie we must not cache. */
 	if (q->cacheable && info->cacheable && !info->tc)
 		cache_store(f->cache, q->key, q->klen, m, (size_t)n, info->ttl,
@@ -616,24 +622,24 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 			return;
 		}
 	}
-	for (struct fwd_waiter *w = q->waiters; w != NULL; w = w->next) {
+	/*
+	 * Detached first: a reply may let a TCP client send more queries at
+	 * once, and those must not join a query that is already answered.
+	 */
+	ws = query_detach(q);
+	for (struct fwd_waiter *w = ws; w != NULL; w = w->next) {
 		int r;
 		memcpy(out, m, (size_t)n);
 		r = wire_make_reply(out, (size_t)n, (size_t)n + 1024, w->cl.max_len,
 		    w->qbytes, &w->q, f->cfg->edns_buffer_size, -1, NULL);
-		if (r < 0) {
-			w->cl.reply(&w->cl, NULL, 0);
-			w->cl.reply = NULL;
-			continue;
-		}
-		if (WIRE_FLAGS(out) & WIRE_TC)
+		if (r >= 0 && (WIRE_FLAGS(out) & WIRE_TC))
 			metrics_inc(f->met, MET_REPLIES_TRUNCATED);
-		w->cl.reply(&w->cl, out, (size_t)r);
+		w->cl.reply(&w->cl, r < 0 ? NULL : out, r < 0 ? 0 : (size_t)r);
 		w->cl.reply = NULL;
 	}
 	if (out != f->buf + WIRE_MSG_MAX / 2)
 		free(out);
-	query_finish(q);
+	free_waiters(ws);
 }
 
 static void
@@ -647,12 +653,14 @@ finish_servfail(struct fwd_query *q)
 	    q->fail == FAIL_NETWORK ? "upstream unreachable" :
 				      "every upstream failed";
 	char name[WIRE_NAME_MAX * 4 + 8];
+	struct fwd_waiter *ws;
 
 	attempt_close(q);
 	log_debug("forward", "servfail qname=\"%s\" qtype=%u",
 	    wire_name_text(q->qname, q->qname_len, name, sizeof(name)),
 	    q->qtype);
-	for (struct fwd_waiter *w = q->waiters; w != NULL; w = w->next) {
+	ws = query_detach(q);
+	for (struct fwd_waiter *w = ws; w != NULL; w = w->next) {
 		int r = wire_build_error(f->buf, sizeof(f->buf), w->qbytes,
 		    w->qlen, &w->q, WIRE_RCODE_SERVFAIL,
 		    f->cfg->edns_buffer_size, ede, text);
@@ -660,7 +668,33 @@ finish_servfail(struct fwd_query *q)
 		w->cl.reply(&w->cl, r < 0 ? NULL : f->buf, r < 0 ? 0 : (size_t)r);
 		w->cl.reply = NULL;
 	}
+	free_waiters(ws);
+}
+
+/* Finishes q and hands its waiters to the caller, who answers them. */
+static struct fwd_waiter *
+query_detach(struct fwd_query *q)
+{
+	struct fwd_waiter *ws = q->waiters;
+
+	q->waiters = NULL;
+	q->nwaiters = 0;
 	query_finish(q);
+	return ws;
+}
+
+static void
+free_waiters(struct fwd_waiter *w)
+{
+	struct fwd_waiter *next;
+
+	for (; w != NULL; w = next) {
+		next = w->next;
+		/* A waiter never answered is told so, exactly once. */
+		if (w->cl.reply != NULL)
+			w->cl.reply(&w->cl, NULL, 0);
+		free(w);
+	}
 }
 
 /* Takes q out of the table and queues it for freeing outside its callbacks. */
@@ -683,20 +717,12 @@ query_finish(struct fwd_query *q)
 static void
 query_free(struct fwd_query *q)
 {
-	struct fwd_waiter *w, *next;
-
 	attempt_close(q);
 	if (q->ev_timer != NULL) {
 		event_free(q->ev_timer);
 		q->ev_timer = NULL;
 	}
-	for (w = q->waiters; w != NULL; w = next) {
-		next = w->next;
-		/* A waiter never answered is told so, exactly once. */
-		if (w->cl.reply != NULL)
-			w->cl.reply(&w->cl, NULL, 0);
-		free(w);
-	}
+	free_waiters(q->waiters);
 	free(q);
 }
 

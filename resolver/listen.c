@@ -35,10 +35,14 @@ struct tcp_conn {
 	struct listen *l;
 	struct tcp_conn *prev, *next;
 	struct bufferevent *bev; /* freed by conn_close; NULL once closed */
+	struct event *ev_idle;   /* idle timer: armed at accept, after each
+				    whole query and after the last reply;
+				    freed by conn_close */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	unsigned inflight;       /* queries whose reply is still owed */
 	bool paused;             /* reading stopped at TCP_MAX_PIPELINE */
+	bool closing;            /* close once the owed replies are flushed */
 };
 
 struct listen {
@@ -61,14 +65,18 @@ struct listen {
 /* Connections of all workers together, against tcp-max-connections. */
 static _Atomic unsigned tcp_total;
 
-static int open_socket(const struct config_addr *a, int type, char *err,
-    size_t errlen, int *errnum);
+static int open_socket(const struct config_addr *a, int type, bool reuseport,
+    char *err, size_t errlen, int *errnum);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg);
 static void tcp_read_cb(struct bufferevent *bev, void *arg);
 static void tcp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_close(struct tcp_conn *c);
+static void conn_arm_idle(struct tcp_conn *c);
+static void conn_close_when_flushed(struct tcp_conn *c);
+static void idle_cb(evutil_socket_t fd, short what, void *arg);
+static void flushed_cb(struct bufferevent *bev, void *arg);
 static void conn_release(struct tcp_conn *c);
 static void udp_reply(const struct fwd_client *cl, const uint8_t *msg,
     size_t len);
@@ -84,8 +92,8 @@ static bool answer_from_cache(struct listen *l, const uint8_t *pkt,
     struct fwd_client *cl);
 
 static int
-open_socket(const struct config_addr *a, int type, char *err, size_t errlen,
-    int *errnum)
+open_socket(const struct config_addr *a, int type, bool reuseport, char *err,
+    size_t errlen, int *errnum)
 {
 	int one = 1, fd;
 
@@ -93,7 +101,8 @@ open_socket(const struct config_addr *a, int type, char *err, size_t errlen,
 	if (fd < 0)
 		goto fail;
 	/* Each worker binds its own socket; the kernel spreads the load. */
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+	if (reuseport &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
 		goto fail;
 	if (type == SOCK_STREAM)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -118,6 +127,26 @@ fail:
 	return -1;
 }
 
+int
+listen_probe(const struct config *cfg, char *err, size_t errlen)
+{
+	int errnum = 0;
+
+	for (size_t i = 0; i < cfg->n_listen; i++) {
+		int fd = open_socket(&cfg->listen[i], SOCK_DGRAM, false, err,
+		    errlen, &errnum);
+		if (fd < 0)
+			return -errnum;
+		close(fd);
+		fd = open_socket(&cfg->listen[i], SOCK_STREAM, false, err,
+		    errlen, &errnum);
+		if (fd < 0)
+			return -errnum;
+		close(fd);
+	}
+	return 0;
+}
+
 struct listen *
 listen_new(struct event_base *base, const struct config *cfg,
     struct forward *fwd, struct cache *cache, struct metrics_worker *met,
@@ -138,7 +167,7 @@ listen_new(struct event_base *base, const struct config *cfg,
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		const struct config_addr *a = &cfg->listen[i];
 		struct udp_sock *u = &l->udp[l->n_udp];
-		int fd = open_socket(a, SOCK_DGRAM, err, errlen, errnum);
+		int fd = open_socket(a, SOCK_DGRAM, true, err, errlen, errnum);
 		if (fd < 0)
 			goto fail;
 		u->l = l;
@@ -147,7 +176,7 @@ listen_new(struct event_base *base, const struct config *cfg,
 		u->ev = event_new(base, fd, EV_READ | EV_PERSIST, udp_read_cb, u);
 		if (u->ev == NULL || event_add(u->ev, NULL) < 0)
 			goto fail_mem;
-		fd = open_socket(a, SOCK_STREAM, err, errlen, errnum);
+		fd = open_socket(a, SOCK_STREAM, true, err, errlen, errnum);
 		if (fd < 0)
 			goto fail;
 		l->tcp[l->n_tcp] = evconnlistener_new(base, accept_cb, l,
@@ -190,10 +219,12 @@ listen_stop(struct listen *l)
 	l->n_tcp = 0;
 	for (c = l->conns; c != NULL; c = next) {
 		next = c->next;
-		if (c->inflight == 0)
+		if (c->inflight == 0) {
 			conn_close(c);
-		else
+		} else {
+			c->closing = true;
 			bufferevent_disable(c->bev, EV_READ);
+		}
 	}
 }
 
@@ -372,21 +403,26 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 	c = calloc(1, sizeof(*c));
-	if (c == NULL) {
+	if (c != NULL) {
+		c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->ev_idle = evtimer_new(l->base, idle_cb, c);
+	}
+	if (c == NULL || c->bev == NULL || c->ev_idle == NULL) {
 		atomic_fetch_sub(&tcp_total, 1);
-		close(fd);
+		if (c == NULL || c->bev == NULL)
+			close(fd);
+		if (c != NULL) {
+			if (c->bev)
+				bufferevent_free(c->bev);
+			if (c->ev_idle)
+				event_free(c->ev_idle);
+			free(c);
+		}
 		return;
 	}
 	c->l = l;
 	memcpy(&c->peer, sa, (size_t)salen);
 	c->peer_len = (socklen_t)salen;
-	c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		atomic_fetch_sub(&tcp_total, 1);
-		close(fd);
-		free(c);
-		return;
-	}
 	metrics_inc(l->met, MET_TCP_ACCEPTED);
 	c->next = l->conns;
 	if (l->conns)
@@ -395,10 +431,40 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	l->n_conns++;
 	idle.tv_sec = l->cfg->tcp_idle_timeout_ms / 1000;
 	idle.tv_usec = (l->cfg->tcp_idle_timeout_ms % 1000) * 1000;
-	/* Slow readers and silent clients both run into the idle timeout. */
-	bufferevent_set_timeouts(c->bev, &idle, &idle);
+	/*
+	 * A reader too slow to take its answers within the idle time is cut
+	 * off; the idle timer itself is ours, because only whole messages
+	 * count as activity (RFC 7766 6.2.3), not a byte trickled now and then.
+	 */
+	bufferevent_set_timeouts(c->bev, NULL, &idle);
 	bufferevent_setcb(c->bev, tcp_read_cb, NULL, tcp_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ);
+	conn_arm_idle(c);
+}
+
+static void
+conn_arm_idle(struct tcp_conn *c)
+{
+	struct timeval idle;
+	uint32_t ms = c->l->cfg->tcp_idle_timeout_ms;
+
+	idle.tv_sec = ms / 1000;
+	idle.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(c->ev_idle, &idle);
+}
+
+static void
+idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tcp_conn *c = arg;
+
+	/* Waiting for our own upstream is not the client being idle. */
+	if (c->inflight > 0) {
+		conn_arm_idle(c);
+		return;
+	}
+	metrics_inc(c->l->met, MET_TCP_IDLE_CLOSED);
+	conn_close(c);
 }
 
 static void
@@ -412,7 +478,7 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 	uint8_t *msg;
 	size_t mlen;
 
-	while (c->bev != NULL && !l->stopped) {
+	while (c->bev != NULL && !l->stopped && !c->closing) {
 		if (c->inflight >= TCP_MAX_PIPELINE) {
 			/* Back-pressure: the rest waits in the socket buffer. */
 			bufferevent_disable(bev, EV_READ);
@@ -431,6 +497,7 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		}
 		metrics_inc(l->met, MET_QUERIES_TCP);
+		conn_arm_idle(c);
 		memset(&cl, 0, sizeof(cl));
 		cl.reply = tcp_reply;
 		cl.tcp = true;
@@ -472,18 +539,44 @@ conn_release(struct tcp_conn *c)
 			free(c);
 		return;
 	}
-	if (l->stopped && c->inflight == 0) {
-		/* Draining: close once the last answer is flushed. */
-		bufferevent_disable(c->bev, EV_READ);
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-			conn_close(c);
+	if ((l->stopped || c->closing) && c->inflight == 0) {
+		conn_close_when_flushed(c);
 		return;
 	}
+	if (c->inflight == 0)
+		conn_arm_idle(c);
 	if (c->paused && c->inflight < TCP_MAX_PIPELINE / 2) {
 		c->paused = false;
 		bufferevent_enable(c->bev, EV_READ);
-		tcp_read_cb(c->bev, c);
+		/*
+		 * Queries already buffered raise no new read event; deferred,
+		 * so the forwarder is not re-entered from inside a reply.
+		 */
+		bufferevent_trigger(c->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 	}
+}
+
+/* Stops reading and closes as soon as everything written has left. */
+static void
+conn_close_when_flushed(struct tcp_conn *c)
+{
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		conn_close(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, NULL, flushed_cb, tcp_event_cb, c);
+}
+
+static void
+flushed_cb(struct bufferevent *bev, void *arg)
+{
+	struct tcp_conn *c = arg;
+
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		conn_close(c);
 }
 
 static void
@@ -491,10 +584,11 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct tcp_conn *c = arg;
 
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
 	    c->inflight > 0) {
-		/* Waiting for our own upstream is not the client being idle. */
-		bufferevent_enable(bev, EV_READ);
+		/* A half-closed client still gets the answers it asked for. */
+		c->closing = true;
+		bufferevent_disable(bev, EV_READ);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT)
@@ -515,6 +609,8 @@ conn_close(struct tcp_conn *c)
 		return;
 	bufferevent_free(c->bev);
 	c->bev = NULL;
+	event_free(c->ev_idle);
+	c->ev_idle = NULL;
 	atomic_fetch_sub(&tcp_total, 1);
 	if (c->prev)
 		c->prev->next = c->next;

@@ -15,6 +15,7 @@
 
 #include "stubborn/cache.h"
 #include "stubborn/config.h"
+#include "stubborn/listen.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
 #include "stubborn/rng.h"
@@ -83,6 +84,11 @@ start_workers(struct daemon *d)
 	char err[512];
 	int errnum;
 
+	if (listen_probe(&d->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "stubborn: %s\n", err);
+		log_error("main", "start-up failed: %s", err);
+		return -EADDRINUSE;
+	}
 	d->workers = calloc(d->cfg.workers, sizeof(*d->workers));
 	if (d->workers == NULL)
 		return -ENOMEM;

@@ -479,6 +479,21 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 	return (int)it.off;
 }
 
+int
+wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+	int r;
+
+	if (wire_iter_init(&it, msg, len) < 0)
+		return -EBADMSG;
+	while ((r = wire_iter_next(&it, &rr)) == 1)
+		if (rr.type != WIRE_TYPE_OPT)
+			wire_put32(msg + rr.type_off + 4, ttl);
+	return r < 0 ? -EBADMSG : 0;
+}
+
 size_t
 wire_udp_limit(const struct wire_query *q, size_t max)
 {

@@ -27,6 +27,16 @@ listen_new(struct event_base *base, const struct config *cfg,
     char *err, size_t errlen, int *errnum);
 
 /*
+ * Checks that no other process holds any listen address, by binding each
+ * (UDP and TCP) once without SO_REUSEPORT and closing it again: the worker
+ * sockets share ports through SO_REUSEPORT, which would otherwise let a
+ * second stubborn silently split the traffic with the first.  Returns 0, or
+ * -errno with err naming the address.
+ */
+int
+listen_probe(const struct config *cfg, char *err, size_t errlen);
+
+/*
  * Stops reading new queries: closes the listening sockets; TCP connections
  * close once their in-flight queries are answered.
  */

@@ -259,6 +259,15 @@ int
 wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
 
 /*
+ * Sets the TTL of every RR but OPT to ttl, in place.  A forwarder applies
+ * one TTL per RRset (RFC 2181 5.2); stubborn uses the cache TTL for the
+ * whole message so a miss and a later hit tell the client the same.
+ * Returns 0 or -EBADMSG.
+ */
+int
+wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
+
+/*
  * Makes a stored or upstream response (OPT already stripped) into the reply
  * for one client, in place in buf (length len, capacity cap >= 12 + question):
  * ID and question bytes (exact letter case) from the client's query, QR=1,

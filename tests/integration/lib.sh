@@ -23,7 +23,12 @@ if [ -n "$VALGRIND" ]; then SLOW=10; else SLOW=1; fi
 
 t_cleanup() {
 	for p in $T_PIDS; do kill -TERM "$p" 2>/dev/null; done
-	sleep 0.2
+	for _ in $(seq 1 20); do
+		alive=""
+		for p in $T_PIDS; do kill -0 "$p" 2>/dev/null && alive=1; done
+		[ -z "$alive" ] && break
+		sleep 0.1
+	done
 	for p in $T_PIDS; do kill -KILL "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	rm -rf "$T_TMP"
@@ -60,7 +65,9 @@ t_done() {
 pick_port() {
 	local p
 	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
+		# Below the ephemeral range (32768+), where connected sockets that
+		# ss -l does not show could still hold the port.
+		p=$((20000 + RANDOM % 12700))
 		if ! ss -Hlnu "sport = :$p" | grep -q . &&
 		    ! ss -Hlnt "sport = :$p" | grep -q .; then
 			echo "$p"; return 0
@@ -69,15 +76,35 @@ pick_port() {
 	return 1
 }
 
-# Waits until something answers DNS over UDP on addr port (or gives up).
+# Waits until addr:port listens on UDP and TCP; gives up early if the
+# process pid (optional) has exited.
 wait_dns() {
-	local addr=$1 port=$2 tries=$((50 * SLOW))
+	local addr=$1 port=$2 pid=${3:-} tries=$((50 * SLOW))
 	for _ in $(seq 1 "$tries"); do
-		if ss -Hlnu "sport = :$port" | grep -q . &&
-		    ss -Hlnt "sport = :$port" | grep -q .; then return 0; fi
+		if ss -Hlnu "src $addr:$port" | grep -q . &&
+		    ss -Hlnt "src $addr:$port" | grep -q .; then return 0; fi
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
 		sleep 0.1
 	done
 	return 1
+}
+
+# Waits at most $2 seconds for pid $1 (a child of this shell) to exit and
+# sets WAIT_RC to its status, or to "timeout" after killing it.
+wait_pid() {
+	local pid=$1 limit=$2
+	for _ in $(seq 1 $((limit * 10))); do
+		# An exited child stays a zombie until waited for.
+		if ! kill -0 "$pid" 2>/dev/null ||
+		    grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; then
+			wait "$pid"; WAIT_RC=$?
+			return 0
+		fi
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	WAIT_RC=timeout
 }
 
 # start_fakeup NAME [extra args]: sets FK_PORT_NAME, FK_CTL_NAME, FK_LOG_NAME.
@@ -91,7 +118,7 @@ start_fakeup() {
 	eval "FK_PORT_$name=$port FK_CTL_$name=$ctl FK_PID_$name=$!"
 	eval "FK_LOG_$name=$T_TMP/fk-$name.log"
 	: >"$T_TMP/fk-$name.log"
-	wait_dns 127.0.0.1 "$port" || { echo "fakeup $name did not start"; return 1; }
+	wait_dns 127.0.0.1 "$port" $! || { echo "fakeup $name did not start"; return 1; }
 }
 
 # fk_ctl NAME "command": one control command, prints the answer.
@@ -127,14 +154,14 @@ start_stubborn() {
 	fi
 	STUB_PID=$!
 	T_PIDS="$T_PIDS $STUB_PID"
-	wait_dns 127.0.0.1 "$STUB_PORT" || { echo "stubborn did not start:"; cat "$STUB_LOG"; return 1; }
+	wait_dns 127.0.0.1 "$STUB_PORT" "$STUB_PID" || { echo "stubborn did not start:"; cat "$STUB_LOG"; return 1; }
 }
 
 # stop_stubborn: SIGTERM, expect exit 0 (and a clean valgrind report).
 stop_stubborn() {
 	local rc
 	kill -TERM "$STUB_PID"
-	wait "$STUB_PID"; rc=$?
+	wait_pid "$STUB_PID" $((10 * SLOW)); rc=$WAIT_RC
 	expect_eq "stubborn exits 0 on SIGTERM" 0 "$rc"
 	if [ -n "$VALGRIND" ]; then
 		if [ -s "$T_TMP/valgrind.$STUB_PORT.log" ]; then

@@ -9,7 +9,10 @@ passed=0
 failed=0
 for t in t_*.sh; do
 	case "$t" in *${T_ONLY:-}*) ;; *) continue ;; esac
-	out=$(bash "$t" 2>&1)
+	# A hung test file must not hang the suite (valgrind runs are slower).
+	limit=180
+	[ -n "${VALGRIND:-}" ] && limit=900
+	out=$(timeout -k 5 "$limit" bash "$t" 2>&1)
 	echo "$out"
 	p=$(printf '%s\n' "$out" | grep -c '^ok - ')
 	f=$(printf '%s\n' "$out" | grep -c '^not ok - ')
