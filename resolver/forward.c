@@ -601,15 +601,14 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 	uint8_t *out = f->buf + WIRE_MSG_MAX / 2;
 	struct fwd_waiter *ws;
 
-	attempt_close(q);
-	if (n < 0) {
+	/* The client sees the TTLs that later cache hits count down from. */
+	if (n < 0 || (info->cacheable && wire_set_ttls(m, (size_t)n,
+						info->ttl) < 0)) {
 		metrics_inc(f->met, MET_UPSTREAM_MALFORMED);
-		finish_servfail(q);
+		attempt_fail(q, FAIL_MALFORMED);
 		return;
 	}
-	/* The client sees the TTLs that later cache hits count down from. */
-	if (info->cacheable)
-		wire_set_ttls(m, (size_t)n, info->ttl);
+	attempt_close(q);
 	/* TC over TCP would be a lie we must not cache. */
 	if (q->cacheable && info->cacheable && !info->tc)
 		cache_store(f->cache, q->key, q->klen, m, (size_t)n, info->ttl,

@@ -9,6 +9,8 @@
 
 static int parse_opt(const uint8_t *msg, const struct wire_rr *rr,
     struct wire_query *q);
+static void find_opt_lenient(const uint8_t *msg, size_t len,
+    struct wire_query *q);
 static int put_question(uint8_t *out, size_t cap, size_t off,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass);
 
@@ -59,7 +61,7 @@ wire_read_name(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
 			 * Only backwards, and what the pointer leads to must end
 			 * before the pointer: no loops, no overlapping tricks.
 			 */
-			if (target >= off)
+			if (target >= off || target < WIRE_HDR_LEN)
 				return -EBADMSG;
 			end = off;
 			off = target;
@@ -343,6 +345,33 @@ parse_opt(const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q)
 	return 0;
 }
 
+/*
+ * For a query we will not serve (NOTIMP): echo its question and answer with
+ * an OPT if it had one (RFC 6891 7), as far as the message parses at all.
+ */
+static void
+find_opt_lenient(const uint8_t *msg, size_t len, struct wire_query *q)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+
+	if (WIRE_QDCOUNT(msg) != 1 || wire_read_question(msg, len, &q->q) < 0) {
+		q->q.end = 0;
+		return;
+	}
+	if (wire_iter_init(&it, msg, len) < 0)
+		return;
+	while (wire_iter_next(&it, &rr) == 1) {
+		if (rr.type == WIRE_TYPE_OPT && rr.section == 3 &&
+		    msg[rr.off] == 0) {
+			if (parse_opt(msg, &rr, q) < 0)
+				q->has_opt = true;
+			q->edns_version = 0;
+			return;
+		}
+	}
+}
+
 enum wire_verdict
 wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q)
 {
@@ -357,8 +386,10 @@ wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q)
 	q->flags = WIRE_FLAGS(msg);
 	if (q->flags & WIRE_QR)
 		return WIRE_DROP;
-	if (WIRE_OPCODE(q->flags) != 0)
+	if (WIRE_OPCODE(q->flags) != 0) {
+		find_opt_lenient(msg, len, q);
 		return WIRE_NOTIMP;
+	}
 	if (WIRE_QDCOUNT(msg) != 1 || wire_read_question(msg, len, &q->q) < 0) {
 		q->q.end = 0;
 		return WIRE_FORMERR;
@@ -510,11 +541,13 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
     const uint8_t *query, const struct wire_query *q, uint16_t edns_size,
     int ede_code, const char *ede_text)
 {
+	struct wire_question sq;
 	uint16_t flags;
 	size_t qlen = q->q.end;
-	int n;
+	int n = -ENOSPC;
 
-	if (len < qlen || qlen < WIRE_HDR_LEN || cap < qlen)
+	if (qlen < WIRE_HDR_LEN || cap < qlen ||
+	    wire_read_question(buf, len, &sq) < 0 || sq.end != qlen)
 		return -EBADMSG;
 	/* The stored question equals the client's but for letter case. */
 	memcpy(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN, qlen - WIRE_HDR_LEN);
@@ -525,19 +558,26 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	flags |= WIRE_QR | WIRE_RA | (q->flags & (WIRE_RD | WIRE_CD));
 	wire_put16(buf + 2, flags);
 	wire_put16(buf + 4, 1);
-	n = (int)len;
-	if (q->has_opt) {
-		n = wire_append_opt(buf, len, cap, edns_size, 0, q->do_bit,
-		    ede_code, ede_text);
-		if (n < 0)
+	if (!q->has_opt) {
+		if (len <= limit)
+			return (int)len;
+	} else {
+		uint16_t arcount = WIRE_ARCOUNT(buf);
+		if (ede_code >= 0)
+			n = wire_append_opt(buf, len, cap, edns_size, 0, q->do_bit,
+			    ede_code, ede_text);
+		/* Over the client's size, EDE goes first (RFC 8914 3). */
+		if (n < 0 || (size_t)n > limit) {
+			wire_put16(buf + 10, arcount);
 			n = wire_append_opt(buf, len, cap, edns_size, 0,
 			    q->do_bit, -1, NULL);
+		}
+		if (n >= 0 && (size_t)n <= limit)
+			return n;
 	}
-	if (n >= 0 && (size_t)n <= limit)
-		return n;
 	/*
-	 * Too big for the client's UDP size: an empty TC=1 reply makes it
-	 * retry over TCP (RFC 7766 / 2181 9); EDE is dropped first (RFC 8914 3).
+	 * Still too big for the client's UDP size: an empty TC=1 reply makes
+	 * it retry over TCP (RFC 7766, RFC 2181 9).
 	 */
 	wire_put16(buf + 2, (uint16_t)(flags | WIRE_TC));
 	memset(buf + 6, 0, 6);

@@ -13,6 +13,11 @@ Build a query:
             [--opt-raw HEX] [--opt-flags 0xNNNN] [--pad N] [--tcp]
 Send bytes verbatim:
   dnsraw.py --port P --hex 'ab cd ...' [--tcp]
+  --probe NAME [--grace S]      (UDP) right after the message, from the same
+                                socket, send an A query for NAME (ID 0xBEEF);
+                                print "noreply probe=RCODE" if the probe's
+                                reply came and nothing else did within S
+                                seconds after it, else the other reply
 TCP tricks:
   --tcp-pipeline N NAME...      N queries (IDs --id, --id+1, ...; names
                                 cycled) in one write; one line per reply in
@@ -324,6 +329,41 @@ def udp_exchange(a, msg):
         s.close()
 
 
+def udp_probe(a, msg):
+    """Sends msg, then a probe query; reports whether msg got any reply."""
+    s = socket.socket(family(a.server), socket.SOCK_DGRAM)
+    s.connect((a.server, a.port))
+    # The probe is a plain query whatever the options said.
+    probe = struct.pack("!HHHHHH", 0xBEEF, 0x0100, 1, 0, 0, 0) + \
+        encode_name(a.probe) + struct.pack("!HH", 1, 1)
+    others = []
+    probe_rc = None
+    try:
+        s.send(msg)
+        s.send(probe)
+        deadline = time.monotonic() + a.timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                rep = s.recv(65535)
+            except socket.timeout:
+                break
+            except ConnectionRefusedError:
+                return "refused"
+            if len(rep) >= 12 and rep[:2] == b"\xbe\xef" and probe_rc is None:
+                probe_rc = RCODES.get(rep[3] & 0xF, str(rep[3] & 0xF))
+                deadline = time.monotonic() + a.grace
+            else:
+                others.append(rep)
+    finally:
+        s.close()
+    if others:
+        return decode(others[0])
+    if probe_rc is None:
+        return "timeout"
+    return "noreply probe=%s" % probe_rc
+
+
 def tcp_connect(a):
     s = socket.socket(family(a.server), socket.SOCK_STREAM)
     s.settimeout(a.timeout)
@@ -567,6 +607,8 @@ def main():
     p.add_argument("--hex")
     p.add_argument("--print-query", action="store_true",
                    help="print the query's hex instead of sending it")
+    p.add_argument("--probe")
+    p.add_argument("--grace", type=float, default=0.3)
     p.add_argument("--tcp-pipeline", type=int)
     p.add_argument("--tcp-lenprefix-lie", choices=["short", "long"])
     p.add_argument("--tcp-split-ms", type=int)
@@ -612,6 +654,8 @@ def main():
         return 0
     if a.tcp:
         print(tcp_exchange(a, msg))
+    elif a.probe:
+        print(udp_probe(a, msg))
     else:
         print(udp_exchange(a, msg))
     return 0

@@ -171,8 +171,9 @@ stop_stubborn
 fk_ctl slow "mode normal" >/dev/null
 
 # --- connection limit -----------------------------------------------------------
-start_stubborn --upstream "127.0.0.1:$FK_PORT_up" --tcp-max-connections 5
-$DNSRAW --port "$STUB_PORT" --tcp-hold 5 --hold-seconds $((3 * SLOW)) >"$T_TMP/hold" &
+start_stubborn --upstream "127.0.0.1:$FK_PORT_up" --tcp-max-connections 5 \
+    --tcp-idle-timeout $((20000 * SLOW))
+$DNSRAW --port "$STUB_PORT" --tcp-hold 5 --hold-seconds $((2 * SLOW)) >"$T_TMP/hold" &
 HOLD=$!
 T_PIDS="$T_PIDS $HOLD"
 for _ in $(seq 1 $((30 * SLOW))); do grep -q held "$T_TMP/hold" && break; sleep 0.1; done

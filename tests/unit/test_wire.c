@@ -1539,6 +1539,41 @@ START_TEST(t_set_ttls)
 }
 END_TEST
 
+/*
+ * Found by fuzz_wire: the second owner points to offset 24, and the name
+ * there runs through the first record's TTL.  Rewriting that TTL changes
+ * the name; wire_set_ttls() must then not report success for a message
+ * whose names no longer parse.
+ */
+START_TEST(t_set_ttls_name_through_ttl)
+{
+	struct pkt p;
+	struct wire_iter it;
+	struct wire_rr rr;
+	uint8_t out[WIRE_NAME_MAX];
+	int r;
+
+	pkt_init(&p, 1, WIRE_QR, 1, 2, 0, 0);
+	pkt_question(&p, "a", WIRE_TYPE_A, WIRE_CLASS_IN);   /* 12..19 */
+	pkt_a(&p, 12, 3600, 1);                              /* TTL 25..28 */
+	pkt_u16(&p, 0xc000 | 24);                            /* 35 */
+	pkt_rr_fixed(&p, WIRE_TYPE_A, WIRE_CLASS_IN, 60, 4);
+	pkt_u32(&p, 0xc0000202);
+	/* Before: 24 is "\001" label 0x00, then the root at 26. */
+	ck_assert_int_eq(wire_read_name(p.b, p.len, 35, out, false), 3);
+	r = wire_set_ttls(p.b, p.len, 0x00400000);
+	if (r < 0) {
+		ck_assert_int_eq(r, -EBADMSG);
+		return;
+	}
+	ck_assert_int_eq(wire_iter_init(&it, p.b, p.len), 0);
+	while ((r = wire_iter_next(&it, &rr)) == 1)
+		ck_assert_int_ge(wire_read_name(p.b, p.len, rr.off, out,
+		    false), 1);
+	ck_assert_int_eq(r, 0);
+}
+END_TEST
+
 /* ---- wire_make_reply ----------------------------------------------------- */
 
 START_TEST(t_make_reply_basic_edns)
@@ -1710,6 +1745,31 @@ START_TEST(t_make_reply_truncates_edns)
 }
 END_TEST
 
+/* Fits without the EDE but not with it: EDE dropped, no TC (RFC 8914 3). */
+START_TEST(t_make_reply_drops_ede_before_tc)
+{
+	struct pkt cq, r;
+	struct wire_query q;
+	size_t len;
+	int n;
+
+	make_query(&cq, 0x7777, WIRE_RD, "example.com", WIRE_TYPE_A, true, 512,
+	    false);
+	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
+	/* 29 + 29 * 16 = 493; + OPT 11 = 504 <= 512; + EDE(5 text) 11 more. */
+	make_response(&r, 0, "example.com", WIRE_TYPE_A, 29);
+	len = r.len;
+	ck_assert_uint_eq(len, 493);
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), 512, cq.b, &q, 1232,
+	    WIRE_EDE_STALE, "stale");
+	ck_assert_int_eq(n, (int)(len + 11));
+	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
+	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 29);
+	ck_assert_uint_eq(WIRE_ARCOUNT(r.b), 1);
+	ck_assert_uint_eq(wire_u16(r.b + len + 9), 0);
+}
+END_TEST
+
 START_TEST(t_make_reply_errors)
 {
 	struct pkt cq, r;
@@ -1787,15 +1847,27 @@ START_TEST(t_build_error_formerr_no_question)
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_ID(out), 0x3334);
 
-	/* NOTIMP for opcode 5: the opcode is echoed, no question. */
+	/* NOTIMP for opcode 5: the opcode and the question are echoed. */
 	make_query(&cq, 0x3335, (uint16_t)(5 << 11 | WIRE_RD), "example.com",
 	    WIRE_TYPE_SOA, false, 0, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_NOTIMP);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
 	    WIRE_RCODE_NOTIMP, 1232, -1, NULL);
-	ck_assert_int_eq(n, 12);
+	ck_assert_int_eq(n, 12 + 13 + 4);
+	ck_assert_uint_eq(WIRE_QDCOUNT(out), 1);
+	ck_assert_uint_eq(WIRE_ARCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_FLAGS(out), (5 << 11) | WIRE_QR | WIRE_RA |
 	    WIRE_RD | WIRE_RCODE_NOTIMP);
+
+	/* NOTIMP to a query with EDNS carries an OPT (RFC 6891 7). */
+	make_query(&cq, 0x3336, (uint16_t)(2 << 11), "example.com",
+	    WIRE_TYPE_SOA, true, 1232, true);
+	ck_assert_int_eq(parse(&cq, &q), WIRE_NOTIMP);
+	ck_assert(q.has_opt);
+	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
+	    WIRE_RCODE_NOTIMP, 1232, -1, NULL);
+	ck_assert_int_eq(n, 12 + 13 + 4 + 11);
+	ck_assert_uint_eq(WIRE_ARCOUNT(out), 1);
 }
 END_TEST
 
@@ -2239,12 +2311,14 @@ make_suite(void)
 	tcase_add_test(tc, t_strip_opt_trailing_junk);
 	tcase_add_test(tc, t_strip_keeps_names_valid);
 	tcase_add_test(tc, t_set_ttls);
+	tcase_add_test(tc, t_set_ttls_name_through_ttl);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("reply");
 	tcase_add_test(tc, t_make_reply_basic_edns);
 	tcase_add_test(tc, t_make_reply_flags_from_client);
 	tcase_add_test(tc, t_make_reply_ede);
+	tcase_add_test(tc, t_make_reply_drops_ede_before_tc);
 	tcase_add_test(tc, t_make_reply_truncates_no_edns);
 	tcase_add_test(tc, t_make_reply_truncates_edns);
 	tcase_add_test(tc, t_make_reply_errors);
