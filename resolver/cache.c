@@ -41,6 +41,10 @@ struct entry {
 	uint16_t len;
 	uint16_t noff;
 	uint8_t rcode;
+	bool positive;
+	uint32_t fail_s;      /* current failure hold length (RFC 9520) */
+	uint64_t hold_until_ms;
+	uint64_t neg_since_ms;
 	uint16_t off[];       /* noff TTL offsets, then key, then response */
 };
 
@@ -57,6 +61,7 @@ struct shard {
 	uint64_t misses;
 	uint64_t stores;
 	uint64_t evictions;
+	uint64_t failed_hits;
 } __attribute__((aligned(CACHE_LINE)));
 
 struct cache {
@@ -239,9 +244,21 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 			/* Too old even for serve-stale: nobody can use it. */
 			shard_unlink(s, e);
 			dead = e;
-		} else if (e->len > cap) {
+		} else if (e->len == 0 && r == CACHE_STALE) {
+			/* A failure entry past its hold: just a miss. */
+			r = CACHE_MISS;
+		} else if (out != NULL && e->len > cap) {
 			r = CACHE_MISS;
 		}
+	}
+	if (r == CACHE_FAILED) {
+		s->failed_hits++;
+		pthread_mutex_unlock(&s->lock);
+		if (hit != NULL)
+			*hit = info;
+		if (out_len != NULL)
+			*out_len = 0;
+		return r;
 	}
 	if (r == CACHE_MISS) {
 		s->misses++;
@@ -254,7 +271,8 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 			*out_len = 0;
 		return CACHE_MISS;
 	}
-	entry_copy_out(e, out, r == CACHE_FRESH ? info.ttl_left : stale_ttl);
+	if (out != NULL)
+		entry_copy_out(e, out, r == CACHE_FRESH ? info.ttl_left : stale_ttl);
 	if (out_len != NULL)
 		*out_len = e->len;
 	lru_unlink(s, e);
@@ -268,6 +286,90 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	if (hit != NULL)
 		*hit = info;
 	return r;
+}
+
+uint64_t
+cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
+    uint32_t min_s, uint32_t max_s)
+{
+	uint64_t h = cache_hash(c, key, klen);
+	struct shard *s = shard_of(c, h);
+	struct entry *e, *fresh = NULL, *dead = NULL;
+	uint64_t until;
+
+	if (klen == 0 || klen > CACHE_KEY_MAX)
+		return 0;
+	if (min_s == 0)
+		min_s = 1;
+	if (max_s < min_s)
+		max_s = min_s;
+	/* Allocated outside the lock, in case the key has no entry yet. */
+	fresh = entry_new(key, klen, NULL, 0, 0, 0, now_ms);
+	if (fresh == NULL)
+		return 0;
+	fresh->hash = h;
+	pthread_mutex_lock(&s->lock);
+	e = shard_find(s, h, key, klen);
+	if (e == NULL) {
+		while (s->bytes + fresh->size > c->budget && s->tail != NULL) {
+			struct entry *old = s->tail;
+			shard_unlink(s, old);
+			old->hnext = dead;
+			dead = old;
+			s->evictions++;
+		}
+		shard_insert(s, fresh);
+		e = fresh;
+		fresh = NULL;
+	}
+	/* Failing again soon after a hold ended: back off further. */
+	if (e->fail_s > 0 && now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000)
+		e->fail_s = e->fail_s * 2 > max_s ? max_s : e->fail_s * 2;
+	else
+		e->fail_s = min_s;
+	e->hold_until_ms = now_ms + (uint64_t)e->fail_s * 1000;
+	until = e->hold_until_ms;
+	pthread_mutex_unlock(&s->lock);
+	free(fresh);
+	free_chain(dead);
+	return until;
+}
+
+uint64_t
+cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
+    uint64_t now_ms, uint64_t hold_until_ms)
+{
+	uint64_t h = cache_hash(c, key, klen);
+	struct shard *s = shard_of(c, h);
+	struct entry *e;
+	uint64_t since = 0;
+
+	pthread_mutex_lock(&s->lock);
+	e = shard_find(s, h, key, klen);
+	if (e != NULL && e->positive && e->len > 0) {
+		if (e->neg_since_ms == 0)
+			e->neg_since_ms = now_ms;
+		e->hold_until_ms = hold_until_ms;
+		since = e->neg_since_ms;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return since;
+}
+
+void
+cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
+{
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct shard *s = &c->shards[i];
+
+		pthread_mutex_lock(&s->lock);
+		/* Least recently used first: a reload keeps the LRU order. */
+		for (struct entry *e = s->tail; e != NULL; e = e->prev)
+			if (e->len > 0)
+				fn(arg, entry_key(e), e->klen, entry_resp(e),
+				    e->len, e->ttl, e->stored_ms);
+		pthread_mutex_unlock(&s->lock);
+	}
 }
 
 bool
@@ -301,6 +403,7 @@ cache_get_stats(struct cache *c, struct cache_stats *out)
 		out->misses += s->misses;
 		out->stores += s->stores;
 		out->evictions += s->evictions;
+		out->failed_hits += s->failed_hits;
 		pthread_mutex_unlock(&s->lock);
 	}
 }
@@ -471,10 +574,16 @@ entry_new(const uint8_t *key, size_t klen, const uint8_t *resp, size_t len,
 	e->klen = (uint16_t)klen;
 	e->len = (uint16_t)len;
 	e->noff = (uint16_t)noff;
+	memcpy(entry_key(e), key, klen);
+	if (len == 0) {
+		/* A failure entry (cache_fail): a key and a hold, no data. */
+		e->rcode = WIRE_RCODE_SERVFAIL;
+		return e;
+	}
 	e->rcode = (uint8_t)WIRE_RCODE(WIRE_FLAGS(resp));
+	e->positive = e->rcode == WIRE_RCODE_NOERROR && WIRE_ANCOUNT(resp) > 0;
 	/* Same message as the counting pass, so the same count. */
 	(void)scan_ttls(resp, len, e->off, &n);
-	memcpy(entry_key(e), key, klen);
 	memcpy(entry_resp(e), resp, len);
 	/* IDs are per exchange; every reply gets the client's own. */
 	wire_put16(entry_resp(e), 0);
@@ -508,6 +617,19 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 
 	hit->ttl = e->ttl;
 	hit->rcode = e->rcode;
+	hit->positive = e->positive;
+	hit->hold_until_ms = e->hold_until_ms;
+	hit->neg_since_ms = e->neg_since_ms;
+	if (e->len == 0) {
+		/*
+		 * A failure entry: held, then kept a while longer to remember
+		 * the backoff should the next try fail too.
+		 */
+		if (now_ms < e->hold_until_ms)
+			return CACHE_FAILED;
+		return now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000 ?
+		    CACHE_STALE : CACHE_MISS;
+	}
 	if (age_ms < life_ms) {
 		hit->ttl_left = e->ttl - (uint32_t)(age_ms / 1000);
 		hit->stale_s = 0;

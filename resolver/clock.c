@@ -14,7 +14,12 @@ clock_now_ms(void)
 	if (f != 0)
 		return f;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	/*
+	 * Offset by ~49 days: a snapshot loaded just after boot may carry
+	 * entries stored "before" the monotonic clock's zero.
+	 */
+	return (1ull << 32) + (uint64_t)ts.tv_sec * 1000u +
+	    (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 uint64_t

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -29,8 +30,16 @@ enum opt_type {
 	OPT_SIZE,      /* bytes, optional k/M/G suffix, in min..max */
 	OPT_ADDR_LIST, /* ADDR[:PORT], repeatable */
 	OPT_ADDR,      /* ADDR:PORT or "off" */
+	OPT_ZONE_LIST, /* ZONE ADDR[:PORT] [ADDR[:PORT]...], repeatable */
 	OPT_LEVEL,     /* error|warn|info|debug */
+	OPT_CHOICE,    /* one of choices[], stored as its index in an int */
+	OPT_QNAME,     /* NAME [TYPE]: name here, qtype (uint16_t) at aux */
+	OPT_QNAME_LIST, /* NAME TYPE, repeatable (struct config_name_type) */
+	OPT_NAME_LIST, /* ZONE, repeatable; "." allowed (char[256] each) */
 	OPT_PATH,      /* any non-empty string that fits the field */
+	OPT_OPT_PATH,  /* OPT_PATH whose default is "" (off); printed as a
+			  comment then, since "" cannot be a value */
+	OPT_YESNO,     /* yes|no (true|false, on|off) into a bool */
 	OPT_BOOL,      /* flag without a value */
 	OPT_HELP,
 	OPT_VERSION,
@@ -52,16 +61,52 @@ struct opt {
 	uint16_t port;       /* default port of addresses; 0: required */
 	size_t off;          /* the field in struct config */
 	size_t size;         /* its size in bytes */
-	size_t aux;          /* OPT_ADDR_LIST: the count; OPT_ADDR: on flag */
-	size_t max_n;        /* OPT_ADDR_LIST: capacity */
+	size_t aux;          /* lists: the count; OPT_ADDR: on flag;
+				OPT_QNAME: the qtype */
+	size_t max_n;        /* lists: capacity */
+	const char *const *choices; /* OPT_CHOICE: names, indexed by value */
+	size_t n_choices;
 	const char *help;
 };
 
 #define FIELD_SIZE(f) sizeof(((struct config *)0)->f)
 #define FIELD(f) .off = offsetof(struct config, f), .size = FIELD_SIZE(f)
+/* A list field (an array) and its count; the capacity is the array's. */
 #define LIST(f, n)                                                             \
 	FIELD(f), .aux = offsetof(struct config, n),                           \
-	    .max_n = FIELD_SIZE(f) / sizeof(struct config_addr)
+	    .max_n = FIELD_SIZE(f) / sizeof(((struct config *)0)->f[0])
+#define CHOICES(a) .choices = (a), .n_choices = sizeof(a) / sizeof((a)[0])
+
+/* Indexed by CONFIG_POLICY_*. */
+static const char *const policy_names[] = {
+	[CONFIG_POLICY_FASTEST] = "fastest",
+	[CONFIG_POLICY_SEQUENTIAL] = "sequential",
+	[CONFIG_POLICY_ROUND_ROBIN] = "round-robin",
+	[CONFIG_POLICY_RANDOM] = "random",
+};
+
+/* Indexed by CONFIG_RL_*. */
+static const char *const rl_action_names[] = {
+	[CONFIG_RL_REFUSE] = "refuse",
+	[CONFIG_RL_DROP] = "drop",
+	[CONFIG_RL_TRUNCATE] = "truncate",
+};
+
+/* Query types known by name; any other is written TYPEnnn (RFC 3597). */
+static const struct {
+	const char *name;
+	uint16_t type;
+} qtypes[] = {
+	{"A", 1}, {"NS", 2}, {"CNAME", 5}, {"SOA", 6}, {"PTR", 12},
+	{"MX", 15}, {"TXT", 16}, {"AAAA", 28}, {"SRV", 33}, {"DS", 43},
+	{"DNSKEY", 48},
+};
+
+#define N_QTYPES (sizeof(qtypes) / sizeof(qtypes[0]))
+/* Presentation names without the trailing dot, as RFC 1035 bounds them
+ * (255 bytes in wire form). */
+#define NAME_MAX_TEXT 253
+#define LABEL_MAX 63
 
 static const struct opt opts[] = {
 	{
@@ -87,6 +132,13 @@ static const struct opt opts[] = {
 	    .metavar = "FILE", .def = "/etc/resolv.conf", FIELD(resolv_conf),
 	    .help = "take upstreams from this file's nameserver lines when "
 		    "none is given",
+	},
+	{
+	    .name = "forward-zone", .type = OPT_ZONE_LIST, .where = OPT_BOTH,
+	    .metavar = "ZONE ADDR...", .port = 53, LIST(zones, n_zones),
+	    .help = "send queries for ZONE and names below it to these "
+		    "servers (ADDR[:PORT]) instead of the upstreams; "
+		    "repeatable; one quoted argument on the command line",
 	},
 	{
 	    .name = "workers", .type = OPT_UINT, .where = OPT_BOTH,
@@ -149,6 +201,43 @@ static const struct opt opts[] = {
 	    .help = "wait this long for one upstream before trying the next",
 	},
 	{
+	    .name = "policy", .type = OPT_CHOICE, .where = OPT_BOTH,
+	    .metavar = "POLICY", .def = "fastest", FIELD(policy),
+	    CHOICES(policy_names),
+	    .help = "how an upstream is chosen among the healthy ones: "
+		    "fastest, sequential (in the order given), round-robin "
+		    "or random",
+	},
+	{
+	    .name = "retry-budget", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "PERCENT", .def = "10", .min = 0, .max = 100,
+	    FIELD(retry_budget),
+	    .help = "hedged queries and retries allowed per 100 upstream "
+		    "queries, on top of a small per-second floor",
+	},
+	{
+	    .name = "circuit-failures", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "3", .min = 1, .max = 100,
+	    FIELD(circuit_failures),
+	    .help = "consecutive failures that open an upstream's circuit: "
+		    "it is then left out and only probed until it answers",
+	},
+	{
+	    .name = "health-check-name", .type = OPT_QNAME, .where = OPT_BOTH,
+	    .metavar = "NAME [TYPE]", .def = ". NS", FIELD(health_check_name),
+	    .aux = offsetof(struct config, health_check_type),
+	    .help = "the query that health probes send to upstreams; TYPE "
+		    "is a mnemonic such as A or NS, or TYPEnnn (NS when "
+		    "omitted)",
+	},
+	{
+	    .name = "probe-max-interval", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "MS", .def = "8000", .min = 1000, .max = 300000,
+	    .unit = "ms", FIELD(probe_max_interval_ms),
+	    .help = "ceiling of the backoff between health probes of an "
+		    "upstream whose circuit is open",
+	},
+	{
 	    .name = "tcp-idle-timeout", .type = OPT_UINT, .where = OPT_BOTH,
 	    .metavar = "MS", .def = "10000", .min = 100, .max = 300000,
 	    .unit = "ms", FIELD(tcp_idle_timeout_ms),
@@ -167,6 +256,164 @@ static const struct opt opts[] = {
 	    .unit = "ms", FIELD(shutdown_timeout_ms),
 	    .help = "on SIGTERM or SIGINT, let in-flight queries finish for "
 		    "at most this long before exiting",
+	},
+	{
+	    .name = "serve-stale", .type = OPT_YESNO, .where = OPT_BOTH,
+	    .metavar = "yes|no", .def = "yes", FIELD(serve_stale),
+	    .help = "answer from expired cache entries when the upstreams "
+		    "fail or are slow (RFC 8767)",
+	},
+	{
+	    .name = "stale-ttl", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "30", .min = 1, .max = 3600,
+	    .unit = "s", FIELD(stale_ttl),
+	    .help = "TTL given to stale answers",
+	},
+	{
+	    .name = "stale-max-age", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "86400", .min = 0, .max = 604800,
+	    .unit = "s", FIELD(stale_max_age),
+	    .help = "keep expired entries this long past their TTL for "
+		    "serving stale",
+	},
+	{
+	    .name = "stale-recheck", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "30", .min = 1, .max = 300,
+	    .unit = "s", FIELD(stale_recheck),
+	    .help = "after a failed refresh, answer stale at once for this "
+		    "long before asking upstream again",
+	},
+	{
+	    .name = "stale-client-timeout", .type = OPT_UINT,
+	    .where = OPT_BOTH, .metavar = "MS", .def = "400", .min = 10,
+	    .max = 1800, .unit = "ms", FIELD(stale_client_timeout_ms),
+	    .help = "answer stale when the upstream has not answered after "
+		    "this long; resolution goes on in the background",
+	},
+	{
+	    .name = "refresh-ahead", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "PERCENT", .def = "10", .min = 0, .max = 50,
+	    FIELD(refresh_ahead),
+	    .help = "refresh an entry in the background when a client asks "
+		    "for it with less than this percent of its TTL left; "
+		    "0 is off",
+	},
+	{
+	    .name = "keep-warm", .type = OPT_QNAME_LIST, .where = OPT_BOTH,
+	    .metavar = "NAME TYPE", LIST(keep_warm, n_keep_warm),
+	    .help = "keep this name and type cached, refreshing it before it "
+		    "expires even when nobody asks (repeatable; one quoted "
+		    "argument on the command line)",
+	},
+	{
+	    .name = "stale-on-negative", .type = OPT_NAME_LIST,
+	    .where = OPT_BOTH, .metavar = "ZONE",
+	    LIST(stale_on_negative, n_stale_on_negative),
+	    .help = "for names in ZONE (\".\": all), keep answering the last "
+		    "positive answer when the upstream turns to NXDOMAIN or "
+		    "NODATA (repeatable; deviates from RFC 8767)",
+	},
+	{
+	    .name = "stale-on-negative-window", .type = OPT_UINT,
+	    .where = OPT_BOTH, .metavar = "SECONDS", .def = "900", .min = 1,
+	    .max = 86400, .unit = "s", FIELD(stale_on_negative_window),
+	    .help = "how long stale-on-negative keeps the positive answer "
+		    "after the first negative one",
+	},
+	{
+	    .name = "snapshot", .type = OPT_OPT_PATH, .where = OPT_BOTH,
+	    .metavar = "FILE", FIELD(snapshot),
+	    .help = "save the cache to FILE and load it at start, so that a "
+		    "restart keeps answering (default: none, no snapshot)",
+	},
+	{
+	    .name = "snapshot-interval", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "300", .min = 0, .max = 86400,
+	    .unit = "s", FIELD(snapshot_interval),
+	    .help = "save the snapshot this often; 0 saves only at shutdown",
+	},
+	{
+	    .name = "client-qps", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "QPS", .def = "200", .min = 1, .max = 1000000,
+	    FIELD(client_qps),
+	    .help = "queries a second, per client prefix, that may go "
+		    "upstream (cache misses); bursts of twice that",
+	},
+	{
+	    .name = "client-qps-cookie", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "QPS", .def = "1000", .min = 1, .max = 1000000,
+	    FIELD(client_qps_cookie),
+	    .help = "client-qps for clients that return a valid server "
+		    "cookie (they cannot spoof their address)",
+	},
+	{
+	    .name = "cache-qps", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "QPS", .def = "0", .min = 0, .max = 10000000,
+	    FIELD(cache_qps),
+	    .help = "queries a second, per client prefix, answered from the "
+		    "cache; 0 is unlimited",
+	},
+	{
+	    .name = "client-prefix-v4", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "BITS", .def = "32", .min = 8, .max = 32,
+	    FIELD(client_prefix_v4),
+	    .help = "IPv4 clients in one prefix of this length share their "
+		    "rate limits",
+	},
+	{
+	    .name = "client-prefix-v6", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "BITS", .def = "56", .min = 16, .max = 128,
+	    FIELD(client_prefix_v6),
+	    .help = "IPv6 clients in one prefix of this length share their "
+		    "rate limits",
+	},
+	{
+	    .name = "ratelimit-action", .type = OPT_CHOICE, .where = OPT_BOTH,
+	    .metavar = "ACTION", .def = "refuse", FIELD(ratelimit_action),
+	    CHOICES(rl_action_names),
+	    .help = "what an over-limit client gets: refuse (REFUSED), drop "
+		    "(no answer) or truncate (TC=1, retry over TCP)",
+	},
+	{
+	    .name = "ratelimit-clients", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "65536", .min = 64, .max = 10000000,
+	    FIELD(ratelimit_clients),
+	    .help = "client prefixes tracked for rate limiting; bounds "
+		    "its memory",
+	},
+	{
+	    .name = "upstream-qps", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "QPS", .def = "800", .min = 1, .max = 1000000,
+	    FIELD(upstream_qps),
+	    .help = "queries a second sent to one upstream server, under the "
+		    "AWS VPC resolver's 1024 packets a second per interface",
+	},
+	{
+	    .name = "upstream-max-outstanding", .type = OPT_UINT,
+	    .where = OPT_BOTH, .metavar = "N", .def = "256", .min = 1,
+	    .max = 100000, FIELD(upstream_max_outstanding),
+	    .help = "queries awaiting an answer from one upstream server at "
+		    "once",
+	},
+	{
+	    .name = "max-waiters", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "256", .min = 1, .max = 100000,
+	    FIELD(max_waiters),
+	    .help = "clients waiting on one in-flight upstream query; more "
+		    "get stale or SERVFAIL",
+	},
+	{
+	    .name = "failure-hold-min", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "1", .min = 1, .max = 300,
+	    .unit = "s", FIELD(failure_hold_min),
+	    .help = "after a query fails at every upstream, send it nowhere "
+		    "for this long at first (RFC 9520)",
+	},
+	{
+	    .name = "failure-hold-max", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "SECONDS", .def = "300", .min = 1, .max = 3600,
+	    .unit = "s", FIELD(failure_hold_max),
+	    .help = "the hold doubles on each further failure up to this",
 	},
 	{
 	    .name = "check-config", .type = OPT_BOOL, .where = OPT_FLAG,
@@ -195,9 +442,10 @@ struct why {
 /* Where each option's value came from, for messages about combinations. */
 #define ORIGIN_DEFAULT 0
 #define ORIGIN_FLAG (-1)
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
 #define LIST_MAX                                                               \
-	(CONFIG_MAX_LISTEN > CONFIG_MAX_UPSTREAM ? CONFIG_MAX_LISTEN           \
-						 : CONFIG_MAX_UPSTREAM)
+	MAX2(MAX2(MAX2(CONFIG_MAX_LISTEN, CONFIG_MAX_UPSTREAM),                \
+		 CONFIG_MAX_ZONES), CONFIG_MAX_KEEP_WARM)
 #define NO_ITEM ((size_t)-1)
 
 struct loader {
@@ -238,6 +486,25 @@ static int set_list(const struct opt *o, struct config *cfg, const char *val,
     struct why *why);
 static int set_addr(const struct opt *o, struct config *cfg, const char *val,
     struct why *why);
+static const char *next_word(const char **sp, size_t *len);
+static const char *name_parse(const char *s, size_t len, char *out);
+static int qtype_parse(const char *s, size_t len, uint16_t *out);
+static void qtype_text(uint16_t type, char *buf, size_t len);
+static int set_zone(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_choice(const struct opt *o, struct config *cfg,
+    const char *val, struct why *why);
+static int set_qname(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static int set_qname_list(const struct opt *o, struct config *cfg,
+    const char *val, struct why *why);
+static int set_name_list(const struct opt *o, struct config *cfg,
+    const char *val, struct why *why);
+static int set_yesno(const struct opt *o, struct config *cfg,
+    const char *val, struct why *why);
+static int set_path(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why);
+static bool opt_is_list(const struct opt *o);
 static void opt_copy(const struct opt *o, struct config *dst,
     const struct config *src);
 static int set_defaults(struct loader *ld, struct config *cfg);
@@ -253,6 +520,7 @@ static void origin_prefix(const struct loader *ld, size_t idx, size_t item,
     char *buf, size_t len);
 static int finish(struct loader *ld, struct config *cfg);
 static int check_upstreams(struct loader *ld, struct config *cfg);
+static int check_zones(struct loader *ld, const struct config *cfg);
 static int load_resolv(struct loader *ld, struct config *cfg);
 static int resolv_line(char *line, struct config_addr *a);
 static void usage_line(const struct opt *o, FILE *f);
@@ -675,6 +943,336 @@ set_addr(const struct opt *o, struct config *cfg, const char *val,
 	return 0;
 }
 
+/* The next run of non-blanks in *sp, its length in *len; NULL at the end. */
+static const char *
+next_word(const char **sp, size_t *len)
+{
+	const char *s = *sp, *w;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	if (*s == '\0') {
+		*sp = s;
+		return NULL;
+	}
+	w = s;
+	while (*s != '\0' && !isspace((unsigned char)*s))
+		s++;
+	*len = (size_t)(s - w);
+	*sp = s;
+	return w;
+}
+
+/*
+ * A domain name in presentation form, s[0..len), with or without its
+ * trailing dot, into out (at least NAME_MAX_TEXT + 2 bytes) lower-cased and
+ * with the dot; "." is the root.  No escapes: labels of letters, digits,
+ * '-' and '_' cover zones and probe names, and keep the print-back plain.
+ * Returns NULL, or why the name is refused.
+ */
+static const char *
+name_parse(const char *s, size_t len, char *out)
+{
+	size_t label = 0, o = 0;
+	unsigned char c;
+
+	if (len == 1 && s[0] == '.') {
+		memcpy(out, ".", 2);
+		return NULL;
+	}
+	if (len > 0 && s[len - 1] == '.')
+		len--;
+	if (len > NAME_MAX_TEXT)
+		return "longer than 253 characters";
+	for (size_t i = 0; i < len; i++) {
+		c = (unsigned char)s[i];
+		if (c == '.') {
+			if (label == 0)
+				return "empty label";
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_') {
+			if (++label > LABEL_MAX)
+				return "label longer than 63 characters";
+			if (c >= 'A' && c <= 'Z')
+				c = (unsigned char)(c - 'A' + 'a');
+		} else {
+			return "labels take letters, digits, '-' and '_'";
+		}
+		out[o++] = (char)c;
+	}
+	if (label == 0)
+		return "empty label";
+	out[o++] = '.';
+	out[o] = '\0';
+	return NULL;
+}
+
+/* "AAAA", "ns", "TYPE65" (RFC 3597) into a qtype 1..65535. */
+static int
+qtype_parse(const char *s, size_t len, uint16_t *out)
+{
+	char buf[16];
+	uint64_t v;
+
+	if (len == 0 || len >= sizeof(buf))
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	for (size_t i = 0; i < N_QTYPES; i++)
+		if (strcasecmp(buf, qtypes[i].name) == 0) {
+			*out = qtypes[i].type;
+			return 0;
+		}
+	if (strncasecmp(buf, "TYPE", 4) != 0 || parse_uint(buf + 4, &v) != 0 ||
+	    v < 1 || v > 65535)
+		return -EINVAL;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+static void
+qtype_text(uint16_t type, char *buf, size_t len)
+{
+	for (size_t i = 0; i < N_QTYPES; i++)
+		if (qtypes[i].type == type) {
+			snprintf(buf, len, "%s", qtypes[i].name);
+			return;
+		}
+	snprintf(buf, len, "TYPE%u", (unsigned)type);
+}
+
+static int
+set_zone(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	struct config_zone *zones = field(o, cfg), z;
+	size_t *n = (size_t *)((char *)cfg + o->aux), len;
+	char addr[128];
+	const char *w, *reason;
+	struct config_addr a;
+
+	memset(&z, 0, sizeof(z));
+	if ((w = next_word(&val, &len)) == NULL)
+		return refuse(why, "bad value",
+		    "empty (ZONE ADDR[:PORT] [ADDR[:PORT]...])");
+	if ((reason = name_parse(w, len, z.name)) != NULL)
+		return refuse(why, "bad zone", "'%.*s' (%s)",
+		    (int)(len > 100 ? 100 : len), w, reason);
+	if (strcmp(z.name, ".") == 0)
+		return refuse(why, "bad zone",
+		    "'.' (use upstream for the root zone)");
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(zones[i].name, z.name) == 0)
+			return refuse(why, "duplicate zone",
+			    "'%.100s' is already listed", z.name);
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu zones",
+		    o->max_n);
+	while ((w = next_word(&val, &len)) != NULL) {
+		if (len < sizeof(addr)) {
+			memcpy(addr, w, len);
+			addr[len] = '\0';
+		}
+		if (len >= sizeof(addr) ||
+		    config_parse_addr(addr, o->port, &a) != 0)
+			return refuse(why, "bad address", "'%.*s' in zone %.100s",
+			    (int)(len > 100 ? 100 : len), w, z.name);
+		for (size_t i = 0; i < z.n_upstream; i++)
+			if (addr_same(&z.upstream[i], &a))
+				return refuse(why, "duplicate address",
+				    "'%.100s' is already listed for %.100s",
+				    addr, z.name);
+		if (z.n_upstream >= CONFIG_MAX_UPSTREAM)
+			return refuse(why, "too many addresses",
+			    "at most %d for zone %.100s", CONFIG_MAX_UPSTREAM,
+			    z.name);
+		z.upstream[z.n_upstream++] = a;
+	}
+	if (z.n_upstream == 0)
+		return refuse(why, "missing address",
+		    "zone %.100s needs at least one server (ZONE ADDR[:PORT] "
+		    "[ADDR[:PORT]...])", z.name);
+	zones[(*n)++] = z;
+	return 0;
+}
+
+static int
+set_choice(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	char list[128];
+	size_t used = 0;
+
+	for (size_t i = 0; i < o->n_choices; i++)
+		if (strcasecmp(val, o->choices[i]) == 0) {
+			*(int *)field(o, cfg) = (int)i;
+			return 0;
+		}
+	for (size_t i = 0; i < o->n_choices && used < sizeof(list); i++)
+		used += (size_t)snprintf(list + used, sizeof(list) - used,
+		    "%s%s", i == 0 ? "" : i + 1 == o->n_choices ? " or " : ", ",
+		    o->choices[i]);
+	return refuse(why, "bad value", "'%.100s' (%s)", val, list);
+}
+
+static int
+set_qname(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	char name[NAME_MAX_TEXT + 2];
+	const char *w, *t, *reason, *rest = val;
+	size_t len, tlen;
+	uint16_t type = 2; /* NS */
+
+	if ((w = next_word(&rest, &len)) == NULL)
+		return refuse(why, "bad value", "empty (NAME [TYPE])");
+	if ((reason = name_parse(w, len, name)) != NULL)
+		return refuse(why, "bad name", "'%.*s' (%s)",
+		    (int)(len > 100 ? 100 : len), w, reason);
+	if ((t = next_word(&rest, &tlen)) != NULL &&
+	    qtype_parse(t, tlen, &type) != 0)
+		return refuse(why, "bad type", "'%.*s' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)",
+		    (int)(tlen > 100 ? 100 : tlen), t);
+	if (t != NULL && next_word(&rest, &tlen) != NULL)
+		return refuse(why, "bad value", "'%.100s' (NAME [TYPE])", val);
+	memcpy(field(o, cfg), name, strlen(name) + 1);
+	*(uint16_t *)((char *)cfg + o->aux) = type;
+	return 0;
+}
+
+/*
+ * keep-warm = NAME TYPE.  The type is required: a name kept warm for a
+ * type nobody asks would only cost upstream queries.  Meta-types (OPT,
+ * 128..255: TSIG, AXFR, ANY, ...; RFC 6895 section 3.1) have no cacheable
+ * answer, so they are refused.
+ */
+static int
+set_qname_list(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	struct config_name_type *list = field(o, cfg), nt;
+	size_t *n = (size_t *)((char *)cfg + o->aux), len, tlen;
+	const char *w, *t, *reason, *rest = val;
+	char type[16];
+
+	memset(&nt, 0, sizeof(nt));
+	if ((w = next_word(&rest, &len)) == NULL)
+		return refuse(why, "bad value", "empty (NAME TYPE)");
+	if ((reason = name_parse(w, len, nt.name)) != NULL)
+		return refuse(why, "bad name", "'%.*s' (%s)",
+		    (int)(len > 100 ? 100 : len), w, reason);
+	if ((t = next_word(&rest, &tlen)) == NULL)
+		return refuse(why, "missing type", "'%.100s' needs a TYPE "
+		    "(NAME TYPE, such as A or AAAA)", nt.name);
+	if (qtype_parse(t, tlen, &nt.type) != 0)
+		return refuse(why, "bad type", "'%.*s' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)",
+		    (int)(tlen > 100 ? 100 : tlen), t);
+	if (nt.type == 41 || (nt.type >= 128 && nt.type <= 255))
+		return refuse(why, "bad type", "'%.*s' (a meta-type, never "
+		    "cached)", (int)(tlen > 100 ? 100 : tlen), t);
+	if (next_word(&rest, &tlen) != NULL)
+		return refuse(why, "bad value", "'%.100s' (NAME TYPE)", val);
+	for (size_t i = 0; i < *n; i++)
+		if (list[i].type == nt.type &&
+		    strcmp(list[i].name, nt.name) == 0) {
+			qtype_text(nt.type, type, sizeof(type));
+			return refuse(why, "duplicate value",
+			    "'%.100s %s' is already listed", nt.name, type);
+		}
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu", o->max_n);
+	list[(*n)++] = nt;
+	return 0;
+}
+
+/* stale-on-negative = ZONE: one name a line, "." meaning every name. */
+static int
+set_name_list(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	char (*list)[256] = field(o, cfg), name[NAME_MAX_TEXT + 2];
+	size_t *n = (size_t *)((char *)cfg + o->aux), len;
+	const char *w, *reason, *rest = val;
+
+	if ((w = next_word(&rest, &len)) == NULL)
+		return refuse(why, "bad value", "empty (ZONE)");
+	if ((reason = name_parse(w, len, name)) != NULL)
+		return refuse(why, "bad zone", "'%.*s' (%s)",
+		    (int)(len > 100 ? 100 : len), w, reason);
+	if (next_word(&rest, &len) != NULL)
+		return refuse(why, "bad value", "'%.100s' (one ZONE a line)",
+		    val);
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(list[i], name) == 0)
+			return refuse(why, "duplicate zone",
+			    "'%.100s' is already listed", name);
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu zones",
+		    o->max_n);
+	memcpy(list[(*n)++], name, strlen(name) + 1);
+	return 0;
+}
+
+/* The usual spellings of a yes/no switch; printed back as yes or no. */
+static int
+set_yesno(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	static const char *const yes[] = {"yes", "true", "on"};
+	static const char *const no[] = {"no", "false", "off"};
+
+	for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(val, yes[i]) == 0) {
+			*(bool *)field(o, cfg) = true;
+			return 0;
+		}
+		if (strcasecmp(val, no[i]) == 0) {
+			*(bool *)field(o, cfg) = false;
+			return 0;
+		}
+	}
+	return refuse(why, "bad value", "'%.100s' (yes or no)", val);
+}
+
+/*
+ * A path that the config file could also carry, so that the print-back
+ * loads again: no '#' (a comment there), no control characters (a line
+ * break), no blanks at either end (trimmed there).
+ */
+static int
+set_path(const struct opt *o, struct config *cfg, const char *val,
+    struct why *why)
+{
+	size_t len = strlen(val);
+
+	if (len >= o->size)
+		return refuse(why, "bad value", "path longer than %zu bytes",
+		    o->size - 1);
+	if (o->where & OPT_FILE) {
+		for (size_t i = 0; i < len; i++)
+			if (val[i] == '#' || iscntrl((unsigned char)val[i]))
+				return refuse(why, "bad value", "'%.100s' "
+				    "(a path here cannot hold '#' or control "
+				    "characters)", val);
+		if (len > 0 && (isspace((unsigned char)val[0]) ||
+		    isspace((unsigned char)val[len - 1])))
+			return refuse(why, "bad value", "'%.100s' (blanks at "
+			    "either end of a path)", val);
+	}
+	memcpy(field(o, cfg), val, len + 1);
+	return 0;
+}
+
+static bool
+opt_is_list(const struct opt *o)
+{
+	return o->type == OPT_ADDR_LIST || o->type == OPT_ZONE_LIST ||
+	    o->type == OPT_QNAME_LIST || o->type == OPT_NAME_LIST;
+}
+
 static int
 opt_set(const struct opt *o, struct config *cfg, const char *val,
     struct why *why)
@@ -690,6 +1288,18 @@ opt_set(const struct opt *o, struct config *cfg, const char *val,
 		return set_list(o, cfg, val, why);
 	case OPT_ADDR:
 		return set_addr(o, cfg, val, why);
+	case OPT_ZONE_LIST:
+		return set_zone(o, cfg, val, why);
+	case OPT_CHOICE:
+		return set_choice(o, cfg, val, why);
+	case OPT_QNAME:
+		return set_qname(o, cfg, val, why);
+	case OPT_QNAME_LIST:
+		return set_qname_list(o, cfg, val, why);
+	case OPT_NAME_LIST:
+		return set_name_list(o, cfg, val, why);
+	case OPT_YESNO:
+		return set_yesno(o, cfg, val, why);
 	case OPT_LEVEL:
 		if ((lvl = log_parse_level(val)) < 0)
 			return refuse(why, "bad value",
@@ -697,11 +1307,8 @@ opt_set(const struct opt *o, struct config *cfg, const char *val,
 		*(int *)field(o, cfg) = lvl;
 		return 0;
 	case OPT_PATH:
-		if (strlen(val) >= o->size)
-			return refuse(why, "bad value",
-			    "path longer than %zu bytes", o->size - 1);
-		memcpy(field(o, cfg), val, strlen(val) + 1);
-		return 0;
+	case OPT_OPT_PATH:
+		return set_path(o, cfg, val, why);
 	case OPT_BOOL:
 		*(bool *)field(o, cfg) = true;
 		return 0;
@@ -719,12 +1326,15 @@ opt_copy(const struct opt *o, struct config *dst, const struct config *src)
 	if (o->size == 0)
 		return;
 	memcpy(field(o, dst), cfield(o, src), o->size);
-	if (o->type == OPT_ADDR_LIST)
+	if (opt_is_list(o))
 		memcpy((char *)dst + o->aux, (const char *)src + o->aux,
 		    sizeof(size_t));
 	else if (o->type == OPT_ADDR)
 		memcpy((char *)dst + o->aux, (const char *)src + o->aux,
 		    sizeof(bool));
+	else if (o->type == OPT_QNAME)
+		memcpy((char *)dst + o->aux, (const char *)src + o->aux,
+		    sizeof(uint16_t));
 }
 
 /* Defaults go through the parser, so the table's text is the only copy. */
@@ -734,6 +1344,10 @@ set_defaults(struct loader *ld, struct config *cfg)
 	struct why why;
 
 	for (size_t i = 0; i < N_OPTS; i++) {
+		/* item_line has room for LIST_MAX entries a list. */
+		if (opt_is_list(&opts[i]) && opts[i].max_n > LIST_MAX)
+			return fail(ld, "internal: %s holds more than "
+			    "LIST_MAX values", opts[i].name);
 		if (opts[i].def == NULL)
 			continue;
 		if (opt_set(&opts[i], cfg, opts[i].def, &why) != 0)
@@ -856,17 +1470,17 @@ parse_line(struct loader *ld, struct config *cfg, unsigned lineno, char *line)
 	idx = (size_t)(o - opts);
 	/* Only lists repeat; a second scalar is most likely an edit that
 	 * forgot the first, and silently picking one hides that. */
-	if (o->type != OPT_ADDR_LIST && ld->origin[idx] > 0)
+	if (!opt_is_list(o) && ld->origin[idx] > 0)
 		return fail(ld, "%s:%u: duplicate key '%s' (first set on "
 		    "line %d)", ld->file, lineno, o->name, ld->origin[idx]);
 	/* The file's list replaces the default list, then appends. */
-	if (o->type == OPT_ADDR_LIST && ld->origin[idx] == ORIGIN_DEFAULT)
+	if (opt_is_list(o) && ld->origin[idx] == ORIGIN_DEFAULT)
 		*(size_t *)((char *)cfg + o->aux) = 0;
 	if (opt_set(o, cfg, val, &why) != 0)
 		return fail(ld, "%s:%u: %s for %s: %s", ld->file, lineno,
 		    why.kind, o->name, why.detail);
 	ld->origin[idx] = (int)lineno;
-	if (o->type == OPT_ADDR_LIST)
+	if (opt_is_list(o))
 		ld->item_line[idx][*(size_t *)((char *)cfg + o->aux) - 1] =
 		    (int)lineno;
 	return 0;
@@ -948,6 +1562,16 @@ finish(struct loader *ld, struct config *cfg)
 		return fail(ld, "%smin-ttl (%u) is greater than max-ttl (%u)",
 		    where, (unsigned)cfg->min_ttl, (unsigned)cfg->max_ttl);
 	}
+	if (cfg->failure_hold_min > cfg->failure_hold_max) {
+		idx = opt_index("failure-hold-min");
+		if (ld->origin[idx] == ORIGIN_DEFAULT)
+			idx = opt_index("failure-hold-max");
+		origin_prefix(ld, idx, NO_ITEM, where, sizeof(where));
+		return fail(ld, "%sfailure-hold-min (%u) is greater than "
+		    "failure-hold-max (%u)", where,
+		    (unsigned)cfg->failure_hold_min,
+		    (unsigned)cfg->failure_hold_max);
+	}
 	if (cfg->metrics_on) {
 		for (size_t i = 0; i < cfg->n_listen; i++)
 			if (addr_same(&cfg->metrics, &cfg->listen[i])) {
@@ -957,7 +1581,31 @@ finish(struct loader *ld, struct config *cfg)
 				    "address", where, cfg->metrics.text);
 			}
 	}
+	if (check_zones(ld, cfg) != 0)
+		return -EINVAL;
 	return check_upstreams(ld, cfg);
+}
+
+/* A zone's server on a listen address would loop, as an upstream would. */
+static int
+check_zones(struct loader *ld, const struct config *cfg)
+{
+	const struct config_zone *z;
+	char where[1100];
+
+	for (size_t i = 0; i < cfg->n_zones; i++) {
+		z = &cfg->zones[i];
+		for (size_t j = 0; j < z->n_upstream; j++) {
+			if (!addr_is_own(cfg, &z->upstream[j]))
+				continue;
+			origin_prefix(ld, opt_index("forward-zone"), i, where,
+			    sizeof(where));
+			return fail(ld, "%sforward-zone %s: server %s is one of "
+			    "stubborn's own listen addresses; it would query "
+			    "itself", where, z->name, z->upstream[j].text);
+		}
+	}
+	return 0;
 }
 
 static int
@@ -1093,7 +1741,11 @@ void
 config_print(const struct config *cfg, FILE *f)
 {
 	const struct config_addr *list;
+	const struct config_zone *zones;
+	const struct config_name_type *nts;
+	const char (*names)[256];
 	const struct opt *o;
+	char type[16];
 	size_t n;
 
 	for (size_t i = 0; i < N_OPTS; i++) {
@@ -1122,10 +1774,56 @@ config_print(const struct config *cfg, FILE *f)
 				((const struct config_addr *)cfield(o, cfg))->text :
 				"off");
 			break;
+		case OPT_ZONE_LIST:
+			zones = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			for (size_t j = 0; j < n; j++) {
+				fprintf(f, "%s = %s", o->name, zones[j].name);
+				for (size_t k = 0; k < zones[j].n_upstream; k++)
+					fprintf(f, " %s", zones[j].upstream[k].text);
+				fputc('\n', f);
+			}
+			break;
 		case OPT_LEVEL:
 			fprintf(f, "%s = %s\n", o->name,
 			    log_level_name(*(const int *)cfield(o, cfg)));
 			break;
+		case OPT_CHOICE:
+			fprintf(f, "%s = %s\n", o->name,
+			    o->choices[*(const int *)cfield(o, cfg)]);
+			break;
+		case OPT_QNAME:
+			qtype_text(*(const uint16_t *)((const char *)cfg +
+			    o->aux), type, sizeof(type));
+			fprintf(f, "%s = %s %s\n", o->name,
+			    (const char *)cfield(o, cfg), type);
+			break;
+		case OPT_QNAME_LIST:
+			nts = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			for (size_t j = 0; j < n; j++) {
+				qtype_text(nts[j].type, type, sizeof(type));
+				fprintf(f, "%s = %s %s\n", o->name,
+				    nts[j].name, type);
+			}
+			break;
+		case OPT_NAME_LIST:
+			names = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			for (size_t j = 0; j < n; j++)
+				fprintf(f, "%s = %s\n", o->name, names[j]);
+			break;
+		case OPT_YESNO:
+			fprintf(f, "%s = %s\n", o->name,
+			    *(const bool *)cfield(o, cfg) ? "yes" : "no");
+			break;
+		case OPT_OPT_PATH:
+			/* "" is no value to write; a comment says so. */
+			if (*(const char *)cfield(o, cfg) == '\0') {
+				fprintf(f, "# %s: none\n", o->name);
+				break;
+			}
+			/* fall through */
 		case OPT_PATH:
 			fprintf(f, "%s = %s\n", o->name,
 			    (const char *)cfield(o, cfg));

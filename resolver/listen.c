@@ -87,9 +87,17 @@ static void process(struct listen *l, const uint8_t *pkt, size_t len,
 static void answer_error(struct listen *l, const uint8_t *pkt, size_t len,
     const struct wire_query *q, int rcode, int ede, const char *text,
     struct fwd_client *cl);
-static bool answer_from_cache(struct listen *l, const uint8_t *pkt,
-    const struct wire_query *q, const uint8_t *key, size_t klen,
+static void answer_or_forward(struct listen *l, const uint8_t *pkt,
+    size_t len, const struct wire_query *q, const uint8_t *key, size_t klen,
     struct fwd_client *cl);
+static void reply_cached(struct listen *l, const uint8_t *pkt,
+    const struct wire_query *q, size_t slen, struct fwd_client *cl, int ede);
+static void reply_stale(struct listen *l, const uint8_t *pkt,
+    const struct wire_query *q, size_t slen, const struct cache_hit *hit,
+    struct fwd_client *cl);
+static void maybe_refresh(struct listen *l, const uint8_t *pkt,
+    const struct wire_query *q, const uint8_t *key, size_t klen,
+    const struct cache_hit *hit, uint64_t now);
 
 static int
 open_socket(const struct config_addr *a, int type, bool reuseport, char *err,
@@ -306,7 +314,6 @@ process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
 	enum wire_verdict v = wire_parse_query(pkt, len, &q);
 	uint8_t key[CACHE_KEY_MAX];
 	size_t klen;
-	int r;
 
 	cl->max_len = cl->tcp ? WIRE_MSG_MAX :
 				wire_udp_limit(&q, l->cfg->edns_buffer_size);
@@ -339,39 +346,109 @@ process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
 	klen = cache_make_key(key, pkt + q.q.name_off, q.q.name_len, q.q.qtype,
 	    q.q.qclass, (q.do_bit ? CACHE_KEY_DO : 0) |
 		((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0));
-	if (answer_from_cache(l, pkt, &q, key, klen, cl))
-		return;
-	metrics_inc(l->met, MET_CACHE_MISSES);
-	r = forward_query(l->fwd, pkt, len, &q, key, klen, cl);
-	if (r < 0)
-		answer_error(l, pkt, len, &q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
-		    r == -ESHUTDOWN ? "shutting down" : "too many queries in flight",
-		    cl);
+	answer_or_forward(l, pkt, len, &q, key, klen, cl);
 }
 
-static bool
-answer_from_cache(struct listen *l, const uint8_t *pkt,
+/* The cache decides: fresh answer, stale answer, held failure, or upstream. */
+static void
+answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
     const struct wire_query *q, const uint8_t *key, size_t klen,
     struct fwd_client *cl)
 {
+	const struct config *cfg = l->cfg;
+	uint64_t now = clock_now_ms();
 	struct cache_hit hit;
-	size_t len;
-	int n;
+	enum cache_result r = CACHE_MISS;
+	size_t slen = 0;
+	unsigned flags = 0;
+	int rc;
 
-	if (q->q.qtype == WIRE_TYPE_ANY)
-		return false;
-	if (cache_lookup(l->cache, key, klen, clock_now_ms(), 0, l->out,
-		WIRE_MSG_MAX, &len, &hit) != CACHE_FRESH)
-		return false;
-	n = wire_make_reply(l->out, len, sizeof(l->out), cl->max_len, pkt, q,
-	    l->cfg->edns_buffer_size, -1, NULL);
-	if (n < 0)
-		return false;
-	metrics_inc(l->met, MET_CACHE_HITS);
+	memset(&hit, 0, sizeof(hit));
+	/* RFC 8482 ANY is passed through, never answered from the cache. */
+	if (q->q.qtype != WIRE_TYPE_ANY)
+		r = cache_lookup(l->cache, key, klen, now, cfg->stale_ttl,
+		    l->out, WIRE_MSG_MAX, &slen, &hit);
+	switch (r) {
+	case CACHE_FRESH:
+		metrics_inc(l->met, MET_CACHE_HITS);
+		reply_cached(l, pkt, q, slen, cl, -1);
+		maybe_refresh(l, pkt, q, key, klen, &hit, now);
+		return;
+	case CACHE_FAILED:
+		/* Resolution failed moments ago (RFC 9520): do not ask again. */
+		metrics_inc(l->met, MET_FAILURE_CACHE_HITS);
+		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL,
+		    WIRE_EDE_CACHED_ERROR, "recent upstream failure", cl);
+		return;
+	case CACHE_STALE:
+		if (!cfg->serve_stale)
+			break;
+		/* Held after a failed refresh: stale at once (RFC 8767 5). */
+		if (hit.hold_until_ms > now) {
+			reply_stale(l, pkt, q, slen, &hit, cl);
+			return;
+		}
+		flags = FWD_HAVE_STALE;
+		break;
+	case CACHE_MISS:
+	default:
+		break;
+	}
+	metrics_inc(l->met, MET_CACHE_MISSES);
+	rc = forward_query(l->fwd, pkt, len, q, key, klen, cl, flags);
+	if (rc < 0 && flags == FWD_HAVE_STALE) {
+		/* l->out still holds the stale copy the lookup made. */
+		reply_stale(l, pkt, q, slen, &hit, cl);
+		return;
+	}
+	if (rc < 0)
+		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
+		    rc == -ESHUTDOWN ? "shutting down" : "too many queries in flight",
+		    cl);
+}
+
+/* Sends the response in l->out (slen bytes), made into this client's reply. */
+static void
+reply_cached(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
+    size_t slen, struct fwd_client *cl, int ede)
+{
+	int n = wire_make_reply(l->out, slen, sizeof(l->out), cl->max_len, pkt,
+	    q, l->cfg->edns_buffer_size, ede, ede >= 0 ? "stale answer" : NULL);
+
+	if (n < 0) {
+		cl->reply(cl, NULL, 0);
+		return;
+	}
 	if (WIRE_FLAGS(l->out) & WIRE_TC)
 		metrics_inc(l->met, MET_REPLIES_TRUNCATED);
 	cl->reply(cl, l->out, (size_t)n);
-	return true;
+}
+
+static void
+reply_stale(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
+    size_t slen, const struct cache_hit *hit, struct fwd_client *cl)
+{
+	metrics_inc(l->met, MET_STALE_ANSWERS);
+	reply_cached(l, pkt, q, slen, cl,
+	    hit->rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN :
+						WIRE_EDE_STALE);
+}
+
+/*
+ * Refresh-ahead: a name asked for in the last refresh-ahead percent of its
+ * TTL is fetched again in the background, so popular names never expire.
+ */
+static void
+maybe_refresh(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
+    const uint8_t *key, size_t klen, const struct cache_hit *hit, uint64_t now)
+{
+	uint32_t pct = l->cfg->refresh_ahead;
+
+	if (pct == 0 || hit->hold_until_ms > now ||
+	    (uint64_t)hit->ttl_left * 100 > (uint64_t)hit->ttl * pct)
+		return;
+	forward_refresh(l->fwd, key, klen, pkt + q->q.name_off, q->q.name_len,
+	    q->q.qtype, q->q.qclass, key[klen - 1]);
 }
 
 static void

@@ -19,12 +19,17 @@
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
 #include "stubborn/rng.h"
+#include "stubborn/upstream.h"
+#include "stubborn/wire.h"
 #include "stubborn/worker.h"
 
 #define CACHE_SHARDS 64
 
 struct daemon {
 	struct config cfg;
+	struct fwd_zone zones[CONFIG_MAX_ZONES + 1];
+	size_t nzones;
+	struct worker_shared shared;
 	struct cache *cache;
 	struct metrics *metrics;
 	struct worker **workers;
@@ -33,7 +38,9 @@ struct daemon {
 };
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg);
-static void cache_gauges(void *arg, struct evbuffer *out);
+static void extra_metrics(void *arg, struct evbuffer *out);
+static int build_pools(struct daemon *d, char *err, size_t errlen);
+static void free_pools(struct daemon *d);
 static bool is_ready(void *arg);
 static int start_workers(struct daemon *d);
 static void stop_workers(struct daemon *d);
@@ -48,12 +55,56 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
+/* Per-server health, labelled by zone and server address. */
 static void
-cache_gauges(void *arg, struct evbuffer *out)
+upstream_metrics(struct daemon *d, struct evbuffer *out)
+{
+	static const char *const help[][3] = {
+		{"upstream_server_queries_total", "counter", "Queries sent to the server (probes excluded)."},
+		{"upstream_server_answers_total", "counter", "Usable answers from the server."},
+		{"upstream_server_timeouts_total", "counter", "Queries the server did not answer in time."},
+		{"upstream_server_errors_total", "counter", "SERVFAIL/REFUSED/unreachable/malformed from the server."},
+		{"upstream_server_rtt_seconds", "gauge", "Smoothed round-trip time estimate."},
+		{"upstream_server_rto_seconds", "gauge", "Retransmit (hedge) timeout."},
+		{"upstream_server_outstanding", "gauge", "Queries waiting for the server."},
+		{"upstream_server_circuit", "gauge", "Circuit state: 0 closed, 1 open, 2 half-open."},
+	};
+	char zone[WIRE_NAME_MAX * 4 + 8];
+
+	for (size_t m = 0; m < sizeof(help) / sizeof(help[0]); m++) {
+		evbuffer_add_printf(out, "# HELP stubborn_%s %s\n# TYPE stubborn_%s %s\n",
+		    help[m][0], help[m][2], help[m][0], help[m][1]);
+		for (size_t z = 0; z < d->nzones; z++) {
+			struct upstream_pool *pool = d->zones[z].pool;
+			wire_name_text(d->zones[z].name, d->zones[z].len, zone,
+			    sizeof(zone));
+			for (unsigned i = 0; i < upstream_count(pool); i++) {
+				struct upstream_stats st;
+				upstream_get_stats(pool, i, &st);
+				evbuffer_add_printf(out, "stubborn_%s{zone=\"%s\",server=\"%s\"} ",
+				    help[m][0], zone, upstream_addr(pool, i)->text);
+				switch (m) {
+				case 0: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.queries); break;
+				case 1: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.answers); break;
+				case 2: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.timeouts); break;
+				case 3: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.errors); break;
+				case 4: evbuffer_add_printf(out, "%.6f\n", st.srtt_us / 1e6); break;
+				case 5: evbuffer_add_printf(out, "%.3f\n", st.rto_ms / 1e3); break;
+				case 6: evbuffer_add_printf(out, "%u\n", st.outstanding); break;
+				default: evbuffer_add_printf(out, "%d\n", (int)st.circuit); break;
+				}
+			}
+		}
+	}
+}
+
+static void
+extra_metrics(void *arg, struct evbuffer *out)
 {
 	struct daemon *d = arg;
 	struct cache_stats st;
 
+	upstream_metrics(d, out);
 	cache_get_stats(d->cache, &st);
 	evbuffer_add_printf(out,
 	    "# HELP stubborn_cache_entries Entries in the cache.\n"
@@ -74,8 +125,14 @@ is_ready(void *arg)
 {
 	struct daemon *d = arg;
 
-	/* Listening, with at least one upstream configured. */
-	return d->cfg.n_upstream > 0;
+	struct cache_stats st;
+
+	/* Listening, and an upstream usable or the cache holding answers. */
+	for (size_t z = 0; z < d->nzones; z++)
+		if (upstream_any_usable(d->zones[z].pool))
+			return true;
+	cache_get_stats(d->cache, &st);
+	return st.entries > 0;
 }
 
 static int
@@ -92,8 +149,12 @@ start_workers(struct daemon *d)
 	d->workers = calloc(d->cfg.workers, sizeof(*d->workers));
 	if (d->workers == NULL)
 		return -ENOMEM;
+	d->shared.cfg = &d->cfg;
+	d->shared.cache = d->cache;
+	d->shared.zones = d->zones;
+	d->shared.nzones = d->nzones;
 	for (unsigned i = 0; i < d->cfg.workers; i++) {
-		d->workers[i] = worker_new(i, &d->cfg, d->cache,
+		d->workers[i] = worker_new(i, &d->shared,
 		    metrics_worker(d->metrics, i), err, sizeof(err), &errnum);
 		if (d->workers[i] == NULL) {
 			fprintf(stderr, "stubborn: %s\n", err);
@@ -127,6 +188,69 @@ stop_workers(struct daemon *d)
 	d->n_workers = 0;
 }
 
+/* The root zone from the upstreams, then one pool per forward-zone. */
+static int
+build_pools(struct daemon *d, char *err, size_t errlen)
+{
+	struct upstream_params p;
+	int n;
+
+	upstream_params_default(&p, d->cfg.upstream_timeout_ms);
+	p.policy = (enum upstream_policy)d->cfg.policy;
+	p.budget_percent = d->cfg.retry_budget;
+	if (d->cfg.circuit_failures > 0)
+		p.open_after = d->cfg.circuit_failures;
+	if (d->cfg.probe_max_interval_ms > 0)
+		p.probe_max_ms = d->cfg.probe_max_interval_ms;
+	if (p.probe_min_ms > p.probe_max_ms)
+		p.probe_min_ms = p.probe_max_ms;
+	d->zones[0].name[0] = 0;
+	d->zones[0].len = 1;
+	d->zones[0].pool = upstream_pool_new(".", d->cfg.upstream,
+	    d->cfg.n_upstream, &p);
+	if (d->zones[0].pool == NULL)
+		goto nomem;
+	d->nzones = 1;
+	for (size_t i = 0; i < d->cfg.n_zones; i++) {
+		const struct config_zone *cz = &d->cfg.zones[i];
+		struct fwd_zone *z = &d->zones[d->nzones];
+		n = wire_name_from_text(cz->name, z->name);
+		if (n < 0) {
+			snprintf(err, errlen, "forward-zone %s: bad name", cz->name);
+			return -EINVAL;
+		}
+		z->len = (size_t)n;
+		wire_name_lower(z->name, z->len);
+		z->pool = upstream_pool_new(cz->name, cz->upstream,
+		    cz->n_upstream, &p);
+		if (z->pool == NULL)
+			goto nomem;
+		d->nzones++;
+	}
+	n = wire_name_from_text(d->cfg.health_check_name[0] ?
+		d->cfg.health_check_name : ".", d->shared.probe_name);
+	if (n < 0) {
+		snprintf(err, errlen, "health-check-name %s: bad name",
+		    d->cfg.health_check_name);
+		return -EINVAL;
+	}
+	d->shared.probe_len = (size_t)n;
+	d->shared.probe_type = d->cfg.health_check_type ?
+	    d->cfg.health_check_type : WIRE_TYPE_NS;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory creating upstream pools");
+	return -ENOMEM;
+}
+
+static void
+free_pools(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nzones; i++)
+		upstream_pool_free(d->zones[i].pool);
+	d->nzones = 0;
+}
+
 static void
 log_startup(const struct daemon *d)
 {
@@ -142,8 +266,10 @@ log_startup(const struct daemon *d)
 	for (size_t i = 0; i < d->cfg.n_upstream && o < sizeof(list); i++)
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
 		    i ? "," : "", d->cfg.upstream[i].text);
-	log_info("main", "forwarding upstreams=%s source=%s", list,
-	    d->cfg.upstream_from_resolv ? d->cfg.resolv_conf : "config");
+	log_info("main", "forwarding upstreams=%s source=%s policy=%s zones=%zu",
+	    list, d->cfg.upstream_from_resolv ? d->cfg.resolv_conf : "config",
+	    upstream_policy_name((enum upstream_policy)d->cfg.policy),
+	    d->nzones - 1);
 }
 
 int
@@ -173,11 +299,16 @@ main(int argc, char **argv)
 		log_error("main", "cannot initialise libsodium or libevent threads");
 		return 1;
 	}
-	d.cache = cache_new(d.cfg.cache_size, CACHE_SHARDS, 0);
+	d.cache = cache_new(d.cfg.cache_size, CACHE_SHARDS,
+	    d.cfg.serve_stale ? d.cfg.stale_max_age : 0);
 	d.metrics = metrics_new(d.cfg.workers);
 	d.base = event_base_new();
 	if (d.cache == NULL || d.metrics == NULL || d.base == NULL) {
 		log_error("main", "out of memory at start-up");
+		goto out;
+	}
+	if (build_pools(&d, err, sizeof(err)) < 0) {
+		log_error("main", "start-up failed: %s", err);
 		goto out;
 	}
 	if (start_workers(&d) < 0)
@@ -185,7 +316,7 @@ main(int argc, char **argv)
 	if (d.cfg.metrics_on &&
 	    metrics_start_http(d.metrics, d.base,
 		(const struct sockaddr *)&d.cfg.metrics.ss, d.cfg.metrics.len,
-		cache_gauges, is_ready, &d, err, sizeof(err)) < 0) {
+		extra_metrics, is_ready, &d, err, sizeof(err)) < 0) {
 		fprintf(stderr, "stubborn: cannot serve metrics on %s: %s\n",
 		    d.cfg.metrics.text, err);
 		log_error("main", "cannot serve metrics addr=%s error=\"%s\"",
@@ -207,6 +338,7 @@ out:
 	if (ev_int)
 		event_free(ev_int);
 	metrics_free(d.metrics);
+	free_pools(&d);
 	if (d.base)
 		event_base_free(d.base);
 	cache_free(d.cache);

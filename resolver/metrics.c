@@ -51,6 +51,9 @@ static const struct counter_desc counters[MET_COUNT] = {
 	[MET_TCP_REJECTED] = {"tcp_rejected_total", "Client TCP connections closed at the limit."},
 	[MET_TCP_IDLE_CLOSED] = {"tcp_idle_closed_total", "Client TCP connections closed when idle."},
 	[MET_INFLIGHT_OVERFLOW] = {"inflight_overflow_total", "Queries refused because the in-flight table was full."},
+	[MET_STALE_ANSWERS] = {"stale_answers_total", "Expired answers served (RFC 8767), EDE 3/19."},
+	[MET_REFRESHES] = {"refreshes_total", "Background refreshes started (refresh-ahead, keep-warm)."},
+	[MET_FAILURE_CACHE_HITS] = {"failure_cache_hits_total", "Queries answered SERVFAIL from the failure cache (RFC 9520), EDE 13."},
 };
 
 static void metrics_cb(struct evhttp_request *req, void *arg);

@@ -30,6 +30,7 @@ enum cache_result {
 	CACHE_MISS = 0,
 	CACHE_FRESH,  /* within its TTL */
 	CACHE_STALE,  /* expired, but within stale_max_age */
+	CACHE_FAILED, /* no data, and resolution failed recently: hold off */
 };
 
 struct cache_hit {
@@ -37,6 +38,10 @@ struct cache_hit {
 	uint32_t stale_s;    /* seconds since expiry (0 when fresh) */
 	uint32_t ttl;        /* the TTL it was stored with */
 	uint8_t rcode;       /* RCODE of the stored response */
+	bool positive;       /* NOERROR with records in the answer section */
+	uint64_t hold_until_ms; /* do not ask upstream before (0: no hold) */
+	uint64_t neg_since_ms;  /* first negative answer seen for this
+				   positive entry (stale-on-negative), or 0 */
 };
 
 struct cache_stats {
@@ -47,6 +52,7 @@ struct cache_stats {
 	uint64_t misses;
 	uint64_t stores;
 	uint64_t evictions;
+	uint64_t failed_hits;  /* lookups of held failures (RFC 9520) */
 };
 
 /*
@@ -87,11 +93,49 @@ cache_store(struct cache *c, const uint8_t *key, size_t klen,
  * time left (fresh) or stale_ttl (stale), fills *hit and *out_len, and marks
  * the entry recently used.  An entry expired for longer than stale_max_age is
  * removed and reported as a miss.  A hit that does not fit in cap is a miss.
+ * With out NULL nothing is copied: the state alone is reported (a peek).
+ * CACHE_FAILED: a held failure without data (see cache_fail); *hit tells
+ * until when.
  */
 enum cache_result
 cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
     uint32_t stale_ttl, uint8_t *out, size_t cap, size_t *out_len,
     struct cache_hit *hit);
+
+/*
+ * Records that resolving key failed at now_ms (RFC 9520): the key is held,
+ * not to be sent upstream, until the returned time.  The hold starts at
+ * min_s and doubles with each failure that follows a hold, up to max_s.  A
+ * key without data gets a data-less failure entry (lookups say
+ * CACHE_FAILED while held); one with data keeps it (CACHE_STALE or FRESH,
+ * with hit->hold_until_ms set).  A successful cache_store clears it all.
+ * Returns the hold's end, or 0 on ENOMEM.
+ */
+uint64_t
+cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
+    uint32_t min_s, uint32_t max_s);
+
+/*
+ * For a key holding a positive answer: notes that upstream now says
+ * NXDOMAIN/NODATA (stale-on-negative), holds the key until hold_until_ms,
+ * and returns when the first such answer was seen (now_ms if this is the
+ * first).  Returns 0 when the key has no positive answer.
+ */
+uint64_t
+cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
+    uint64_t now_ms, uint64_t hold_until_ms);
+
+/*
+ * Calls fn for every entry with data, one shard at a time under its lock:
+ * fn must not call back into the cache, and should be quick (it runs while
+ * that shard's lookups wait).  resp has ID 0 and the TTLs it was stored
+ * with; stored_ms is on the clock_now_ms() scale.
+ */
+typedef void (*cache_walk_fn)(void *arg, const uint8_t *key, size_t klen,
+    const uint8_t *resp, size_t len, uint32_t ttl, uint64_t stored_ms);
+
+void
+cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
 
 /* Removes the entry under key, if any.  Returns true if one was removed. */
 bool

@@ -18,12 +18,38 @@
 
 #define CONFIG_MAX_LISTEN 16
 #define CONFIG_MAX_UPSTREAM 16
+#define CONFIG_MAX_ZONES 32
+#define CONFIG_MAX_KEEP_WARM 64
 
 struct config_addr {
 	struct sockaddr_storage ss;  /* AF_INET or AF_INET6, port set */
 	socklen_t len;
 	char text[64];               /* "127.0.0.1:53" or "[::1]:53" */
 };
+
+/* forward-zone = ZONE ADDR[:PORT] [ADDR[:PORT]...] */
+struct config_zone {
+	char name[256];              /* lower-case, trailing dot: "cluster.local." */
+	struct config_addr upstream[CONFIG_MAX_UPSTREAM];
+	size_t n_upstream;
+};
+
+/* keep-warm = NAME TYPE */
+struct config_name_type {
+	char name[256];              /* lower-case, trailing dot */
+	uint16_t type;               /* numeric qtype */
+};
+
+/* What an over-limit client gets. */
+#define CONFIG_RL_REFUSE 0
+#define CONFIG_RL_DROP 1
+#define CONFIG_RL_TRUNCATE 2
+
+/* Upstream selection policies; values match enum upstream_policy. */
+#define CONFIG_POLICY_FASTEST 0
+#define CONFIG_POLICY_SEQUENTIAL 1
+#define CONFIG_POLICY_ROUND_ROBIN 2
+#define CONFIG_POLICY_RANDOM 3
 
 struct config {
 	char config_file[1024];      /* "" when none */
@@ -46,6 +72,44 @@ struct config {
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_max_connections;
 	uint32_t shutdown_timeout_ms;
+	struct config_zone zones[CONFIG_MAX_ZONES];
+	size_t n_zones;
+	int policy;                  /* CONFIG_POLICY_* */
+	char health_check_name[256]; /* presentation form, trailing dot */
+	uint16_t health_check_type;  /* numeric qtype */
+	uint32_t retry_budget;       /* percent of queries, 0..100 */
+	uint32_t circuit_failures;   /* consecutive failures that open */
+	uint32_t probe_max_interval_ms;
+	/* serve-stale and the cache across restarts */
+	bool serve_stale;
+	uint32_t stale_ttl;          /* s, TTL of stale answers */
+	uint32_t stale_max_age;      /* s, keep expired entries this long */
+	uint32_t stale_recheck;      /* s, hold a name after a failed refresh */
+	uint32_t stale_client_timeout_ms; /* answer stale after this wait */
+	uint32_t refresh_ahead;      /* percent of TTL left that triggers a
+					background refresh; 0 = off */
+	struct config_name_type keep_warm[CONFIG_MAX_KEEP_WARM];
+	size_t n_keep_warm;
+	char stale_on_negative[CONFIG_MAX_ZONES][256]; /* zones, trailing dot */
+	size_t n_stale_on_negative;
+	uint32_t stale_on_negative_window; /* s */
+	char snapshot[1024];         /* "" = no snapshot */
+	uint32_t snapshot_interval;  /* s */
+	/* retry-storm dampening */
+	uint32_t client_qps;         /* per client prefix, queries needing
+					upstream; burst 2x */
+	uint32_t client_qps_cookie;  /* the same for clients with a valid
+					server cookie */
+	uint32_t cache_qps;          /* per client prefix, cache hits; 0 = off */
+	uint32_t client_prefix_v4;   /* bits */
+	uint32_t client_prefix_v6;   /* bits */
+	int ratelimit_action;        /* CONFIG_RL_* */
+	uint32_t ratelimit_clients;  /* client prefixes tracked (memory bound) */
+	uint32_t upstream_qps;       /* per upstream server */
+	uint32_t upstream_max_outstanding; /* per upstream server */
+	uint32_t max_waiters;        /* clients waiting on one in-flight query */
+	uint32_t failure_hold_min;   /* s, RFC 9520 hold after a failure */
+	uint32_t failure_hold_max;   /* s */
 	bool check_config;
 };
 

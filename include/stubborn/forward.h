@@ -20,8 +20,16 @@ struct event_base;
 struct config;
 struct cache;
 struct metrics_worker;
+struct upstream_pool;
 struct forward;
 struct fwd_client;
+
+/* A zone and the pool that serves it; zone "." (wire "\0") is the default. */
+struct fwd_zone {
+	uint8_t name[WIRE_NAME_MAX];  /* wire form, lower-case */
+	size_t len;
+	struct upstream_pool *pool;
+};
 
 /*
  * Delivers a reply to a client, or (msg NULL) tells its owner that no reply
@@ -41,10 +49,24 @@ struct fwd_client {
 	bool tcp;
 };
 
-/* A forwarder on base; cfg, cache and met must outlive it.  NULL on ENOMEM. */
+/*
+ * A forwarder on base.  zones (n >= 1, zones[0] the root) map names to
+ * upstream pools by longest suffix; the array is copied, the pools, cfg,
+ * cache and met must outlive the forwarder.  NULL on ENOMEM.
+ */
 struct forward *
 forward_new(struct event_base *base, const struct config *cfg,
-    struct cache *cache, struct metrics_worker *met);
+    struct cache *cache, struct metrics_worker *met,
+    const struct fwd_zone *zones, size_t nzones);
+
+/*
+ * Sends a health probe (qname/qtype in wire form) to server idx of pool and
+ * reports its outcome to the pool: any well-formed matching reply counts as
+ * alive.  Returns 0 or -errno (reported to the pool as a failure too).
+ */
+int
+forward_probe(struct forward *f, struct upstream_pool *pool, unsigned idx,
+    const uint8_t *qname, size_t qname_len, uint16_t qtype);
 
 /*
  * Releases every in-flight query; waiters are told no reply will come
@@ -53,16 +75,33 @@ forward_new(struct event_base *base, const struct config *cfg,
 void
 forward_free(struct forward *f);
 
+/* forward_query flags */
+#define FWD_HAVE_STALE 0x1  /* the cache holds an expired answer */
+
 /*
  * Resolves the client query (query, len, parsed as *q) under cache key
  * key/klen.  On 0 the forwarder owns the waiter and will call cl->reply
- * exactly once.  -EBUSY: the in-flight table or the query's waiter list is
- * full, -ESHUTDOWN: draining, -ENOMEM; the caller answers (SERVFAIL) itself.
+ * exactly once: with the upstream's answer, or (FWD_HAVE_STALE) with the
+ * stale one once stale-client-timeout passed or resolution failed, or with
+ * SERVFAIL.  -EAGAIN (only with FWD_HAVE_STALE): answer stale now, the
+ * upstreams are known to be down or slow.  -EBUSY: the in-flight table or
+ * the query's waiter list is full, -ESHUTDOWN: draining, -ENOMEM; the
+ * caller answers (SERVFAIL or stale) itself.
  */
 int
 forward_query(struct forward *f, const uint8_t *query, size_t len,
     const struct wire_query *q, const uint8_t *key, size_t klen,
-    const struct fwd_client *cl);
+    const struct fwd_client *cl, unsigned flags);
+
+/*
+ * Refreshes key in the background (no client waits): refresh-ahead,
+ * keep-warm.  qname is wire form; flags carry CACHE_KEY_DO/CD.  Nothing
+ * happens if the key is already in flight.  Returns 0 or -errno.
+ */
+int
+forward_refresh(struct forward *f, const uint8_t *key, size_t klen,
+    const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass,
+    unsigned flags);
 
 /* Number of queries in flight. */
 size_t

@@ -7,18 +7,35 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "stubborn/forward.h"
+
 struct config;
 struct cache;
 struct metrics_worker;
 struct worker;
 
+/* What every worker shares: the zones' pools and the health probe. */
+struct worker_shared {
+	const struct config *cfg;
+	struct cache *cache;
+	const struct fwd_zone *zones;   /* zones[0] is the root */
+	size_t nzones;
+	uint8_t probe_name[WIRE_NAME_MAX];
+	size_t probe_len;
+	uint16_t probe_type;
+};
+
 /*
  * Builds worker idx and binds its sockets in the calling thread, so start-up
- * errors reach main before anything serves.  NULL on failure with err
- * (errlen) naming the cause and *errnum its errno.
+ * errors reach main before anything serves.  Worker 0 also sends the health
+ * probes the pools ask for.  sh must outlive the worker.  NULL on failure
+ * with err (errlen) naming the cause and *errnum its errno.
  */
 struct worker *
-worker_new(unsigned idx, const struct config *cfg, struct cache *cache,
+worker_new(unsigned idx, const struct worker_shared *sh,
     struct metrics_worker *met, char *err, size_t errlen, int *errnum);
 
 /* Starts the thread.  Returns 0 or -errno. */

@@ -44,7 +44,6 @@ A tiny upstream (for cases fakeup cannot produce):
 """
 
 import argparse
-import os
 import random
 import select
 import socket

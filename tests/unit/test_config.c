@@ -138,6 +138,21 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->tcp_idle_timeout_ms, b->tcp_idle_timeout_ms);
 	ck_assert_uint_eq(a->tcp_max_connections, b->tcp_max_connections);
 	ck_assert_uint_eq(a->shutdown_timeout_ms, b->shutdown_timeout_ms);
+	ck_assert_uint_eq(a->n_zones, b->n_zones);
+	for (size_t i = 0; i < a->n_zones; i++) {
+		ck_assert_str_eq(a->zones[i].name, b->zones[i].name);
+		ck_assert_uint_eq(a->zones[i].n_upstream,
+		    b->zones[i].n_upstream);
+		for (size_t j = 0; j < a->zones[i].n_upstream; j++)
+			assert_same_addr(&a->zones[i].upstream[j],
+			    &b->zones[i].upstream[j]);
+	}
+	ck_assert_int_eq(a->policy, b->policy);
+	ck_assert_str_eq(a->health_check_name, b->health_check_name);
+	ck_assert_uint_eq(a->health_check_type, b->health_check_type);
+	ck_assert_uint_eq(a->retry_budget, b->retry_budget);
+	ck_assert_uint_eq(a->circuit_failures, b->circuit_failures);
+	ck_assert_uint_eq(a->probe_max_interval_ms, b->probe_max_interval_ms);
 }
 
 START_TEST(test_defaults)
@@ -169,6 +184,13 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg.tcp_idle_timeout_ms, 10000);
 	ck_assert_uint_eq(cfg.tcp_max_connections, 150);
 	ck_assert_uint_eq(cfg.shutdown_timeout_ms, 2000);
+	ck_assert_uint_eq(cfg.n_zones, 0);
+	ck_assert_int_eq(cfg.policy, CONFIG_POLICY_FASTEST);
+	ck_assert_str_eq(cfg.health_check_name, ".");
+	ck_assert_uint_eq(cfg.health_check_type, 2);
+	ck_assert_uint_eq(cfg.retry_budget, 10);
+	ck_assert_uint_eq(cfg.circuit_failures, 3);
+	ck_assert_uint_eq(cfg.probe_max_interval_ms, 8000);
 	ck_assert(!cfg.check_config);
 }
 END_TEST
@@ -194,6 +216,12 @@ START_TEST(test_every_type_from_file)
 	    "upstream-timeout = 50\n"
 	    "tcp-idle-timeout = 300000\n"
 	    "tcp-max-connections = 100000\n"
+	    "forward-zone = cluster.local 10.96.0.10\n"
+	    "policy = random\n"
+	    "health-check-name = example.com AAAA\n"
+	    "retry-budget = 0\n"
+	    "circuit-failures = 100\n"
+	    "probe-max-interval = 300000\n"
 	    "shutdown-timeout = 0\r\n", NULL), CONFIG_RUN);
 	ck_assert_str_eq(err, "");
 	ck_assert_uint_eq(cfg.n_listen, 2);
@@ -217,6 +245,16 @@ START_TEST(test_every_type_from_file)
 	ck_assert_uint_eq(cfg.tcp_idle_timeout_ms, 300000);
 	ck_assert_uint_eq(cfg.tcp_max_connections, 100000);
 	ck_assert_uint_eq(cfg.shutdown_timeout_ms, 0);
+	ck_assert_uint_eq(cfg.n_zones, 1);
+	ck_assert_str_eq(cfg.zones[0].name, "cluster.local.");
+	ck_assert_uint_eq(cfg.zones[0].n_upstream, 1);
+	ck_assert_str_eq(cfg.zones[0].upstream[0].text, "10.96.0.10:53");
+	ck_assert_int_eq(cfg.policy, CONFIG_POLICY_RANDOM);
+	ck_assert_str_eq(cfg.health_check_name, "example.com.");
+	ck_assert_uint_eq(cfg.health_check_type, 28);
+	ck_assert_uint_eq(cfg.retry_budget, 0);
+	ck_assert_uint_eq(cfg.circuit_failures, 100);
+	ck_assert_uint_eq(cfg.probe_max_interval_ms, 300000);
 }
 END_TEST
 
@@ -253,6 +291,32 @@ START_TEST(test_bounds_errors_name_file_and_line)
 	    CONFIG_EXIT_BAD);
 	ck_assert_int_eq(load_file(&cfg,
 	    "max-ttl = 99999999999999999999999\n", NULL), CONFIG_EXIT_BAD);
+
+	ck_assert_int_eq(load_file(&cfg, "retry-budget = 101\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for retry-budget: '101' (0..100)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load_file(&cfg, "circuit-failures = 0\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for circuit-failures: '0' (1..100)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load_file(&cfg, "circuit-failures = 101\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "probe-max-interval = 999\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: bad value for probe-max-interval: "
+	    "'999' (1000..300000)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load_file(&cfg, "probe-max-interval = 300001\n",
+	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "retry-budget = 100\n"
+	    "circuit-failures = 1\nprobe-max-interval = 1000\n", NULL),
+	    CONFIG_RUN);
+	ck_assert_uint_eq(cfg.retry_budget, 100);
+	ck_assert_uint_eq(cfg.circuit_failures, 1);
+	ck_assert_uint_eq(cfg.probe_max_interval_ms, 1000);
 
 	ck_assert_int_eq(load_file(&cfg, "cache-size = 1k\n", &p),
 	    CONFIG_EXIT_BAD);
@@ -715,7 +779,12 @@ START_TEST(test_print_round_trip)
 	    "--max-negative-ttl", "30", "--edns-buffer-size", "1400",
 	    "--upstream-timeout", "333", "--tcp-idle-timeout", "4444",
 	    "--tcp-max-connections", "55", "--shutdown-timeout", "666",
-	    NULL), CONFIG_RUN);
+	    "--forward-zone", "Cluster.Local 10.96.0.10 [2001:db8::53]:5300",
+	    "--forward-zone", "10.in-addr.arpa. 192.0.2.10:53",
+	    "--policy", "round-robin", "--health-check-name", "x.example TYPE99",
+	    "--retry-budget", "50", "--circuit-failures", "7",
+	    "--probe-max-interval", "60000", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, 2);
 	round_trip(&cfg, &back);
 	assert_same_config(&cfg, &back);
 
@@ -757,9 +826,31 @@ START_TEST(test_print_format)
 	    "max-negative-ttl = 3600\n"
 	    "edns-buffer-size = 1232\n"
 	    "upstream-timeout = 1000\n"
+	    "policy = fastest\n"
+	    "retry-budget = 10\n"
+	    "circuit-failures = 3\n"
+	    "health-check-name = . NS\n"
+	    "probe-max-interval = 8000\n"
 	    "tcp-idle-timeout = 10000\n"
 	    "tcp-max-connections = 150\n"
 	    "shutdown-timeout = 2000\n");
+
+	f = tmpfile();
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", "cluster.local 10.96.0.10 10.96.0.11",
+	    "--forward-zone", "EXAMPLE.org. [2001:db8::1]:5300",
+	    "--health-check-name", "Probe.Example cname", NULL), CONFIG_RUN);
+	config_print(&cfg, f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(text, "resolv-conf = /etc/resolv.conf\n"
+	    "forward-zone = cluster.local. 10.96.0.10:53 10.96.0.11:53\n"
+	    "forward-zone = example.org. [2001:db8::1]:5300\n"
+	    "workers = "));
+	ck_assert_ptr_nonnull(strstr(text,
+	    "\nhealth-check-name = probe.example. CNAME\n"));
 }
 END_TEST
 
@@ -809,7 +900,10 @@ START_TEST(test_usage_lists_every_option)
 	    "--cache-size", "--log-level", "--min-ttl", "--max-ttl",
 	    "--max-negative-ttl", "--edns-buffer-size", "--upstream-timeout",
 	    "--tcp-idle-timeout", "--tcp-max-connections",
-	    "--shutdown-timeout", "--check-config", "--help", "--version"};
+	    "--shutdown-timeout", "--forward-zone ZONE ADDR", "--policy",
+	    "--health-check-name NAME [TYPE]", "--retry-budget",
+	    "--circuit-failures", "--probe-max-interval", "--check-config",
+	    "--help", "--version"};
 	char text[8192];
 	size_t n;
 	FILE *f = tmpfile();
@@ -825,6 +919,10 @@ START_TEST(test_usage_lists_every_option)
 	ck_assert_ptr_nonnull(strstr(text, "default 127.0.0.53:53"));
 	ck_assert_ptr_nonnull(strstr(text, "(50..30000 ms; default 1000)"));
 	ck_assert_ptr_nonnull(strstr(text, "(64k..64G; default 64M)"));
+	ck_assert_ptr_nonnull(strstr(text, "(0..100; default 10)"));
+	ck_assert_ptr_nonnull(strstr(text, "(1000..300000 ms; default 8000)"));
+	ck_assert_ptr_nonnull(strstr(text, "(default fastest)"));
+	ck_assert_ptr_nonnull(strstr(text, "(default . NS)"));
 }
 END_TEST
 
@@ -844,6 +942,422 @@ START_TEST(test_nul_byte_and_directory)
 	ck_assert_int_eq(load(&cfg, "--config", "/tmp", "--upstream",
 	    "192.0.2.1", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "cannot read config file '/tmp': Is a directory");
+}
+END_TEST
+
+START_TEST(test_forward_zone_forms)
+{
+	const struct config_zone *z;
+
+	ck_assert_int_eq(load_file(&cfg,
+	    "forward-zone = cluster.local 10.96.0.10\n"
+	    "forward-zone =\tSvc.Example.ORG.  10.96.0.10 10.96.0.11:5353\t"
+	    "[2001:db8::53]   # comment\n"
+	    "forward-zone = _msdcs.corp-1.example 2001:db8::2\n", NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(err, "");
+	ck_assert_uint_eq(cfg.n_zones, 3);
+	z = &cfg.zones[0];
+	ck_assert_str_eq(z->name, "cluster.local.");
+	ck_assert_uint_eq(z->n_upstream, 1);
+	ck_assert_str_eq(z->upstream[0].text, "10.96.0.10:53");
+	ck_assert_uint_eq(port_of(&z->upstream[0]), 53);
+	z = &cfg.zones[1];
+	ck_assert_str_eq(z->name, "svc.example.org.");
+	ck_assert_uint_eq(z->n_upstream, 3);
+	ck_assert_str_eq(z->upstream[0].text, "10.96.0.10:53");
+	ck_assert_str_eq(z->upstream[1].text, "10.96.0.11:5353");
+	ck_assert_str_eq(z->upstream[2].text, "[2001:db8::53]:53");
+	ck_assert_int_eq(z->upstream[2].ss.ss_family, AF_INET6);
+	z = &cfg.zones[2];
+	ck_assert_str_eq(z->name, "_msdcs.corp-1.example.");
+	ck_assert_str_eq(z->upstream[0].text, "[2001:db8::2]:53");
+	/* The global upstreams are untouched. */
+	ck_assert_uint_eq(cfg.n_upstream, 1);
+	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.1:53");
+
+	/* A single-label zone, and one at exactly 253 characters with
+	 * 63-character labels. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", "LAN 192.168.1.1", NULL), CONFIG_RUN);
+	ck_assert_str_eq(cfg.zones[0].name, "lan.");
+	{
+		char val[300], want[300];
+		memset(val, 'a', 253);
+		val[63] = val[127] = val[191] = '.';
+		memcpy(val + 253, ". 192.0.2.9", 12);
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+		    "--forward-zone", val, NULL), CONFIG_RUN);
+		memcpy(want, val, 254);
+		want[254] = '\0';
+		ck_assert_str_eq(cfg.zones[0].name, want);
+		ck_assert_uint_eq(strlen(cfg.zones[0].name), 254);
+	}
+}
+END_TEST
+
+START_TEST(test_forward_zone_errors)
+{
+	static const struct {
+		const char *line;
+		const char *want; /* after "file:N: " */
+	} bad[] = {
+		{"forward-zone = . 192.0.2.53", "bad zone for forward-zone: "
+		    "'.' (use upstream for the root zone)"},
+		{"forward-zone = cluster.local", "missing address for "
+		    "forward-zone: zone cluster.local. needs at least one "
+		    "server (ZONE ADDR[:PORT] [ADDR[:PORT]...])"},
+		{"forward-zone = cluster..local 10.96.0.10", "bad zone for "
+		    "forward-zone: 'cluster..local' (empty label)"},
+		{"forward-zone = .local 10.96.0.10", "bad zone for "
+		    "forward-zone: '.local' (empty label)"},
+		{"forward-zone = local.. 10.96.0.10", "bad zone for "
+		    "forward-zone: 'local..' (empty label)"},
+		{"forward-zone = ex*ample 10.96.0.10", "bad zone for "
+		    "forward-zone: 'ex*ample' (labels take letters, digits, "
+		    "'-' and '_')"},
+		{"forward-zone = ex\\.ample 10.96.0.10", "bad zone for "
+		    "forward-zone: 'ex\\.ample' (labels take letters, digits, "
+		    "'-' and '_')"},
+		{"forward-zone = 10.96.0.10 cluster.local", "bad address for "
+		    "forward-zone: 'cluster.local' in zone 10.96.0.10."},
+		{"forward-zone = cluster.local 10.96.0.10 10.96.0.300",
+		    "bad address for forward-zone: '10.96.0.300' in zone "
+		    "cluster.local."},
+		{"forward-zone = cluster.local 10.96.0.10,10.96.0.11",
+		    "bad address for forward-zone: '10.96.0.10,10.96.0.11' "
+		    "in zone cluster.local."},
+		{"forward-zone = cluster.local 10.96.0.10:0", "bad address for "
+		    "forward-zone: '10.96.0.10:0' in zone cluster.local."},
+		{"forward-zone = cluster.local 10.96.0.10 10.96.0.10:53",
+		    "duplicate address for forward-zone: '10.96.0.10:53' is "
+		    "already listed for cluster.local."},
+	};
+	char text[320], want[512];
+	const char *p;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "# zones\n\n%s\n", bad[i].line);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:3: %s", p, bad[i].want);
+		ck_assert_str_eq(err, want);
+	}
+
+	/* Labels of 64 characters and names of 254 are too long. */
+	memset(text, 'a', 64);
+	snprintf(text + 64, sizeof(text) - 64, " 192.0.2.9");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", text, NULL), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, "(label longer than 63 "
+	    "characters)"));
+	memset(text, 'a', 254);
+	text[63] = text[127] = text[191] = '.';
+	snprintf(text + 254, sizeof(text) - 254, " 192.0.2.9");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", text, NULL), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, "(longer than 253 characters)"));
+
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", " \t ", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--forward-zone: bad value: empty (ZONE "
+	    "ADDR[:PORT] [ADDR[:PORT]...])");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", ". 192.0.2.53", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--forward-zone: bad zone: '.' (use upstream "
+	    "for the root zone)");
+}
+END_TEST
+
+START_TEST(test_forward_zone_duplicates_and_limits)
+{
+	char text[4096], want[256];
+	size_t o = 0;
+	const char *p;
+
+	/* The same zone twice, however it is spelt. */
+	ck_assert_int_eq(load_file(&cfg,
+	    "forward-zone = cluster.local 10.96.0.10\n"
+	    "forward-zone = example.org 192.0.2.9\n"
+	    "forward-zone = Cluster.Local. 10.96.0.11\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:3: duplicate zone for forward-zone: "
+	    "'cluster.local.' is already listed", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", "a.example 192.0.2.9",
+	    "--forward-zone", "A.EXAMPLE. 192.0.2.10", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--forward-zone: duplicate zone: 'a.example.' "
+	    "is already listed");
+	/* A zone and a zone below it are different zones. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", "example 192.0.2.9",
+	    "--forward-zone", "a.example 192.0.2.9", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, 2);
+
+	/* CONFIG_MAX_ZONES zones load; one more is refused on its line. */
+	for (int i = 1; i <= CONFIG_MAX_ZONES; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "forward-zone = z%d.example 192.0.2.%d\n", i, i);
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, CONFIG_MAX_ZONES);
+	snprintf(text + o, sizeof(text) - o, "forward-zone = one.more "
+	    "192.0.2.200\n");
+	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:%d: too many values for forward-zone: "
+	    "at most %d zones", p, CONFIG_MAX_ZONES + 1, CONFIG_MAX_ZONES);
+	ck_assert_str_eq(err, want);
+
+	/* CONFIG_MAX_UPSTREAM servers in a zone; one more is refused. */
+	o = (size_t)snprintf(text, sizeof(text), "forward-zone = big.example");
+	for (int i = 1; i <= CONFIG_MAX_UPSTREAM; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    " 192.0.2.%d", i);
+	snprintf(text + o, sizeof(text) - o, "\n");
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.zones[0].n_upstream, CONFIG_MAX_UPSTREAM);
+	snprintf(text + o, sizeof(text) - o, " 192.0.2.200\n");
+	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:1: too many addresses for "
+	    "forward-zone: at most %d for zone big.example.", p,
+	    CONFIG_MAX_UPSTREAM);
+	ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(test_forward_zone_flags_replace_file)
+{
+	const char *p = tmp_file("upstream = 192.0.2.1\n"
+	    "forward-zone = cluster.local 10.96.0.10\n"
+	    "forward-zone = corp.example 192.0.2.10\n");
+
+	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, 2);
+
+	/* Flags, before or after --config, replace the file's whole list. */
+	ck_assert_int_eq(load(&cfg, "--forward-zone", "other.example "
+	    "192.0.2.20", "--config", p, "--forward-zone=cluster.local "
+	    "10.96.0.99", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, 2);
+	ck_assert_str_eq(cfg.zones[0].name, "other.example.");
+	ck_assert_str_eq(cfg.zones[0].upstream[0].text, "192.0.2.20:53");
+	ck_assert_str_eq(cfg.zones[1].name, "cluster.local.");
+	ck_assert_str_eq(cfg.zones[1].upstream[0].text, "10.96.0.99:53");
+	ck_assert_uint_eq(cfg.zones[1].n_upstream, 1);
+
+	/* Other lists leave the zones alone. */
+	ck_assert_int_eq(load(&cfg, "--config", p, "--upstream", "192.0.2.2",
+	    NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, 2);
+	ck_assert_str_eq(cfg.zones[1].name, "corp.example.");
+}
+END_TEST
+
+START_TEST(test_forward_zone_loop_refused)
+{
+	const char *p;
+	char want[512];
+
+	ck_assert_int_eq(load_file(&cfg,
+	    "forward-zone = cluster.local 10.96.0.10\n"
+	    "forward-zone = home.arpa 192.0.2.53 127.0.0.53\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:2: forward-zone home.arpa.: server "
+	    "127.0.0.53:53 is one of stubborn's own listen addresses; it "
+	    "would query itself", p);
+	ck_assert_str_eq(err, want);
+
+	/* A wildcard listener on the port covers the loopback addresses. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--listen",
+	    "[::]:5353", "--forward-zone", "lan 127.0.0.1:5353", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--forward-zone: forward-zone lan.: server "
+	    "127.0.0.1:5353 is one of stubborn's own listen addresses; it "
+	    "would query itself");
+	/* Same address on another port is another server. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--forward-zone", "lan 127.0.0.53:5353", NULL), CONFIG_RUN);
+}
+END_TEST
+
+START_TEST(test_policy)
+{
+	static const struct {
+		const char *text;
+		int want;
+	} good[] = {
+		{"fastest", CONFIG_POLICY_FASTEST},
+		{"sequential", CONFIG_POLICY_SEQUENTIAL},
+		{"round-robin", CONFIG_POLICY_ROUND_ROBIN},
+		{"random", CONFIG_POLICY_RANDOM},
+		{"Round-Robin", CONFIG_POLICY_ROUND_ROBIN},
+		{"RANDOM", CONFIG_POLICY_RANDOM},
+	};
+	static const char *bad[] = {"fast", "roundrobin", "round_robin",
+	    "fastest ", "0", "1"};
+	const char *p;
+	char want[256];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+		    "--policy", good[i].text, NULL), CONFIG_RUN);
+		ck_assert_int_eq(cfg.policy, good[i].want);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1", "--policy",
+		    bad[i], NULL) == CONFIG_EXIT_BAD, "accepted '%s'", bad[i]);
+	ck_assert_str_eq(err, "--policy: bad value: '1' (fastest, "
+	    "sequential, round-robin or random)");
+
+	ck_assert_int_eq(load_file(&cfg, "\npolicy = best\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:2: bad value for policy: 'best' "
+	    "(fastest, sequential, round-robin or random)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load_file(&cfg, "policy = random\npolicy = random\n",
+	    &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: duplicate key 'policy' (first set on line 1)", p);
+	ck_assert_str_eq(err, want);
+	/* The flag overrides the file. */
+	ck_assert_int_eq(load(&cfg, "--config", tmp_file("policy = random\n"
+	    "upstream = 192.0.2.1\n"), "--policy", "sequential", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(cfg.policy, CONFIG_POLICY_SEQUENTIAL);
+}
+END_TEST
+
+START_TEST(test_health_check_name)
+{
+	static const struct {
+		const char *text;
+		const char *name;
+		unsigned type;
+		const char *printed;
+	} good[] = {
+		{". NS", ".", 2, ". NS"},
+		{".", ".", 2, ". NS"},
+		{"example.com", "example.com.", 2, "example.com. NS"},
+		{"Example.COM. a", "example.com.", 1, "example.com. A"},
+		{"x.example\tAAAA", "x.example.", 28, "x.example. AAAA"},
+		{"  x.example   soa  ", "x.example.", 6, "x.example. SOA"},
+		{". cname", ".", 5, ". CNAME"},
+		{". PTR", ".", 12, ". PTR"},
+		{". Mx", ".", 15, ". MX"},
+		{". txt", ".", 16, ". TXT"},
+		{". SRV", ".", 33, ". SRV"},
+		{". ds", ".", 43, ". DS"},
+		{". DNSKEY", ".", 48, ". DNSKEY"},
+		{". TYPE2", ".", 2, ". NS"},
+		{". type28", ".", 28, ". AAAA"},
+		{". TYPE65", ".", 65, ". TYPE65"},
+		{". TYPE065", ".", 65, ". TYPE65"},
+		{". TYPE65535", ".", 65535, ". TYPE65535"},
+		{"_probe.example TYPE1234", "_probe.example.", 1234,
+		    "_probe.example. TYPE1234"},
+	};
+	static const struct {
+		const char *text;
+		const char *want;
+	} bad[] = {
+		{"example.com ANY", "bad type: 'ANY' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)"},
+		{". TYPE0", "bad type: 'TYPE0' (A, NS, AAAA, ... or TYPEnnn "
+		    "with nnn in 1..65535)"},
+		{". TYPE65536", "bad type: 'TYPE65536' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)"},
+		{". TYPE", "bad type: 'TYPE' (A, NS, AAAA, ... or TYPEnnn "
+		    "with nnn in 1..65535)"},
+		{". TYPE-1", "bad type: 'TYPE-1' (A, NS, AAAA, ... or TYPEnnn "
+		    "with nnn in 1..65535)"},
+		{". 2", "bad type: '2' (A, NS, AAAA, ... or TYPEnnn with nnn "
+		    "in 1..65535)"},
+		{". NS extra", "bad value: '. NS extra' (NAME [TYPE])"},
+		{"a..b NS", "bad name: 'a..b' (empty label)"},
+		{".. NS", "bad name: '..' (empty label)"},
+		{"a/b", "bad name: 'a/b' (labels take letters, digits, '-' "
+		    "and '_')"},
+		{" ", "bad value: empty (NAME [TYPE])"},
+	};
+	char text[8192], line[128], want[256];
+	const char *p;
+	size_t n;
+	FILE *f;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
+		    "--health-check-name", good[i].text, NULL) == CONFIG_RUN,
+		    "refused '%s': %s", good[i].text, err);
+		ck_assert_str_eq(cfg.health_check_name, good[i].name);
+		ck_assert_uint_eq(cfg.health_check_type, good[i].type);
+		f = tmpfile();
+		config_print(&cfg, f);
+		rewind(f);
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = '\0';
+		snprintf(line, sizeof(line), "\nhealth-check-name = %s\n",
+		    good[i].printed);
+		ck_assert_msg(strstr(text, line) != NULL, "no '%s'", line);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
+		    "--health-check-name", bad[i].text, NULL) ==
+		    CONFIG_EXIT_BAD, "accepted '%s'", bad[i].text);
+		snprintf(want, sizeof(want), "--health-check-name: %s",
+		    bad[i].want);
+		ck_assert_str_eq(err, want);
+	}
+	ck_assert_int_eq(load_file(&cfg, "#\nhealth-check-name = . AXFR\n",
+	    &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:2: bad type for health-check-name: "
+	    "'AXFR' (A, NS, AAAA, ... or TYPEnnn with nnn in 1..65535)", p);
+	ck_assert_str_eq(err, want);
+	/* A flag replaces both parts: the type goes back to NS. */
+	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
+	    "192.0.2.1\nhealth-check-name = a.example A\n"),
+	    "--health-check-name", "b.example", NULL), CONFIG_RUN);
+	ck_assert_str_eq(cfg.health_check_name, "b.example.");
+	ck_assert_uint_eq(cfg.health_check_type, 2);
+}
+END_TEST
+
+START_TEST(test_print_round_trip_full_zones)
+{
+	static struct config back;
+	static char text[65536];
+	size_t o = 0;
+
+	/* Every zone and every server slot used, IPv6 included. */
+	for (int i = 0; i < CONFIG_MAX_ZONES; i++) {
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "forward-zone = Zone-%d.Example.", i);
+		for (int j = 0; j < CONFIG_MAX_UPSTREAM; j++)
+			o += (size_t)snprintf(text + o, sizeof(text) - o,
+			    j % 2 ? " [2001:db8::%x:%x]:%d" : " 192.0.%d.%d:%d",
+			    i, j, 5300 + j);
+		o += (size_t)snprintf(text + o, sizeof(text) - o, "\n");
+	}
+	ck_assert_int_lt(o, sizeof(text) - 1);
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_zones, CONFIG_MAX_ZONES);
+	ck_assert_uint_eq(cfg.zones[31].n_upstream, CONFIG_MAX_UPSTREAM);
+	ck_assert_str_eq(cfg.zones[31].name, "zone-31.example.");
+	ck_assert_str_eq(cfg.zones[31].upstream[15].text,
+	    "[2001:db8::1f:f]:5315");
+	{
+		FILE *f = tmpfile();
+		size_t n;
+
+		ck_assert_ptr_nonnull(f);
+		config_print(&cfg, f);
+		rewind(f);
+		n = fread(text, 1, sizeof(text) - 1, f);
+		fclose(f);
+		text[n] = '\0';
+		ck_assert_int_eq(load(&back, "--config", tmp_file(text), NULL),
+		    CONFIG_RUN);
+	}
+	assert_same_config(&cfg, &back);
 }
 END_TEST
 
@@ -880,6 +1394,14 @@ make_suite(void)
 	tcase_add_test(tc, test_help_and_version);
 	tcase_add_test(tc, test_usage_lists_every_option);
 	tcase_add_test(tc, test_nul_byte_and_directory);
+	tcase_add_test(tc, test_forward_zone_forms);
+	tcase_add_test(tc, test_forward_zone_errors);
+	tcase_add_test(tc, test_forward_zone_duplicates_and_limits);
+	tcase_add_test(tc, test_forward_zone_flags_replace_file);
+	tcase_add_test(tc, test_forward_zone_loop_refused);
+	tcase_add_test(tc, test_policy);
+	tcase_add_test(tc, test_health_check_name);
+	tcase_add_test(tc, test_print_round_trip_full_zones);
 	suite_add_tcase(s, tc);
 	return s;
 }
