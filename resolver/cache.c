@@ -335,6 +335,21 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	return until;
 }
 
+bool
+cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms)
+{
+	uint64_t h = cache_hash(c, key, klen);
+	struct shard *s = shard_of(c, h);
+	struct entry *e;
+
+	pthread_mutex_lock(&s->lock);
+	e = shard_find(s, h, key, klen);
+	if (e != NULL && e->len > 0 && e->hold_until_ms < until_ms)
+		e->hold_until_ms = until_ms;
+	pthread_mutex_unlock(&s->lock);
+	return e != NULL && e->len > 0;
+}
+
 uint64_t
 cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
     uint64_t now_ms, uint64_t hold_until_ms)

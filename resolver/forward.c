@@ -14,6 +14,7 @@
 #include "stubborn/cache.h"
 #include "stubborn/clock.h"
 #include "stubborn/config.h"
+#include "stubborn/cookie.h"
 #include "stubborn/forward.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
@@ -24,12 +25,10 @@
 
 #define FWD_BUCKETS 4096          /* power of two */
 #define FWD_MAX_INFLIGHT 8192     /* per worker */
-#define FWD_MAX_WAITERS 256       /* per query */
+#define FWD_MAX_WAITERS 256       /* per query, when max-waiters is unset */
 #define FWD_MAX_ZONES (CONFIG_MAX_ZONES + 1)
 #define FWD_QBYTES_MAX (WIRE_HDR_LEN + WIRE_NAME_MAX + 4)
 #define FWD_BIND_TRIES 8
-#define FWD_FAIL_HOLD_MIN_S 1     /* RFC 9520 3.2: at least 1 s */
-#define FWD_FAIL_HOLD_MAX_S 300   /* and at most 5 min */
 
 /* Why the last attempt failed; picks the EDE once every upstream failed. */
 enum fail_kind {
@@ -39,6 +38,7 @@ enum fail_kind {
 	FAIL_RCODE,
 	FAIL_MALFORMED,
 	FAIL_ALL_DOWN,
+	FAIL_SHED,        /* upstream rate budget short: not the name's fault */
 };
 
 struct fwd_waiter {
@@ -105,6 +105,7 @@ struct fwd_query {
 	struct event *ev_hedge;            /* freed by query_free */
 	struct event *ev_stale;            /* stale-client-timeout; freed by
 					      query_free */
+	enum upstream_prio prio;
 	bool stale_armed;
 	bool stale_served;                 /* waiters got stale: now a refresh */
 	bool done;
@@ -141,7 +142,8 @@ static int add_waiter(struct fwd_query *q, const uint8_t *query,
     const struct wire_query *wq, const struct fwd_client *cl);
 static struct upstream_pool *pool_for(struct forward *f, const uint8_t *qname,
     size_t len);
-static bool launch(struct fwd_query *q, bool retry);
+static int launch(struct fwd_query *q, bool retry);
+static void start(struct fwd_query *q);
 static struct fwd_attempt *attempt_new(struct forward *f,
     struct upstream_pool *pool, unsigned up, const uint8_t *qname,
     size_t qname_len, uint16_t qtype, uint16_t qclass, uint16_t qflags,
@@ -327,7 +329,9 @@ add_waiter(struct fwd_query *q, const uint8_t *query,
 		    memcmp(&w->cl.peer, &cl->peer, cl->peer_len) == 0)
 			return -EALREADY;
 	}
-	if (q->nwaiters >= FWD_MAX_WAITERS || wq->q.end > FWD_QBYTES_MAX)
+	if (q->nwaiters >= (q->f->cfg->max_waiters ? q->f->cfg->max_waiters :
+						     FWD_MAX_WAITERS) ||
+	    wq->q.end > FWD_QBYTES_MAX)
 		return -EBUSY;
 	w = malloc(sizeof(*w));
 	if (w == NULL)
@@ -415,6 +419,8 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 			metrics_inc(f->met, MET_COALESCED);
 			if (flags & FWD_HAVE_STALE)
 				arm_stale(q);
+			else
+				q->prio = UPSTREAM_PRIO_CLIENT;
 		}
 		return r;
 	}
@@ -429,19 +435,23 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		return -EBUSY;
 	if (add_waiter(q, query, wq, cl) < 0) {
 		/* Not answerable by us: let the query run as a refresh. */
-		if (!launch(q, false)) {
-			q->fail = FAIL_ALL_DOWN;
-			finish_servfail(q);
-		}
+		q->prio = UPSTREAM_PRIO_BACKGROUND;
+		start(q);
 		return -ENOMEM;
 	}
-	if (flags & FWD_HAVE_STALE)
+	if (flags & FWD_HAVE_STALE) {
 		arm_stale(q);
-	if (!launch(q, false)) {
-		/* Every circuit is open: fail fast, the probes keep testing. */
-		q->fail = FAIL_ALL_DOWN;
-		finish_servfail(q);
+		/*
+		 * One refresh of stale data at a time for the whole process:
+		 * the other workers answer stale meanwhile.  Success replaces
+		 * the entry (and the hold); failure sets stale-recheck.
+		 */
+		cache_hold(f->cache, key, klen, clock_now_ms() +
+		    (uint64_t)f->cfg->stale_recheck * 1000);
 	}
+	q->prio = (flags & FWD_HAVE_STALE) ? UPSTREAM_PRIO_STALE :
+					     UPSTREAM_PRIO_CLIENT;
+	start(q);
 	return 0;
 }
 
@@ -465,10 +475,8 @@ forward_refresh(struct forward *f, const uint8_t *key, size_t klen,
 	if (q == NULL)
 		return -EBUSY;
 	metrics_inc(f->met, MET_REFRESHES);
-	if (!launch(q, false)) {
-		q->fail = FAIL_ALL_DOWN;
-		finish_servfail(q);
-	}
+	q->prio = UPSTREAM_PRIO_BACKGROUND;
+	start(q);
 	return 0;
 }
 
@@ -539,6 +547,9 @@ answer_stale(struct fwd_query *q, struct fwd_waiter *ws)
 						       WIRE_EDE_STALE,
 		    "stale answer");
 		metrics_inc(f->met, MET_STALE_ANSWERS);
+		if (len >= 0)
+			len = (int)cookie_attach(out, (size_t)len, WIRE_MSG_MAX / 2,
+			    w->cl.max_len, &w->q, &w->cl.peer);
 		w->cl.reply(&w->cl, len < 0 ? NULL : out, len < 0 ? 0 : (size_t)len);
 		w->cl.reply = NULL;
 	}
@@ -599,9 +610,11 @@ arm_hedge(struct fwd_query *q, uint32_t ms)
 
 /*
  * Starts one more attempt for q on the best server not yet asked.  Retries
- * and hedges (retry) spend the pool's budget.  False when none can start.
+ * and hedges (retry) spend the pool's retry budget.  Returns 0, or why none
+ * could start: UPSTREAM_NONE_USABLE, UPSTREAM_NONE_BUDGET (the servers' rate
+ * budget), -ENOBUFS (retry budget spent), -ENOMEM.
  */
-static bool
+static int
 launch(struct fwd_query *q, bool retry)
 {
 	struct forward *f = q->f;
@@ -611,17 +624,17 @@ launch(struct fwd_query *q, bool retry)
 	int up;
 
 	up = upstream_pick(q->pool, q->tried, now, rng_uniform(UINT32_MAX),
-	    &explore);
+	    q->prio, &explore);
 	if (up < 0)
-		return false;
+		return up;
 	if (retry && !upstream_budget_take(q->pool, now))
-		return false;
+		return -ENOBUFS;
 	if (!retry)
 		upstream_budget_earn(q->pool);
 	a = attempt_new(f, q->pool, (unsigned)up, q->qname, q->qname_len,
 	    q->qtype, q->qclass, q->qflags, q->do_bit);
 	if (a == NULL)
-		return false;
+		return -ENOMEM;
 	a->q = q;
 	a->qnext = q->attempts;
 	q->attempts = a;
@@ -637,7 +650,27 @@ launch(struct fwd_query *q, bool retry)
 				       upstream_rto(q->pool, a->up));
 	if (attempt_send(a) < 0)
 		attempt_fail(a, FAIL_NETWORK);
-	return true;
+	return 0;
+}
+
+/* The first attempt of a new query; when none can start, finishes it. */
+static void
+start(struct fwd_query *q)
+{
+	static const enum metrics_counter shed[] = {MET_SHED_CLIENT,
+	    MET_SHED_STALE_REFRESH, MET_SHED_REFRESH_AHEAD};
+	int r = launch(q, false);
+
+	if (r == 0)
+		return;
+	if (r == UPSTREAM_NONE_BUDGET) {
+		metrics_inc(q->f->met, shed[q->prio]);
+		q->fail = FAIL_SHED;
+	} else {
+		/* Every circuit is open: fail fast, the probes keep testing. */
+		q->fail = FAIL_ALL_DOWN;
+	}
+	finish_servfail(q);
 }
 
 static void
@@ -648,7 +681,7 @@ hedge_cb(evutil_socket_t fd, short what, void *arg)
 	if (q->done)
 		return;
 	/* No answer within the RTO: ask the next server as well. */
-	launch(q, true);
+	(void)launch(q, true);
 }
 
 int
@@ -873,7 +906,7 @@ attempt_fail(struct fwd_attempt *a, enum fail_kind why)
 	struct fwd_query *q = a->q;
 	char name[WIRE_NAME_MAX * 4 + 8];
 	static const char *const why_text[] = {"none", "timeout", "network",
-	    "rcode", "malformed", "all-down"};
+	    "rcode", "malformed", "all-down", "shed"};
 
 	log_debug("forward", "upstream attempt failed up=%s reason=%s qname=\"%s\" probe=%d",
 	    upstream_addr(a->pool, a->up)->text, why_text[why],
@@ -888,7 +921,7 @@ attempt_fail(struct fwd_attempt *a, enum fail_kind why)
 	if (q->active > 0)
 		return;
 	evtimer_del(q->ev_hedge);
-	if (!launch(q, true))
+	if (launch(q, true) < 0)
 		finish_servfail(q);
 }
 
@@ -1077,6 +1110,9 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 		    w->qbytes, &w->q, f->cfg->edns_buffer_size, -1, NULL);
 		if (r >= 0 && (WIRE_FLAGS(out) & WIRE_TC))
 			metrics_inc(f->met, MET_REPLIES_TRUNCATED);
+		if (r >= 0)
+			r = (int)cookie_attach(out, (size_t)r, (size_t)n + 1024,
+			    w->cl.max_len, &w->q, &w->cl.peer);
 		w->cl.reply(&w->cl, r < 0 ? NULL : out, r < 0 ? 0 : (size_t)r);
 		w->cl.reply = NULL;
 	}
@@ -1094,6 +1130,7 @@ finish_servfail(struct fwd_query *q)
 	const char *text;
 	char name[WIRE_NAME_MAX * 4 + 8];
 	struct fwd_waiter *ws;
+	bool held;
 
 	switch (q->fail) {
 	case FAIL_TIMEOUT:
@@ -1104,6 +1141,9 @@ finish_servfail(struct fwd_query *q)
 		break;
 	case FAIL_ALL_DOWN:
 		text = "every upstream is down";
+		break;
+	case FAIL_SHED:
+		text = "upstream query budget exhausted";
 		break;
 	default:
 		text = "every upstream failed";
@@ -1118,20 +1158,26 @@ finish_servfail(struct fwd_query *q)
 	 * from 1 s doubling up to 5 min.
 	 */
 	ws = query_detach(q);
+	/* Shed or every circuit open: nothing learnt about this name. */
+	held = q->fail != FAIL_ALL_DOWN && q->fail != FAIL_SHED;
 	if (answer_stale(q, ws)) {
-		cache_fail(f->cache, q->key, q->klen, clock_now_ms(),
-		    f->cfg->stale_recheck, f->cfg->stale_recheck);
+		if (held)
+			cache_fail(f->cache, q->key, q->klen, clock_now_ms(),
+			    f->cfg->stale_recheck, f->cfg->stale_recheck);
 		free_waiters(ws);
 		return;
 	}
-	if (q->fail != FAIL_ALL_DOWN)
+	if (held)
 		cache_fail(f->cache, q->key, q->klen, clock_now_ms(),
-		    FWD_FAIL_HOLD_MIN_S, FWD_FAIL_HOLD_MAX_S);
+		    f->cfg->failure_hold_min, f->cfg->failure_hold_max);
 	for (struct fwd_waiter *w = ws; w != NULL; w = w->next) {
 		int r = wire_build_error(f->buf, sizeof(f->buf), w->qbytes,
 		    w->qlen, &w->q, WIRE_RCODE_SERVFAIL,
 		    f->cfg->edns_buffer_size, ede, text);
 		metrics_inc(f->met, MET_REPLIES_SERVFAIL);
+		if (r >= 0)
+			r = (int)cookie_attach(f->buf, (size_t)r, sizeof(f->buf),
+			    w->cl.max_len, &w->q, &w->cl.peer);
 		w->cl.reply(&w->cl, r < 0 ? NULL : f->buf, r < 0 ? 0 : (size_t)r);
 		w->cl.reply = NULL;
 	}

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,8 @@
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
+#include "stubborn/ratelimit.h"
+#include "stubborn/cookie.h"
 #include "stubborn/wire.h"
 
 #define UDP_BATCH 32
@@ -57,6 +60,7 @@ struct listen {
 	size_t n_tcp;
 	struct tcp_conn *conns;
 	size_t n_conns;
+	struct listen_limits limits;
 	bool stopped;
 	uint8_t rbuf[UDP_BATCH][UDP_BUF];
 	uint8_t out[WIRE_MSG_MAX + 1024];
@@ -95,6 +99,10 @@ static void reply_cached(struct listen *l, const uint8_t *pkt,
 static void reply_stale(struct listen *l, const uint8_t *pkt,
     const struct wire_query *q, size_t slen, const struct cache_hit *hit,
     struct fwd_client *cl);
+static bool client_allowed(struct listen *l, struct ratelimit *rl,
+    uint32_t rate, const struct fwd_client *cl, uint64_t now);
+static void over_limit(struct listen *l, const uint8_t *pkt, size_t len,
+    const struct wire_query *q, struct fwd_client *cl);
 static void maybe_refresh(struct listen *l, const uint8_t *pkt,
     const struct wire_query *q, const uint8_t *key, size_t klen,
     const struct cache_hit *hit, uint64_t now);
@@ -158,7 +166,8 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 struct listen *
 listen_new(struct event_base *base, const struct config *cfg,
     struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    char *err, size_t errlen, int *errnum)
+    const struct listen_limits *limits, char *err, size_t errlen,
+    int *errnum)
 {
 	struct listen *l = calloc(1, sizeof(*l));
 
@@ -172,6 +181,8 @@ listen_new(struct event_base *base, const struct config *cfg,
 	l->fwd = fwd;
 	l->cache = cache;
 	l->met = met;
+	if (limits != NULL)
+		l->limits = *limits;
 	for (size_t i = 0; i < cfg->n_listen; i++) {
 		const struct config_addr *a = &cfg->listen[i];
 		struct udp_sock *u = &l->udp[l->n_udp];
@@ -370,6 +381,10 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		    l->out, WIRE_MSG_MAX, &slen, &hit);
 	switch (r) {
 	case CACHE_FRESH:
+		if (!client_allowed(l, l->limits.hit, cfg->cache_qps, cl, now)) {
+			over_limit(l, pkt, len, q, cl);
+			return;
+		}
 		metrics_inc(l->met, MET_CACHE_HITS);
 		reply_cached(l, pkt, q, slen, cl, -1);
 		maybe_refresh(l, pkt, q, key, klen, &hit, now);
@@ -394,6 +409,18 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 	default:
 		break;
 	}
+	/* Only work that costs upstream queries counts against client-qps. */
+	if (!client_allowed(l, l->limits.miss, q->has_cookie &&
+		cookie_valid_query(q, &cl->peer) ? cfg->client_qps_cookie :
+						   cfg->client_qps,
+		cl, now)) {
+		if (flags == FWD_HAVE_STALE) {
+			metrics_inc(l->met, MET_RATELIMITED_STALE);
+			reply_stale(l, pkt, q, slen, &hit, cl);
+		} else
+			over_limit(l, pkt, len, q, cl);
+		return;
+	}
 	metrics_inc(l->met, MET_CACHE_MISSES);
 	rc = forward_query(l->fwd, pkt, len, q, key, klen, cl, flags);
 	if (rc < 0 && flags == FWD_HAVE_STALE) {
@@ -405,6 +432,72 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
 		    rc == -ESHUTDOWN ? "shutting down" : "too many queries in flight",
 		    cl);
+}
+
+/*
+ * The client's token bucket (rate per second, burst twice that); the first
+ * time a client goes over, one log line (itself rate-limited).
+ */
+static bool
+client_allowed(struct listen *l, struct ratelimit *rl, uint32_t rate,
+    const struct fwd_client *cl, uint64_t now)
+{
+	static _Atomic uint64_t last_log_ms;
+	uint8_t prefix[17];
+	size_t plen;
+	enum ratelimit_verdict v;
+	char addr[INET6_ADDRSTRLEN] = "?";
+
+	if (rl == NULL || rate == 0)
+		return true;
+	plen = ratelimit_prefix((const struct sockaddr *)&cl->peer,
+	    l->cfg->client_prefix_v4, l->cfg->client_prefix_v6, prefix);
+	v = ratelimit_check(rl, prefix, plen, rate,
+	    rate > UINT32_MAX / 2 ? UINT32_MAX : rate * 2, now);
+	if (v == RATELIMIT_PASS)
+		return true;
+	if (v == RATELIMIT_LIMITED_FIRST) {
+		uint64_t last = atomic_load(&last_log_ms);
+		if (now >= last + 1000 &&
+		    atomic_compare_exchange_strong(&last_log_ms, &last, now)) {
+			if (cl->peer.ss_family == AF_INET6)
+				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&cl->peer)->sin6_addr, addr, sizeof(addr));
+			else
+				inet_ntop(AF_INET, &((const struct sockaddr_in *)&cl->peer)->sin_addr, addr, sizeof(addr));
+			log_warn("listen", "client over its query limit client=%s qps=%u action=%s",
+			    addr, rate, l->cfg->ratelimit_action == CONFIG_RL_DROP ? "drop" :
+			    l->cfg->ratelimit_action == CONFIG_RL_TRUNCATE ? "truncate" : "refuse");
+		}
+	}
+	return false;
+}
+
+/* An over-limit query without a stale answer: refuse, drop or TC=1. */
+static void
+over_limit(struct listen *l, const uint8_t *pkt, size_t len,
+    const struct wire_query *q, struct fwd_client *cl)
+{
+	int action = l->cfg->ratelimit_action;
+	int n;
+
+	if (action == CONFIG_RL_DROP) {
+		metrics_inc(l->met, MET_RATELIMITED_DROP);
+		cl->reply(cl, NULL, 0);
+		return;
+	}
+	if (action == CONFIG_RL_TRUNCATE && !cl->tcp) {
+		/* Genuine clients retry over TCP; spoofed sources cannot. */
+		metrics_inc(l->met, MET_RATELIMITED_TRUNCATE);
+		n = wire_build_error(l->out, sizeof(l->out), pkt, len, q,
+		    WIRE_RCODE_NOERROR, l->cfg->edns_buffer_size, -1, NULL);
+		if (n >= 0)
+			wire_put16(l->out + 2, (uint16_t)(WIRE_FLAGS(l->out) | WIRE_TC));
+		cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
+		return;
+	}
+	metrics_inc(l->met, MET_RATELIMITED_REFUSE);
+	answer_error(l, pkt, len, q, WIRE_RCODE_REFUSED, WIRE_EDE_OTHER,
+	    "rate limited", cl);
 }
 
 /* Sends the response in l->out (slen bytes), made into this client's reply. */
@@ -421,7 +514,8 @@ reply_cached(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
 	}
 	if (WIRE_FLAGS(l->out) & WIRE_TC)
 		metrics_inc(l->met, MET_REPLIES_TRUNCATED);
-	cl->reply(cl, l->out, (size_t)n);
+	cl->reply(cl, l->out, cookie_attach(l->out, (size_t)n, sizeof(l->out),
+				  cl->max_len, q, &cl->peer));
 }
 
 static void
@@ -461,6 +555,10 @@ answer_error(struct listen *l, const uint8_t *pkt, size_t len,
 
 	if (rcode == WIRE_RCODE_SERVFAIL)
 		metrics_inc(l->met, MET_REPLIES_SERVFAIL);
+	/* A malformed cookie is why FORMERR is sent: none goes back then. */
+	if (n >= 0 && rcode != WIRE_RCODE_FORMERR)
+		n = (int)cookie_attach(l->out, (size_t)n, sizeof(l->out),
+		    cl->max_len, q, &cl->peer);
 	cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
 }
 

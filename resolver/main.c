@@ -4,6 +4,7 @@
  * clean drain.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +15,15 @@
 #include <event2/thread.h>
 
 #include "stubborn/cache.h"
+#include "stubborn/clock.h"
 #include "stubborn/config.h"
+#include "stubborn/cookie.h"
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
+#include "stubborn/ratelimit.h"
 #include "stubborn/rng.h"
+#include "stubborn/snapshot.h"
 #include "stubborn/upstream.h"
 #include "stubborn/wire.h"
 #include "stubborn/worker.h"
@@ -27,6 +32,9 @@
 
 struct daemon {
 	struct config cfg;
+	pthread_t loader;          /* loads the snapshot after listening */
+	bool loader_started;
+	struct event *ev_snapshot; /* periodic save, freed at exit */
 	struct fwd_zone zones[CONFIG_MAX_ZONES + 1];
 	size_t nzones;
 	struct worker_shared shared;
@@ -41,6 +49,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg);
 static void extra_metrics(void *arg, struct evbuffer *out);
 static int build_pools(struct daemon *d, char *err, size_t errlen);
 static void free_pools(struct daemon *d);
+static void *load_snapshot(void *arg);
+static void save_snapshot(struct daemon *d, const char *why);
+static void snapshot_cb(evutil_socket_t fd, short what, void *arg);
+static int start_snapshots(struct daemon *d);
+static int make_limits(struct daemon *d);
+static void cookie_cb(evutil_socket_t fd, short what, void *arg);
 static bool is_ready(void *arg);
 static int start_workers(struct daemon *d);
 static void stop_workers(struct daemon *d);
@@ -204,6 +218,8 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 		p.probe_max_ms = d->cfg.probe_max_interval_ms;
 	if (p.probe_min_ms > p.probe_max_ms)
 		p.probe_min_ms = p.probe_max_ms;
+	p.qps = d->cfg.upstream_qps;
+	p.max_outstanding = d->cfg.upstream_max_outstanding;
 	d->zones[0].name[0] = 0;
 	d->zones[0].len = 1;
 	d->zones[0].pool = upstream_pool_new(".", d->cfg.upstream,
@@ -251,6 +267,104 @@ free_pools(struct daemon *d)
 	d->nzones = 0;
 }
 
+/*
+ * Runs in its own thread once the sockets are serving: a large snapshot
+ * must not delay listening, and the cache is thread-safe.
+ */
+static void *
+load_snapshot(void *arg)
+{
+	struct daemon *d = arg;
+	uint64_t t0 = clock_now_ms();
+	size_t loaded = 0, skipped = 0;
+	char err[256] = "";
+	int r;
+
+	r = snapshot_load(d->cache, d->cfg.snapshot, clock_now_ms(),
+	    clock_wall_s(), d->cfg.serve_stale ? d->cfg.stale_max_age : 0,
+	    &loaded, &skipped, err, sizeof(err));
+	if (r == -ENOENT)
+		log_info("snapshot", "no snapshot yet file=%s", d->cfg.snapshot);
+	else if (r < 0)
+		log_warn("snapshot", "snapshot ignored file=%s error=\"%s\"",
+		    d->cfg.snapshot, err);
+	else
+		log_info("snapshot", "snapshot loaded file=%s entries=%zu skipped=%zu ms=%llu",
+		    d->cfg.snapshot, loaded, skipped,
+		    (unsigned long long)(clock_now_ms() - t0));
+	return NULL;
+}
+
+static void
+save_snapshot(struct daemon *d, const char *why)
+{
+	uint64_t t0 = clock_now_ms();
+	size_t n = 0;
+	int r = snapshot_save(d->cache, d->cfg.snapshot, clock_now_ms(),
+	    clock_wall_s(), &n);
+
+	if (r < 0)
+		log_error("snapshot", "cannot save the cache file=%s error=\"%s\" when=%s",
+		    d->cfg.snapshot, strerror(-r), why);
+	else
+		log_info("snapshot", "cache saved file=%s entries=%zu ms=%llu when=%s",
+		    d->cfg.snapshot, n,
+		    (unsigned long long)(clock_now_ms() - t0), why);
+}
+
+static void
+snapshot_cb(evutil_socket_t fd, short what, void *arg)
+{
+	save_snapshot(arg, "interval");
+}
+
+static int
+start_snapshots(struct daemon *d)
+{
+	struct timeval tv = {d->cfg.snapshot_interval, 0};
+	int r;
+
+	if (d->cfg.snapshot[0] == '\0')
+		return 0;
+	r = pthread_create(&d->loader, NULL, load_snapshot, d);
+	if (r != 0)
+		return -r;
+	d->loader_started = true;
+	if (d->cfg.snapshot_interval == 0)
+		return 0;
+	d->ev_snapshot = event_new(d->base, -1, EV_PERSIST, snapshot_cb, d);
+	if (d->ev_snapshot == NULL || event_add(d->ev_snapshot, &tv) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* One table per kind of limit, shared by the workers: fixed memory. */
+static int
+make_limits(struct daemon *d)
+{
+	uint8_t key[16];
+
+	rng_bytes(key, sizeof(key));
+	if (d->cfg.client_qps > 0) {
+		d->shared.limits.miss = ratelimit_new(d->cfg.ratelimit_clients, key);
+		if (d->shared.limits.miss == NULL)
+			return -ENOMEM;
+	}
+	if (d->cfg.cache_qps > 0) {
+		d->shared.limits.hit = ratelimit_new(d->cfg.ratelimit_clients, key);
+		if (d->shared.limits.hit == NULL)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Hourly: cookies made with the secret before last stop being valid. */
+static void
+cookie_cb(evutil_socket_t fd, short what, void *arg)
+{
+	cookie_rotate();
+}
+
 static void
 log_startup(const struct daemon *d)
 {
@@ -277,7 +391,8 @@ main(int argc, char **argv)
 {
 	static struct daemon d;
 	char err[1024];
-	struct event *ev_term = NULL, *ev_int = NULL;
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_cookie = NULL;
+	struct timeval hour = {3600, 0};
 	int rc = 1;
 
 	switch (config_load(&d.cfg, argc, argv, err, sizeof(err))) {
@@ -301,6 +416,11 @@ main(int argc, char **argv)
 	}
 	d.cache = cache_new(d.cfg.cache_size, CACHE_SHARDS,
 	    d.cfg.serve_stale ? d.cfg.stale_max_age : 0);
+	cookie_init();
+	if (make_limits(&d) < 0) {
+		log_error("main", "out of memory for the client rate limit tables");
+		goto out;
+	}
 	d.metrics = metrics_new(d.cfg.workers);
 	d.base = event_base_new();
 	if (d.cache == NULL || d.metrics == NULL || d.base == NULL) {
@@ -323,25 +443,43 @@ main(int argc, char **argv)
 		    d.cfg.metrics.text, err);
 		goto out;
 	}
+	ev_cookie = event_new(d.base, -1, EV_PERSIST, cookie_cb, &d);
+	if (ev_cookie == NULL || event_add(ev_cookie, &hour) < 0)
+		goto out;
 	ev_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
 	ev_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
 	if (ev_term == NULL || ev_int == NULL || evsignal_add(ev_term, NULL) < 0 ||
 	    evsignal_add(ev_int, NULL) < 0)
 		goto out;
 	log_startup(&d);
+	if (start_snapshots(&d) < 0) {
+		log_error("main", "cannot start the snapshot loader");
+		goto out;
+	}
 	event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
 	rc = 0;
 out:
 	stop_workers(&d);
+	if (d.loader_started) {
+		pthread_join(d.loader, NULL);
+		if (rc == 0)
+			save_snapshot(&d, "shutdown");
+	}
+	if (d.ev_snapshot)
+		event_free(d.ev_snapshot);
 	if (ev_term)
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	if (ev_cookie)
+		event_free(ev_cookie);
 	metrics_free(d.metrics);
 	free_pools(&d);
 	if (d.base)
 		event_base_free(d.base);
 	cache_free(d.cache);
+	ratelimit_free(d.shared.limits.miss);
+	ratelimit_free(d.shared.limits.hit);
 	if (rc == 0)
 		log_info("main", "stopped");
 	return rc;

@@ -53,6 +53,13 @@ static const struct counter_desc counters[MET_COUNT] = {
 	[MET_INFLIGHT_OVERFLOW] = {"inflight_overflow_total", "Queries refused because the in-flight table was full."},
 	[MET_STALE_ANSWERS] = {"stale_answers_total", "Expired answers served (RFC 8767), EDE 3/19."},
 	[MET_REFRESHES] = {"refreshes_total", "Background refreshes started (refresh-ahead, keep-warm)."},
+	[MET_RATELIMITED_REFUSE] = {"ratelimited_total{action=\"refuse\"}", "Client queries over their limit, by action."},
+	[MET_RATELIMITED_DROP] = {"ratelimited_total{action=\"drop\"}", NULL},
+	[MET_RATELIMITED_TRUNCATE] = {"ratelimited_total{action=\"truncate\"}", NULL},
+	[MET_RATELIMITED_STALE] = {"ratelimited_total{action=\"stale\"}", NULL},
+	[MET_SHED_REFRESH_AHEAD] = {"shed_total{kind=\"refresh_ahead\"}", "Upstream work not started because the upstream budget was short, by kind."},
+	[MET_SHED_STALE_REFRESH] = {"shed_total{kind=\"stale_refresh\"}", NULL},
+	[MET_SHED_CLIENT] = {"shed_total{kind=\"client\"}", NULL},
 	[MET_FAILURE_CACHE_HITS] = {"failure_cache_hits_total", "Queries answered SERVFAIL from the failure cache (RFC 9520), EDE 13."},
 };
 

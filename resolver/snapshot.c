@@ -1,5 +1,5 @@
 /*
- * snapshot: the cache to a file and back (format in include/stubborn/snapshot.h).
+ * snapshot: the cache to a file and back (format: include/stubborn/snapshot.h).
  *
  * Saving streams entries from cache_walk() through a small buffer straight
  * into the file, so memory stays flat however big the cache is.  The
@@ -416,7 +416,7 @@ check_file(struct snap_file *f, char *err, size_t errlen)
 	crypto_generichash(sum, sizeof(sum), f->map, f->size - SNAP_SUM_LEN,
 	    NULL, 0);
 	if (memcmp(sum, f->map + f->size - SNAP_SUM_LEN, SNAP_SUM_LEN) != 0) {
-		set_err(err, errlen, "checksum mismatch (truncated or corrupt)");
+		set_err(err, errlen, "bad checksum (truncated or corrupt)");
 		return -EBADMSG;
 	}
 	if (wire_u32(f->map + 12) != 0) {

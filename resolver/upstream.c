@@ -29,6 +29,9 @@ struct server {
 	bool probe_pending;
 	uint32_t probe_rnd;       /* jitter for the backoff after this probe */
 	uint64_t last_sent_ms;
+	int64_t rate_tokens;      /* BUDGET_UNITs; upstream-qps bucket */
+	uint64_t rate_ms;         /* last refill; 0 before the first */
+	uint64_t ramp_start_ms;   /* circuit closed at: slow start from here */
 	uint64_t queries, answers, timeouts, errors;
 };
 
@@ -50,7 +53,13 @@ static void set_circuit(struct upstream_pool *pool, struct server *s,
     enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd);
 static uint32_t jitter(uint32_t ms, uint32_t rnd);
 static int candidates(struct upstream_pool *pool, uint32_t exclude,
-    bool strict, int *cand, int *best);
+    bool strict, enum upstream_prio prio, uint64_t now, int *cand,
+    int *best, bool *budget_short);
+static int64_t rate_burst(const struct upstream_pool *pool);
+static void rate_refill(struct upstream_pool *pool, struct server *s,
+    uint64_t now);
+static bool rate_allows(struct upstream_pool *pool, struct server *s,
+    enum upstream_prio prio, uint64_t now);
 
 static const char *const circuit_names[] = {"closed", "open", "half-open"};
 static const char *const policy_names[] = {"fastest", "sequential",
@@ -93,6 +102,9 @@ upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms)
 	p->idle_probe_ms = 10000;
 	p->budget_percent = 10;
 	p->budget_floor = 10;
+	p->qps = 0;
+	p->max_outstanding = 0;
+	p->ramp_ms = 4000;
 }
 
 struct upstream_pool *
@@ -196,11 +208,76 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 		    pool->name, s->addr.text, why);
 	} else {
 		s->fails = 0;
+		/* Back from an outage: ramp the rate up instead of a burst. */
+		s->ramp_start_ms = now;
+		if (pool->p.qps > 0) {
+			s->rate_ms = now;
+			s->rate_tokens = BUDGET_UNIT;
+		}
 		log_info("upstream", "circuit closed zone=%s up=%s reason=%s",
 		    pool->name, s->addr.text, why);
 	}
 	s->circuit = c;
 	s->probe_pending = false;
+}
+
+/* A quarter second of queries, at least 10: enough for bursts of misses. */
+static int64_t
+rate_burst(const struct upstream_pool *pool)
+{
+	int64_t b = pool->p.qps / 4;
+
+	return (b < 10 ? 10 : b) * BUDGET_UNIT;
+}
+
+/*
+ * Refills the server's rate bucket.  For ramp_ms after its circuit closed
+ * the rate starts at a tenth and doubles every ramp_ms/4 (slow start), so a
+ * recovered upstream is not hit by the whole backlog at once.
+ */
+static void
+rate_refill(struct upstream_pool *pool, struct server *s, uint64_t now)
+{
+	uint64_t rate = pool->p.qps, since;
+
+	if (s->rate_ms == 0) {
+		s->rate_ms = now;
+		s->rate_tokens = rate_burst(pool);
+		return;
+	}
+	if (now <= s->rate_ms)
+		return;
+	since = now - s->ramp_start_ms;
+	if (s->ramp_start_ms != 0 && since < pool->p.ramp_ms) {
+		unsigned steps = (unsigned)(since * 4 / pool->p.ramp_ms);
+		uint64_t r = rate / 10 << steps;
+		rate = r < rate ? (r ? r : 1) : rate;
+	}
+	s->rate_tokens += (int64_t)((now - s->rate_ms) * rate * BUDGET_UNIT / 1000);
+	if (s->rate_tokens > rate_burst(pool))
+		s->rate_tokens = rate_burst(pool);
+	s->rate_ms = now;
+}
+
+static bool
+rate_allows(struct upstream_pool *pool, struct server *s,
+    enum upstream_prio prio, uint64_t now)
+{
+	int64_t need = BUDGET_UNIT;
+
+	if (pool->p.max_outstanding > 0 &&
+	    s->outstanding >= pool->p.max_outstanding &&
+	    !(prio == UPSTREAM_PRIO_CLIENT &&
+		s->outstanding < pool->p.max_outstanding + pool->p.max_outstanding / 4))
+		return false;
+	if (pool->p.qps == 0)
+		return true;
+	rate_refill(pool, s, now);
+	if (prio == UPSTREAM_PRIO_BACKGROUND)
+		need = rate_burst(pool) / 2;
+	else if (prio == UPSTREAM_PRIO_STALE)
+		need = rate_burst(pool) / 4;
+	return s->rate_tokens >= need;
 }
 
 /*
@@ -211,7 +288,8 @@ set_circuit(struct upstream_pool *pool, struct server *s,
  */
 static int
 candidates(struct upstream_pool *pool, uint32_t exclude, bool strict,
-    int *cand, int *best)
+    enum upstream_prio prio, uint64_t now, int *cand, int *best,
+    bool *budget_short)
 {
 	double best_score = 0;
 	int nc = 0;
@@ -223,6 +301,10 @@ candidates(struct upstream_pool *pool, uint32_t exclude, bool strict,
 			continue;
 		if (strict && !s->sampled && s->outstanding > 0)
 			continue;
+		if (!rate_allows(pool, s, prio, now)) {
+			*budget_short = true;
+			continue;
+		}
 		cand[nc++] = (int)i;
 		double sc = score(pool, s);
 		if (*best < 0 || sc < best_score) {
@@ -235,16 +317,18 @@ candidates(struct upstream_pool *pool, uint32_t exclude, bool strict,
 
 int
 upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
-    uint32_t rnd, bool *explore)
+    uint32_t rnd, enum upstream_prio prio, bool *explore)
 {
-	int best, cand[UPSTREAM_MAX], nc, pick = -1;
+	int best, cand[UPSTREAM_MAX], nc, pick = UPSTREAM_NONE_USABLE;
+	bool budget_short = false;
 
 	*explore = false;
-	(void)now;
 	pthread_mutex_lock(&pool->lock);
-	nc = candidates(pool, exclude, true, cand, &best);
+	nc = candidates(pool, exclude, true, prio, now, cand, &best,
+	    &budget_short);
 	if (nc == 0)
-		nc = candidates(pool, exclude, false, cand, &best);
+		nc = candidates(pool, exclude, false, prio, now, cand, &best,
+		    &budget_short);
 	if (nc == 0) {
 		/* Nothing closed: a half-open server beats failing the query. */
 		for (size_t i = 0; i < pool->n; i++)
@@ -253,6 +337,8 @@ upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
 				pick = (int)i;
 				break;
 			}
+		if (pick < 0 && budget_short)
+			pick = UPSTREAM_NONE_BUDGET;
 		pthread_mutex_unlock(&pool->lock);
 		return pick;
 	}
@@ -331,6 +417,10 @@ upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now)
 	pool->s[idx].outstanding++;
 	pool->s[idx].queries++;
 	pool->s[idx].last_sent_ms = now;
+	if (pool->p.qps > 0) {
+		rate_refill(pool, &pool->s[idx], now);
+		pool->s[idx].rate_tokens -= BUDGET_UNIT;
+	}
 	pthread_mutex_unlock(&pool->lock);
 }
 

@@ -84,8 +84,8 @@ worker_new(unsigned idx, const struct worker_shared *sh,
 	w->ev_deadline = evtimer_new(w->base, deadline_cb, w);
 	if (w->fwd == NULL || w->ev_stop == NULL || w->ev_deadline == NULL)
 		goto nomem;
-	w->lis = listen_new(w->base, cfg, w->fwd, cache, met, err, errlen,
-	    errnum);
+	w->lis = listen_new(w->base, cfg, w->fwd, cache, met, &sh->limits,
+	    err, errlen, errnum);
 	if (w->lis == NULL) {
 		worker_free(w);
 		return NULL;

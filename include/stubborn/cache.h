@@ -116,6 +116,15 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
     uint32_t min_s, uint32_t max_s);
 
 /*
+ * Holds a key that has data until until_ms (never shortens a hold): while a
+ * refresh of stale data is under way, other workers answer stale at once
+ * instead of sending the same query.  Returns false when the key has no
+ * data entry.
+ */
+bool
+cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms);
+
+/*
  * For a key holding a positive answer: notes that upstream now says
  * NXDOMAIN/NODATA (stale-on-negative), holds the key until hold_until_ms,
  * and returns when the first such answer was seen (now_ms if this is the

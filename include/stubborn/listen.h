@@ -13,7 +13,14 @@ struct config;
 struct cache;
 struct forward;
 struct metrics_worker;
+struct ratelimit;
 struct listen;
+
+/* Per-client limits shared by every worker's listener (may be NULL). */
+struct listen_limits {
+	struct ratelimit *miss;   /* queries that need an upstream */
+	struct ratelimit *hit;    /* cache hits (cache-qps) */
+};
 
 /*
  * Opens and binds every listen address on base.  On failure returns NULL
@@ -24,7 +31,8 @@ struct listen;
 struct listen *
 listen_new(struct event_base *base, const struct config *cfg,
     struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    char *err, size_t errlen, int *errnum);
+    const struct listen_limits *limits, char *err, size_t errlen,
+    int *errnum);
 
 /*
  * Checks that no other process holds any listen address, by binding each

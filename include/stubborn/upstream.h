@@ -59,7 +59,24 @@ struct upstream_params {
 	uint32_t idle_probe_ms;     /* probe a closed server unused this long */
 	uint32_t budget_percent;    /* retries+hedges per 100 queries */
 	uint32_t budget_floor;      /* retries+hedges per second, always */
+	uint32_t qps;               /* queries per second per server, 0 = any */
+	uint32_t max_outstanding;   /* per server, 0 = any */
+	uint32_t ramp_ms;           /* slow start after a circuit closes */
 };
+
+/*
+ * Who wants the query: when a server's rate budget runs short, background
+ * work is shed first so a client miss is never starved (issue: retry storms).
+ */
+enum upstream_prio {
+	UPSTREAM_PRIO_CLIENT = 0,   /* a client waits, nothing else to give */
+	UPSTREAM_PRIO_STALE,        /* a client waits, a stale answer exists */
+	UPSTREAM_PRIO_BACKGROUND,   /* refresh-ahead, keep-warm */
+};
+
+/* upstream_pick results below 0 */
+#define UPSTREAM_NONE_USABLE (-1)  /* every circuit open (or excluded) */
+#define UPSTREAM_NONE_BUDGET (-2)  /* usable, but over their rate budget */
 
 /* What /metrics shows for one server. */
 struct upstream_stats {
@@ -96,14 +113,18 @@ upstream_addr(const struct upstream_pool *pool, unsigned idx);
 
 /*
  * Chooses a server for a new attempt, skipping those whose bit is set in
- * exclude.  rnd is a fresh random 32-bit value.  Returns the index, or -1
- * when no server is usable (every one open or excluded): fail fast.
+ * exclude, those at max_outstanding, and those whose rate budget is too low
+ * for prio (background work needs half a bucket, stale refreshes a quarter,
+ * client misses one token).  rnd is a fresh random 32-bit value.  Returns
+ * the index, UPSTREAM_NONE_USABLE when no server is usable (every one open
+ * or excluded: fail fast), or UPSTREAM_NONE_BUDGET when usable servers are
+ * all over budget (shed).
  * *explore is set when the pick is an exploration (not the best server), so
  * the caller hedges at the best server's RTO rather than the pick's.
  */
 int
 upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
-    uint32_t rnd, bool *explore);
+    uint32_t rnd, enum upstream_prio prio, bool *explore);
 
 /* The retransmit timeout of idx (ms): when to hedge an attempt to it. */
 uint32_t
@@ -113,7 +134,7 @@ upstream_rto(struct upstream_pool *pool, unsigned idx);
 uint32_t
 upstream_best_rto(struct upstream_pool *pool);
 
-/* A query was sent to idx (counts it outstanding). */
+/* A query was sent to idx (counts it outstanding, spends a rate token). */
 void
 upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now);
 

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "stubborn/forward.h"
+#include "stubborn/listen.h"
 
 struct config;
 struct cache;
@@ -26,6 +27,7 @@ struct worker_shared {
 	uint8_t probe_name[WIRE_NAME_MAX];
 	size_t probe_len;
 	uint16_t probe_type;
+	struct listen_limits limits;    /* per-client buckets, shared */
 };
 
 /*

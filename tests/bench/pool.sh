@@ -17,6 +17,7 @@
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "$(dirname "$0")/../integration/lib.sh"
+# shellcheck disable=SC2034  # T_NAME is used by lib.sh
 T_NAME=bench-pool
 LOADGEN="python3 $ROOT/tests/integration/loadgen.py"
 

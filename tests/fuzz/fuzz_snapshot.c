@@ -123,7 +123,8 @@ check_loaded(struct cache *c, const uint8_t *file, size_t fsize,
 	for (size_t i = 0; i < seen.n; i++) {
 		r = cache_lookup(c, seen.key[i], seen.klen[i], NOW_MS, 30, out,
 		    sizeof(out), &len, &hit);
-		if ((r != CACHE_FRESH && r != CACHE_STALE) || len != seen.len[i])
+		if ((r != CACHE_FRESH && r != CACHE_STALE) ||
+		    len != seen.len[i])
 			abort();
 	}
 	if (st.entries == 0)
@@ -149,7 +150,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int rc;
 
 	if (path[0] == '\0') {
-		/* tmpfs if there is one: each accepted input saves and fsyncs. */
+		/* tmpfs if there is one: accepted inputs save and fsync. */
 		const char *d = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
 		    "/tmp";
 

@@ -16,8 +16,8 @@
 #include "stubborn/log.h"
 #include "unit.h"
 
-#define MAX_TMP 32
-#define MAX_ARGS 64
+#define MAX_TMP 64
+#define MAX_ARGS 128
 
 static char tmp_paths[MAX_TMP][64];
 static int n_tmp;
@@ -153,6 +153,39 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->retry_budget, b->retry_budget);
 	ck_assert_uint_eq(a->circuit_failures, b->circuit_failures);
 	ck_assert_uint_eq(a->probe_max_interval_ms, b->probe_max_interval_ms);
+	ck_assert_int_eq(a->serve_stale, b->serve_stale);
+	ck_assert_uint_eq(a->stale_ttl, b->stale_ttl);
+	ck_assert_uint_eq(a->stale_max_age, b->stale_max_age);
+	ck_assert_uint_eq(a->stale_recheck, b->stale_recheck);
+	ck_assert_uint_eq(a->stale_client_timeout_ms,
+	    b->stale_client_timeout_ms);
+	ck_assert_uint_eq(a->refresh_ahead, b->refresh_ahead);
+	ck_assert_uint_eq(a->n_keep_warm, b->n_keep_warm);
+	for (size_t i = 0; i < a->n_keep_warm; i++) {
+		ck_assert_str_eq(a->keep_warm[i].name, b->keep_warm[i].name);
+		ck_assert_uint_eq(a->keep_warm[i].type, b->keep_warm[i].type);
+	}
+	ck_assert_uint_eq(a->n_stale_on_negative, b->n_stale_on_negative);
+	for (size_t i = 0; i < a->n_stale_on_negative; i++)
+		ck_assert_str_eq(a->stale_on_negative[i],
+		    b->stale_on_negative[i]);
+	ck_assert_uint_eq(a->stale_on_negative_window,
+	    b->stale_on_negative_window);
+	ck_assert_str_eq(a->snapshot, b->snapshot);
+	ck_assert_uint_eq(a->snapshot_interval, b->snapshot_interval);
+	ck_assert_uint_eq(a->client_qps, b->client_qps);
+	ck_assert_uint_eq(a->client_qps_cookie, b->client_qps_cookie);
+	ck_assert_uint_eq(a->cache_qps, b->cache_qps);
+	ck_assert_uint_eq(a->client_prefix_v4, b->client_prefix_v4);
+	ck_assert_uint_eq(a->client_prefix_v6, b->client_prefix_v6);
+	ck_assert_int_eq(a->ratelimit_action, b->ratelimit_action);
+	ck_assert_uint_eq(a->ratelimit_clients, b->ratelimit_clients);
+	ck_assert_uint_eq(a->upstream_qps, b->upstream_qps);
+	ck_assert_uint_eq(a->upstream_max_outstanding,
+	    b->upstream_max_outstanding);
+	ck_assert_uint_eq(a->max_waiters, b->max_waiters);
+	ck_assert_uint_eq(a->failure_hold_min, b->failure_hold_min);
+	ck_assert_uint_eq(a->failure_hold_max, b->failure_hold_max);
 }
 
 START_TEST(test_defaults)
@@ -191,6 +224,29 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg.retry_budget, 10);
 	ck_assert_uint_eq(cfg.circuit_failures, 3);
 	ck_assert_uint_eq(cfg.probe_max_interval_ms, 8000);
+	ck_assert(cfg.serve_stale);
+	ck_assert_uint_eq(cfg.stale_ttl, 30);
+	ck_assert_uint_eq(cfg.stale_max_age, 86400);
+	ck_assert_uint_eq(cfg.stale_recheck, 30);
+	ck_assert_uint_eq(cfg.stale_client_timeout_ms, 400);
+	ck_assert_uint_eq(cfg.refresh_ahead, 10);
+	ck_assert_uint_eq(cfg.n_keep_warm, 0);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 0);
+	ck_assert_uint_eq(cfg.stale_on_negative_window, 900);
+	ck_assert_str_eq(cfg.snapshot, "");
+	ck_assert_uint_eq(cfg.snapshot_interval, 300);
+	ck_assert_uint_eq(cfg.client_qps, 200);
+	ck_assert_uint_eq(cfg.client_qps_cookie, 1000);
+	ck_assert_uint_eq(cfg.cache_qps, 0);
+	ck_assert_uint_eq(cfg.client_prefix_v4, 32);
+	ck_assert_uint_eq(cfg.client_prefix_v6, 56);
+	ck_assert_int_eq(cfg.ratelimit_action, CONFIG_RL_REFUSE);
+	ck_assert_uint_eq(cfg.ratelimit_clients, 65536);
+	ck_assert_uint_eq(cfg.upstream_qps, 800);
+	ck_assert_uint_eq(cfg.upstream_max_outstanding, 256);
+	ck_assert_uint_eq(cfg.max_waiters, 256);
+	ck_assert_uint_eq(cfg.failure_hold_min, 1);
+	ck_assert_uint_eq(cfg.failure_hold_max, 300);
 	ck_assert(!cfg.check_config);
 }
 END_TEST
@@ -752,7 +808,7 @@ END_TEST
 static void
 round_trip(const struct config *in, struct config *out)
 {
-	char text[8192];
+	static char text[65536];
 	size_t n;
 	FILE *f = tmpfile();
 
@@ -761,6 +817,7 @@ round_trip(const struct config *in, struct config *out)
 	rewind(f);
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
+	ck_assert_int_lt(n, sizeof(text) - 1);
 	text[n] = '\0';
 	ck_assert_int_eq(load(out, "--config", tmp_file(text), NULL),
 	    CONFIG_RUN);
@@ -783,8 +840,22 @@ START_TEST(test_print_round_trip)
 	    "--forward-zone", "10.in-addr.arpa. 192.0.2.10:53",
 	    "--policy", "round-robin", "--health-check-name", "x.example TYPE99",
 	    "--retry-budget", "50", "--circuit-failures", "7",
-	    "--probe-max-interval", "60000", NULL), CONFIG_RUN);
+	    "--probe-max-interval", "60000", "--serve-stale", "off",
+	    "--stale-ttl", "11", "--stale-max-age", "12", "--stale-recheck",
+	    "13", "--stale-client-timeout", "14", "--refresh-ahead", "15",
+	    "--keep-warm", "A.Example AAAA", "--keep-warm", ". TYPE999",
+	    "--stale-on-negative", ".", "--stale-on-negative", "B.example.",
+	    "--stale-on-negative-window", "16", "--snapshot", "/tmp/x y.snap",
+	    "--snapshot-interval", "17", "--client-qps", "18",
+	    "--client-qps-cookie", "19", "--cache-qps", "20",
+	    "--client-prefix-v4", "21", "--client-prefix-v6", "22",
+	    "--ratelimit-action", "truncate", "--ratelimit-clients", "230",
+	    "--upstream-qps", "24", "--upstream-max-outstanding", "25",
+	    "--max-waiters", "26", "--failure-hold-min", "27",
+	    "--failure-hold-max", "28", NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
+	ck_assert_uint_eq(cfg.n_keep_warm, 2);
+	ck_assert_str_eq(cfg.snapshot, "/tmp/x y.snap");
 	round_trip(&cfg, &back);
 	assert_same_config(&cfg, &back);
 
@@ -833,7 +904,28 @@ START_TEST(test_print_format)
 	    "probe-max-interval = 8000\n"
 	    "tcp-idle-timeout = 10000\n"
 	    "tcp-max-connections = 150\n"
-	    "shutdown-timeout = 2000\n");
+	    "shutdown-timeout = 2000\n"
+	    "serve-stale = yes\n"
+	    "stale-ttl = 30\n"
+	    "stale-max-age = 86400\n"
+	    "stale-recheck = 30\n"
+	    "stale-client-timeout = 400\n"
+	    "refresh-ahead = 10\n"
+	    "stale-on-negative-window = 900\n"
+	    "# snapshot: none\n"
+	    "snapshot-interval = 300\n"
+	    "client-qps = 200\n"
+	    "client-qps-cookie = 1000\n"
+	    "cache-qps = 0\n"
+	    "client-prefix-v4 = 32\n"
+	    "client-prefix-v6 = 56\n"
+	    "ratelimit-action = refuse\n"
+	    "ratelimit-clients = 65536\n"
+	    "upstream-qps = 800\n"
+	    "upstream-max-outstanding = 256\n"
+	    "max-waiters = 256\n"
+	    "failure-hold-min = 1\n"
+	    "failure-hold-max = 300\n");
 
 	f = tmpfile();
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
@@ -902,9 +994,18 @@ START_TEST(test_usage_lists_every_option)
 	    "--tcp-idle-timeout", "--tcp-max-connections",
 	    "--shutdown-timeout", "--forward-zone ZONE ADDR", "--policy",
 	    "--health-check-name NAME [TYPE]", "--retry-budget",
-	    "--circuit-failures", "--probe-max-interval", "--check-config",
+	    "--circuit-failures", "--probe-max-interval",
+	    "--serve-stale yes|no", "--stale-ttl", "--stale-max-age",
+	    "--stale-recheck", "--stale-client-timeout", "--refresh-ahead",
+	    "--keep-warm NAME TYPE", "--stale-on-negative ZONE",
+	    "--stale-on-negative-window", "--snapshot FILE",
+	    "--snapshot-interval", "--client-qps", "--client-qps-cookie",
+	    "--cache-qps", "--client-prefix-v4", "--client-prefix-v6",
+	    "--ratelimit-action", "--ratelimit-clients", "--upstream-qps",
+	    "--upstream-max-outstanding", "--max-waiters",
+	    "--failure-hold-min", "--failure-hold-max", "--check-config",
 	    "--help", "--version"};
-	char text[8192];
+	static char text[32768];
 	size_t n;
 	FILE *f = tmpfile();
 
@@ -913,6 +1014,7 @@ START_TEST(test_usage_lists_every_option)
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
 	text[n] = '\0';
+	ck_assert_int_lt(n, sizeof(text) - 1);
 	ck_assert_int_eq(strncmp(text, "usage: stubborn [options]\n", 26), 0);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		ck_assert_msg(strstr(text, names[i]) != NULL, "no %s", names[i]);
@@ -923,6 +1025,11 @@ START_TEST(test_usage_lists_every_option)
 	ck_assert_ptr_nonnull(strstr(text, "(1000..300000 ms; default 8000)"));
 	ck_assert_ptr_nonnull(strstr(text, "(default fastest)"));
 	ck_assert_ptr_nonnull(strstr(text, "(default . NS)"));
+	ck_assert_ptr_nonnull(strstr(text, "(default yes)"));
+	ck_assert_ptr_nonnull(strstr(text, "(10..1800 ms; default 400)"));
+	ck_assert_ptr_nonnull(strstr(text, "(0..604800 s; default 86400)"));
+	ck_assert_ptr_nonnull(strstr(text, "(default refuse)"));
+	ck_assert_ptr_nonnull(strstr(text, "(1..3600 s; default 300)"));
 }
 END_TEST
 
@@ -1361,6 +1468,611 @@ START_TEST(test_print_round_trip_full_zones)
 }
 END_TEST
 
+/* Each new numeric key: both bounds accepted, one past either refused with
+ * file:line, and the flag form the same. */
+START_TEST(test_stale_and_ratelimit_bounds)
+{
+	static const struct {
+		const char *key;
+		unsigned long long min, max;
+		size_t off;
+	} keys[] = {
+#define K(k, lo, hi, f) {k, lo, hi, offsetof(struct config, f)}
+		K("stale-ttl", 1, 3600, stale_ttl),
+		K("stale-max-age", 0, 604800, stale_max_age),
+		K("stale-recheck", 1, 300, stale_recheck),
+		K("stale-client-timeout", 10, 1800, stale_client_timeout_ms),
+		K("refresh-ahead", 0, 50, refresh_ahead),
+		K("stale-on-negative-window", 1, 86400,
+		    stale_on_negative_window),
+		K("snapshot-interval", 0, 86400, snapshot_interval),
+		K("client-qps", 1, 1000000, client_qps),
+		K("client-qps-cookie", 1, 1000000, client_qps_cookie),
+		K("cache-qps", 0, 10000000, cache_qps),
+		K("client-prefix-v4", 8, 32, client_prefix_v4),
+		K("client-prefix-v6", 16, 128, client_prefix_v6),
+		K("ratelimit-clients", 64, 10000000, ratelimit_clients),
+		K("upstream-qps", 1, 1000000, upstream_qps),
+		K("upstream-max-outstanding", 1, 100000,
+		    upstream_max_outstanding),
+		K("max-waiters", 1, 100000, max_waiters),
+		K("failure-hold-min", 1, 300, failure_hold_min),
+		K("failure-hold-max", 1, 3600, failure_hold_max),
+#undef K
+	};
+	char text[256], want[512], flag[64], val[32];
+	const char *p;
+	uint32_t got;
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		unsigned long long lo = keys[i].min, hi = keys[i].max;
+
+		/* The bounds themselves load (failure-hold-max = 1 needs
+		 * failure-hold-min = 1, its default). */
+		for (int b = 0; b < 2; b++) {
+			snprintf(text, sizeof(text), "%s = %llu\n%s",
+			    keys[i].key, b ? hi : lo,
+			    strcmp(keys[i].key, "failure-hold-min") == 0 ?
+				"failure-hold-max = 3600\n" : "");
+			ck_assert_msg(load_file(&cfg, text, NULL) ==
+			    CONFIG_RUN, "%s: %s", text, err);
+			memcpy(&got, (char *)&cfg + keys[i].off, sizeof(got));
+			ck_assert_uint_eq(got, b ? hi : lo);
+		}
+		/* One past the top, on line 3. */
+		snprintf(text, sizeof(text), "# bounds\n\n%s = %llu\n",
+		    keys[i].key, hi + 1);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:3: bad value for %s: '%llu' "
+		    "(%llu..%llu)", p, keys[i].key, hi + 1, lo, hi);
+		ck_assert_str_eq(err, want);
+		/* One below the bottom, or a sign when that is 0. */
+		if (lo > 0)
+			snprintf(val, sizeof(val), "%llu", lo - 1);
+		else
+			snprintf(val, sizeof(val), "-1");
+		snprintf(text, sizeof(text), "%s = %s\n", keys[i].key, val);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:1: bad value for %s: '%s' "
+		    "(%llu..%llu)", p, keys[i].key, val, lo, hi);
+		ck_assert_str_eq(err, want);
+		/* And as a flag. */
+		snprintf(flag, sizeof(flag), "--%s", keys[i].key);
+		snprintf(val, sizeof(val), "%llu", hi + 1);
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", flag,
+		    val, NULL), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "--%s: bad value: '%s' "
+		    "(%llu..%llu)", keys[i].key, val, lo, hi);
+		ck_assert_str_eq(err, want);
+		/* A scalar: a second line is an error. */
+		snprintf(text, sizeof(text), "%s = %llu\n%s = %llu\n",
+		    keys[i].key, hi, keys[i].key, hi);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:2: duplicate key '%s' (first "
+		    "set on line 1)", p, keys[i].key);
+		ck_assert_str_eq(err, want);	tmp_cleanup();
+	}
+}
+END_TEST
+
+START_TEST(test_stale_and_ratelimit_from_file)
+{
+	ck_assert_int_eq(load_file(&cfg,
+	    "serve-stale = no\n"
+	    "stale-ttl = 60\n"
+	    "stale-max-age = 3600\n"
+	    "stale-recheck = 5\n"
+	    "stale-client-timeout = 250\n"
+	    "refresh-ahead = 0\n"
+	    "keep-warm = Kube-DNS.example A   # comment\n"
+	    "keep-warm = kube-dns.example.\taaaa\n"
+	    "stale-on-negative = AmazonAWS.com\n"
+	    "stale-on-negative-window = 120\n"
+	    "snapshot = /var/lib/stubborn/cache.snap\n"
+	    "snapshot-interval = 0\n"
+	    "client-qps = 50\n"
+	    "client-qps-cookie = 60\n"
+	    "cache-qps = 70\n"
+	    "client-prefix-v4 = 24\n"
+	    "client-prefix-v6 = 48\n"
+	    "ratelimit-action = drop\n"
+	    "ratelimit-clients = 100\n"
+	    "upstream-qps = 1000\n"
+	    "upstream-max-outstanding = 10\n"
+	    "max-waiters = 20\n"
+	    "failure-hold-min = 2\n"
+	    "failure-hold-max = 2\n", NULL), CONFIG_RUN);
+	ck_assert_str_eq(err, "");
+	ck_assert(!cfg.serve_stale);
+	ck_assert_uint_eq(cfg.stale_ttl, 60);
+	ck_assert_uint_eq(cfg.stale_max_age, 3600);
+	ck_assert_uint_eq(cfg.stale_recheck, 5);
+	ck_assert_uint_eq(cfg.stale_client_timeout_ms, 250);
+	ck_assert_uint_eq(cfg.refresh_ahead, 0);
+	ck_assert_uint_eq(cfg.n_keep_warm, 2);
+	ck_assert_str_eq(cfg.keep_warm[0].name, "kube-dns.example.");
+	ck_assert_uint_eq(cfg.keep_warm[0].type, 1);
+	ck_assert_str_eq(cfg.keep_warm[1].name, "kube-dns.example.");
+	ck_assert_uint_eq(cfg.keep_warm[1].type, 28);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 1);
+	ck_assert_str_eq(cfg.stale_on_negative[0], "amazonaws.com.");
+	ck_assert_uint_eq(cfg.stale_on_negative_window, 120);
+	ck_assert_str_eq(cfg.snapshot, "/var/lib/stubborn/cache.snap");
+	ck_assert_uint_eq(cfg.snapshot_interval, 0);
+	ck_assert_uint_eq(cfg.client_qps, 50);
+	ck_assert_uint_eq(cfg.client_qps_cookie, 60);
+	ck_assert_uint_eq(cfg.cache_qps, 70);
+	ck_assert_uint_eq(cfg.client_prefix_v4, 24);
+	ck_assert_uint_eq(cfg.client_prefix_v6, 48);
+	ck_assert_int_eq(cfg.ratelimit_action, CONFIG_RL_DROP);
+	ck_assert_uint_eq(cfg.ratelimit_clients, 100);
+	ck_assert_uint_eq(cfg.upstream_qps, 1000);
+	ck_assert_uint_eq(cfg.upstream_max_outstanding, 10);
+	ck_assert_uint_eq(cfg.max_waiters, 20);
+	ck_assert_uint_eq(cfg.failure_hold_min, 2);
+	ck_assert_uint_eq(cfg.failure_hold_max, 2);
+}
+END_TEST
+
+START_TEST(test_serve_stale_bool)
+{
+	static const struct {
+		const char *text;
+		bool want;
+	} good[] = {
+		{"yes", true}, {"no", false}, {"true", true}, {"false", false},
+		{"on", true}, {"off", false}, {"YES", true}, {"No", false},
+		{"True", true}, {"FALSE", false}, {"On", true}, {"oFF", false},
+	};
+	static const char *bad[] = {"1", "0", "y", "n", "yes please", "enable",
+	    "disabled", "nope", "-"};
+	char text[128], want[256];
+	const char *p;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		/* File, flag with a separate value, and --flag=value. */
+		snprintf(text, sizeof(text), "#\nserve-stale = %s\n",
+		    good[i].text);
+		ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+		ck_assert_int_eq(cfg.serve_stale, good[i].want);
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+		    "--serve-stale", good[i].text, NULL), CONFIG_RUN);
+		ck_assert_int_eq(cfg.serve_stale, good[i].want);
+		snprintf(text, sizeof(text), "--serve-stale=%s", good[i].text);
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", text,
+		    NULL), CONFIG_RUN);
+		ck_assert_int_eq(cfg.serve_stale, good[i].want);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "#\nserve-stale = %s\n", bad[i]);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:2: bad value for serve-stale: "
+		    "'%s' (yes or no)", p, bad[i]);
+		ck_assert_str_eq(err, want);
+	}
+	/* It takes a value, unlike --check-config. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--serve-stale",
+	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--serve-stale: missing value");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--serve-stale=", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--serve-stale: empty value");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--serve-stale",
+	    "--check-config", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--serve-stale: bad value: '--check-config' "
+	    "(yes or no)");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--check-config", NULL), CONFIG_RUN);
+	ck_assert(cfg.check_config);
+	ck_assert(cfg.serve_stale);
+	/* The flag overrides the file, both ways. */
+	ck_assert_int_eq(load(&cfg, "--serve-stale", "yes", "--config",
+	    tmp_file("upstream = 192.0.2.1\nserve-stale = no\n"), NULL),
+	    CONFIG_RUN);
+	ck_assert(cfg.serve_stale);
+	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
+	    "192.0.2.1\nserve-stale = yes\n"), "--serve-stale=false", NULL),
+	    CONFIG_RUN);
+	ck_assert(!cfg.serve_stale);
+}
+END_TEST
+
+START_TEST(test_keep_warm)
+{
+	static const struct {
+		const char *text;
+		const char *name;
+		unsigned type;
+		const char *printed;
+	} good[] = {
+		{"example.com A", "example.com.", 1, "example.com. A"},
+		{"Example.COM. aaaa", "example.com.", 28, "example.com. AAAA"},
+		{". NS", ".", 2, ". NS"},
+		{"  x.example\tSOA  ", "x.example.", 6, "x.example. SOA"},
+		{"_sip._tcp.example srv", "_sip._tcp.example.", 33,
+		    "_sip._tcp.example. SRV"},
+		{"x.example TYPE28", "x.example.", 28, "x.example. AAAA"},
+		{"x.example type65", "x.example.", 65, "x.example. TYPE65"},
+		{"x.example TYPE127", "x.example.", 127, "x.example. TYPE127"},
+		{"x.example TYPE256", "x.example.", 256, "x.example. TYPE256"},
+		{"x.example TYPE65535", "x.example.", 65535,
+		    "x.example. TYPE65535"},
+	};
+	static const struct {
+		const char *text;
+		const char *want;
+	} bad[] = {
+		{"example.com", "missing type: 'example.com.' needs a TYPE "
+		    "(NAME TYPE, such as A or AAAA)"},
+		{".", "missing type: '.' needs a TYPE (NAME TYPE, such as A "
+		    "or AAAA)"},
+		{"example.com ANY", "bad type: 'ANY' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)"},
+		{"example.com TYPE0", "bad type: 'TYPE0' (A, NS, AAAA, ... or "
+		    "TYPEnnn with nnn in 1..65535)"},
+		{"example.com 1", "bad type: '1' (A, NS, AAAA, ... or TYPEnnn "
+		    "with nnn in 1..65535)"},
+		{"example.com TYPE41", "bad type: 'TYPE41' (a meta-type, "
+		    "never cached)"},
+		{"example.com TYPE128", "bad type: 'TYPE128' (a meta-type, "
+		    "never cached)"},
+		{"example.com TYPE252", "bad type: 'TYPE252' (a meta-type, "
+		    "never cached)"},
+		{"example.com TYPE255", "bad type: 'TYPE255' (a meta-type, "
+		    "never cached)"},
+		{"example.com A AAAA", "bad value: 'example.com A AAAA' "
+		    "(NAME TYPE)"},
+		{"a..b A", "bad name: 'a..b' (empty label)"},
+		{"a/b A", "bad name: 'a/b' (labels take letters, digits, '-' "
+		    "and '_')"},
+		{" \t", "bad value: empty (NAME TYPE)"},
+	};
+	char text[4096], want[512];
+	const char *p;
+	size_t o = 0;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
+		    "--keep-warm", good[i].text, NULL) == CONFIG_RUN,
+		    "refused '%s': %s", good[i].text, err);
+		ck_assert_uint_eq(cfg.n_keep_warm, 1);
+		ck_assert_str_eq(cfg.keep_warm[0].name, good[i].name);
+		ck_assert_uint_eq(cfg.keep_warm[0].type, good[i].type);
+		{
+			FILE *f = tmpfile();
+			char line[128];
+			size_t n;
+
+			config_print(&cfg, f);
+			rewind(f);
+			n = fread(text, 1, sizeof(text) - 1, f);
+			fclose(f);
+			text[n] = '\0';
+			snprintf(line, sizeof(line), "\nkeep-warm = %s\n",
+			    good[i].printed);
+			ck_assert_msg(strstr(text, line) != NULL, "no '%s'",
+			    line);
+		}
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
+		    "--keep-warm", bad[i].text, NULL) == CONFIG_EXIT_BAD,
+		    "accepted '%s'", bad[i].text);
+		snprintf(want, sizeof(want), "--keep-warm: %s", bad[i].want);
+		ck_assert_str_eq(err, want);
+		/* In a file, a blank value is just "empty value". */
+		if (bad[i].text[0] == ' ')
+			continue;
+		snprintf(text, sizeof(text), "#\n\nkeep-warm = %s\n",
+		    bad[i].text);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:3: %.*s for keep-warm%s", p,
+		    (int)strcspn(bad[i].want, ":"), bad[i].want,
+		    strchr(bad[i].want, ':'));
+		ck_assert_str_eq(err, want);
+	}
+
+	/* One name may be kept for several types; the same pair twice, however
+	 * it is spelt, is an error on the second line. */
+	ck_assert_int_eq(load_file(&cfg, "keep-warm = a.example A\n"
+	    "keep-warm = a.example AAAA\nkeep-warm = b.example A\n", NULL),
+	    CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_keep_warm, 3);
+	ck_assert_int_eq(load_file(&cfg, "keep-warm = a.example A\n"
+	    "keep-warm = a.example AAAA\nkeep-warm = A.EXAMPLE. type1\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:3: duplicate value for keep-warm: "
+	    "'a.example. A' is already listed", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--keep-warm",
+	    "x.example TYPE99", "--keep-warm", "X.example. type99", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--keep-warm: duplicate value: 'x.example. "
+	    "TYPE99' is already listed");
+
+	/* CONFIG_MAX_KEEP_WARM entries load; one more is refused on its
+	 * line. */
+	for (int i = 1; i <= CONFIG_MAX_KEEP_WARM; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "keep-warm = n%d.example %s\n", i, i % 2 ? "A" : "AAAA");
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_keep_warm, CONFIG_MAX_KEEP_WARM);
+	ck_assert_str_eq(cfg.keep_warm[CONFIG_MAX_KEEP_WARM - 1].name,
+	    "n64.example.");
+	snprintf(text + o, sizeof(text) - o, "keep-warm = one.more A\n");
+	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:%d: too many values for keep-warm: "
+	    "at most %d", p, CONFIG_MAX_KEEP_WARM + 1, CONFIG_MAX_KEEP_WARM);
+	ck_assert_str_eq(err, want);
+	/* A full list prints back and loads again. */
+	ck_assert_int_eq(load_file(&cfg, "keep-warm = x.example A\n", NULL),
+	    CONFIG_RUN);
+	o = 0;
+	for (int i = 1; i <= CONFIG_MAX_KEEP_WARM; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "keep-warm = n%d.example TYPE%d\n", i, 1000 + i);
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	{
+		static struct config back;
+
+		round_trip(&cfg, &back);
+		assert_same_config(&cfg, &back);
+	}
+}
+END_TEST
+
+START_TEST(test_keep_warm_flags_replace_file)
+{
+	const char *p = tmp_file("upstream = 192.0.2.1\n"
+	    "keep-warm = a.example A\nkeep-warm = b.example A\n");
+
+	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_keep_warm, 2);
+	ck_assert_int_eq(load(&cfg, "--keep-warm", "c.example AAAA",
+	    "--config", p, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_keep_warm, 1);
+	ck_assert_str_eq(cfg.keep_warm[0].name, "c.example.");
+	ck_assert_uint_eq(cfg.keep_warm[0].type, 28);
+	/* Other lists leave it alone, and it leaves them alone. */
+	ck_assert_int_eq(load(&cfg, "--config", p, "--stale-on-negative",
+	    "a.example", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_keep_warm, 2);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 1);
+}
+END_TEST
+
+START_TEST(test_stale_on_negative)
+{
+	static const struct {
+		const char *text;
+		const char *want;
+	} bad[] = {
+		{"a..b", "bad zone: 'a..b' (empty label)"},
+		{"..", "bad zone: '..' (empty label)"},
+		{"a*b", "bad zone: 'a*b' (labels take letters, digits, '-' "
+		    "and '_')"},
+		{"example.com example.org", "bad value: 'example.com "
+		    "example.org' (one ZONE a line)"},
+		{"example.com 192.0.2.1", "bad value: 'example.com 192.0.2.1' "
+		    "(one ZONE a line)"},
+	};
+	char text[4096], want[512];
+	const char *p;
+	size_t o = 0;
+
+	ck_assert_int_eq(load_file(&cfg, "stale-on-negative = .\n"
+	    "stale-on-negative = AmazonAWS.COM.\n"
+	    "stale-on-negative =   dynamodb.us-east-1.amazonaws.com  # x\n"
+	    "stale-on-negative = lan\n", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 4);
+	ck_assert_str_eq(cfg.stale_on_negative[0], ".");
+	ck_assert_str_eq(cfg.stale_on_negative[1], "amazonaws.com.");
+	ck_assert_str_eq(cfg.stale_on_negative[2],
+	    "dynamodb.us-east-1.amazonaws.com.");
+	ck_assert_str_eq(cfg.stale_on_negative[3], "lan.");
+	{
+		static struct config back;
+
+		round_trip(&cfg, &back);
+		assert_same_config(&cfg, &back);
+	}
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
+		    "--stale-on-negative", bad[i].text, NULL) ==
+		    CONFIG_EXIT_BAD, "accepted '%s'", bad[i].text);
+		snprintf(want, sizeof(want), "--stale-on-negative: %s",
+		    bad[i].want);
+		ck_assert_str_eq(err, want);
+		snprintf(text, sizeof(text), "#\nstale-on-negative = %s\n",
+		    bad[i].text);
+		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want), "%s:2: %.*s for "
+		    "stale-on-negative%s", p, (int)strcspn(bad[i].want, ":"),
+		    bad[i].want, strchr(bad[i].want, ':'));
+		ck_assert_str_eq(err, want);
+	}
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--stale-on-negative", " ", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--stale-on-negative: bad value: empty (ZONE)");
+
+	/* Duplicates, however spelt; "." twice too. */
+	ck_assert_int_eq(load_file(&cfg, "stale-on-negative = example.com\n"
+	    "stale-on-negative = a.example.com\n"
+	    "stale-on-negative = EXAMPLE.com.\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:3: duplicate zone for "
+	    "stale-on-negative: 'example.com.' is already listed", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--stale-on-negative", ".", "--stale-on-negative", ".", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--stale-on-negative: duplicate zone: '.' is "
+	    "already listed");
+
+	/* CONFIG_MAX_ZONES load; one more is refused on its line. */
+	for (int i = 1; i <= CONFIG_MAX_ZONES; i++)
+		o += (size_t)snprintf(text + o, sizeof(text) - o,
+		    "stale-on-negative = z%d.example\n", i);
+	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, CONFIG_MAX_ZONES);
+	snprintf(text + o, sizeof(text) - o, "stale-on-negative = more\n");
+	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:%d: too many values for "
+	    "stale-on-negative: at most %d zones", p, CONFIG_MAX_ZONES + 1,
+	    CONFIG_MAX_ZONES);
+	ck_assert_str_eq(err, want);
+
+	/* Flags replace the file's list. */
+	p = tmp_file("upstream = 192.0.2.1\nstale-on-negative = a.example\n"
+	    "stale-on-negative = b.example\n");
+	ck_assert_int_eq(load(&cfg, "--config", p, "--stale-on-negative",
+	    ".", NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 1);
+	ck_assert_str_eq(cfg.stale_on_negative[0], ".");
+	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_stale_on_negative, 2);
+	ck_assert_str_eq(cfg.stale_on_negative[1], "b.example.");
+}
+END_TEST
+
+START_TEST(test_snapshot)
+{
+	static char text[8192];
+	const char *p;
+	size_t n;
+	FILE *f;
+
+	/* Off by default; the print-back says so in a comment, since an
+	 * empty value is not a value. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(cfg.snapshot, "");
+	f = tmpfile();
+	config_print(&cfg, f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(text, "\n# snapshot: none\n"
+	    "snapshot-interval = 300\n"));
+	ck_assert_ptr_null(strstr(text, "\nsnapshot ="));
+
+	ck_assert_int_eq(load_file(&cfg, "snapshot = /var/lib/stubborn/s\n",
+	    NULL), CONFIG_RUN);
+	ck_assert_str_eq(cfg.snapshot, "/var/lib/stubborn/s");
+	f = tmpfile();
+	config_print(&cfg, f);
+	rewind(f);
+	n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(text, "\nsnapshot = /var/lib/stubborn/s\n"
+	    "snapshot-interval = 300\n"));
+	ck_assert_ptr_null(strstr(text, "# snapshot"));
+
+	/* The flag overrides the file. */
+	p = tmp_file("upstream = 192.0.2.1\nsnapshot = /a\n");
+	ck_assert_int_eq(load(&cfg, "--snapshot", "/b", "--config", p, NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(cfg.snapshot, "/b");
+	ck_assert_int_eq(load_file(&cfg, "snapshot =\n", &p),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":1: empty value for snapshot"));
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot=",
+	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--snapshot: empty value");
+	/* What the file could not carry is refused, so the print-back
+	 * loads again. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
+	    "/tmp/a#b", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--snapshot: bad value: '/tmp/a#b' (a path here "
+	    "cannot hold '#' or control characters)");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
+	    "/tmp/a\nb", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
+	    " /tmp/a", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--snapshot: bad value: ' /tmp/a' (blanks at "
+	    "either end of a path)");
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--resolv-conf",
+	    "/etc/resolv.conf\t", NULL), CONFIG_EXIT_BAD);
+	/* Blanks inside are fine; --config is never printed, so anything
+	 * goes there. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
+	    "/tmp/a b", NULL), CONFIG_RUN);
+	ck_assert_str_eq(cfg.snapshot, "/tmp/a b");
+	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent/a#b", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "cannot open config file '/nonexistent/a#b': "
+	    "No such file or directory");
+	memset(text, 'x', 1100);
+	text[0] = '/';
+	text[1100] = '\0';
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
+	    text, NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--snapshot: bad value: path longer than 1023 "
+	    "bytes");
+}
+END_TEST
+
+START_TEST(test_ratelimit_action)
+{
+	static const struct {
+		const char *text;
+		int want;
+	} good[] = {
+		{"refuse", CONFIG_RL_REFUSE}, {"drop", CONFIG_RL_DROP},
+		{"truncate", CONFIG_RL_TRUNCATE},
+		{"TRUNCATE", CONFIG_RL_TRUNCATE}, {"Drop", CONFIG_RL_DROP},
+	};
+	const char *p;
+	char want[256];
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+		    "--ratelimit-action", good[i].text, NULL), CONFIG_RUN);
+		ck_assert_int_eq(cfg.ratelimit_action, good[i].want);
+	}
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--ratelimit-action", "servfail", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--ratelimit-action: bad value: 'servfail' "
+	    "(refuse, drop or truncate)");
+	ck_assert_int_eq(load_file(&cfg, "\n\nratelimit-action = 1\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:3: bad value for ratelimit-action: "
+	    "'1' (refuse, drop or truncate)", p);
+	ck_assert_str_eq(err, want);
+}
+END_TEST
+
+START_TEST(test_failure_hold_min_le_max)
+{
+	const char *p;
+	char want[256];
+
+	ck_assert_int_eq(load_file(&cfg, "failure-hold-max = 10\n"
+	    "failure-hold-min = 11\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want), "%s:2: failure-hold-min (11) is greater "
+	    "than failure-hold-max (10)", p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(load_file(&cfg, "failure-hold-max = 1\n", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--failure-hold-min", "10", "--failure-hold-max", "10", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
+	    "--failure-hold-min", "11", "--failure-hold-max", "10", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err, "--failure-hold-min: failure-hold-min (11) is "
+	    "greater than failure-hold-max (10)");
+	/* The file's min against a flag's max. */
+	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
+	    "192.0.2.1\nfailure-hold-min = 200\n"), "--failure-hold-max",
+	    "100", NULL), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":2: failure-hold-min (200) is "
+	    "greater than failure-hold-max (100)"));
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -1402,6 +2114,15 @@ make_suite(void)
 	tcase_add_test(tc, test_policy);
 	tcase_add_test(tc, test_health_check_name);
 	tcase_add_test(tc, test_print_round_trip_full_zones);
+	tcase_add_test(tc, test_stale_and_ratelimit_bounds);
+	tcase_add_test(tc, test_stale_and_ratelimit_from_file);
+	tcase_add_test(tc, test_serve_stale_bool);
+	tcase_add_test(tc, test_keep_warm);
+	tcase_add_test(tc, test_keep_warm_flags_replace_file);
+	tcase_add_test(tc, test_stale_on_negative);
+	tcase_add_test(tc, test_snapshot);
+	tcase_add_test(tc, test_ratelimit_action);
+	tcase_add_test(tc, test_failure_hold_min_le_max);
 	suite_add_tcase(s, tc);
 	return s;
 }

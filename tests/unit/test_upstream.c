@@ -105,7 +105,7 @@ static int
 pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now, uint32_t rnd)
 {
 	bool explore = true;
-	int r = upstream_pick(pool, exclude, now, rnd, &explore);
+	int r = upstream_pick(pool, exclude, now, rnd, UPSTREAM_PRIO_CLIENT, &explore);
 
 	return r;
 }
@@ -284,12 +284,12 @@ START_TEST(test_fastest_picks_lowest_srtt)
 	for (uint32_t r = 30; r < 5000; r += 7) {
 		if (r % 1000 < 30)
 			continue;
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore),
 		    1);
 		ck_assert(!explore);
 	}
 	/* The boundary: exactly explore_permille does not explore. */
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 30, &explore), 1);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 30, UPSTREAM_PRIO_CLIENT, &explore), 1);
 	ck_assert(!explore);
 	upstream_pool_free(pool);
 }
@@ -307,16 +307,16 @@ START_TEST(test_fastest_explores)
 	sample(pool, 2, 40, T0);
 	/* rnd % 1000 < 30: another server, and *explore says so. */
 	for (uint32_t r = 0; r < 30; r++) {
-		got = upstream_pick(pool, 0, T0 + 100, r, &explore);
+		got = upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore);
 		ck_assert(got == 0 || got == 2);
 		ck_assert(explore);
 	}
 	/* (rnd / 1000) chooses among the others: both get explored. */
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 5, &explore), 0);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 5, UPSTREAM_PRIO_CLIENT, &explore), 0);
 	ck_assert(explore);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 1005, &explore), 2);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 1005, UPSTREAM_PRIO_CLIENT, &explore), 2);
 	ck_assert(explore);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 2005, &explore), 0);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 2005, UPSTREAM_PRIO_CLIENT, &explore), 0);
 	ck_assert(explore);
 
 	/* With explore_permille 0 the best is always picked. */
@@ -326,7 +326,7 @@ START_TEST(test_fastest_explores)
 	sample(pool, 0, 80, T0);
 	sample(pool, 1, 10, T0);
 	for (uint32_t r = 0; r < 2000; r++) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore),
 		    1);
 		ck_assert(!explore);
 	}
@@ -343,11 +343,11 @@ START_TEST(test_fastest_explore_needs_another)
 	sample(pool, 0, 80, T0);
 	sample(pool, 1, 10, T0);
 	/* The only other server is excluded: no exploration possible. */
-	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, 5, &explore), 1);
+	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore), 1);
 	ck_assert(!explore);
 	/* Or open. */
 	open_server(pool, 0, T0);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0, 5, &explore), 1);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore), 1);
 	ck_assert(!explore);
 	upstream_pool_free(pool);
 }
@@ -383,9 +383,9 @@ START_TEST(test_exclude_mask)
 	sample(pool, 0, 10, T0);
 	sample(pool, 1, 20, T0);
 	sample(pool, 2, 40, T0);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0, NO_EXPLORE, &explore), 0);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore), 0);
 	ck_assert(!explore);
-	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, NO_EXPLORE, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
 	    1);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, (1u << 0) | (1u << 1), T0, NO_EXPLORE), 2);
@@ -393,7 +393,7 @@ START_TEST(test_exclude_mask)
 	for (uint32_t r = 0; r < 30; r++)
 		ck_assert_int_eq(pick(pool, 1u << 1, T0, r + 1000 * r), 2);
 	/* Everything excluded: fail fast. */
-	ck_assert_int_eq(upstream_pick(pool, 0x7, T0, NO_EXPLORE, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 0x7, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
 	    -1);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, 0xffffffffu, T0, 5), -1);
@@ -470,7 +470,7 @@ START_TEST(test_policy_sequential)
 	sample(pool, 1, 5, T0);
 	sample(pool, 2, 5, T0);
 	for (uint32_t r = 0; r < 2000; r += 3) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 500, r, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 500, r, UPSTREAM_PRIO_CLIENT, &explore),
 		    0);
 		ck_assert(!explore);
 	}
@@ -638,7 +638,7 @@ START_TEST(test_all_open_fail_fast)
 	open_server(pool, 2, T0);
 	ck_assert(!upstream_any_usable(pool));
 	for (uint32_t r = 0; r < 2000; r += 13) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 1, r, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 1, r, UPSTREAM_PRIO_CLIENT, &explore),
 		    -1);
 		ck_assert(!explore);
 	}
@@ -737,7 +737,7 @@ START_TEST(test_probe_success_half_open_then_closed)
 	    "half-open");
 	/* Half-open is usable: picked when nothing closed is left. */
 	ck_assert(upstream_any_usable(pool));
-	ck_assert_int_eq(upstream_pick(pool, 0, t1 + 641, NO_EXPLORE, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 0, t1 + 641, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
 	    0);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, 1u << 0, t1 + 641, NO_EXPLORE), -1);
