@@ -1028,7 +1028,15 @@ handle_reply(struct fwd_attempt *a, uint8_t *m, size_t len)
 		return;
 	}
 	if (a->probe) {
-		/* Any well-formed reply shows the server is alive. */
+		/*
+		 * Any well-formed reply shows the server is alive (a REFUSED
+		 * for the root is policy, not sickness), except SERVFAIL: a
+		 * server failing every query would otherwise flap back in.
+		 */
+		if (info.kind == MSG_SERVFAIL) {
+			attempt_fail(a, FAIL_RCODE);
+			return;
+		}
 		upstream_done(a->pool, a->up, UPSTREAM_OK, rtt, true, now);
 		attempt_free(a);
 		return;

@@ -194,7 +194,13 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 	if (s->circuit == c)
 		return;
 	if (c == UPSTREAM_OPEN) {
-		s->backoff_ms = s->circuit == UPSTREAM_HALF_OPEN ?
+		/*
+		 * Reopening from half-open, or soon after closing, means it
+		 * is not really back: keep backing off instead of restarting.
+		 */
+		bool flapping = s->circuit == UPSTREAM_HALF_OPEN ||
+		    (s->ramp_start_ms != 0 && now < s->ramp_start_ms + 10000);
+		s->backoff_ms = flapping && s->backoff_ms > 0 ?
 		    (s->backoff_ms * 2 > pool->p.probe_max_ms ?
 			    pool->p.probe_max_ms : s->backoff_ms * 2) :
 		    pool->p.probe_min_ms;
