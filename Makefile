@@ -39,7 +39,7 @@ DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
 	valgrind iproute2 util-linux procps clang libclang-rt-14-dev
 
-.PHONY: all run check unit integration check-asan check-valgrind fuzz \
+.PHONY: all run check unit integration check-asan check-valgrind fuzz storm \
 	deps deps-test clean format-check bench
 
 all: $(BUILD)/stubborn $(TOOLS)
@@ -128,6 +128,10 @@ format-check:
 
 bench: all
 	BUILD=$(BUILD) sh tests/bench/dnsperf.sh
+
+# The retry-storm scenarios of issue 5, side by side with Unbound.
+storm: all
+	BUILD=$(BUILD) sh tests/bench/storm.sh
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

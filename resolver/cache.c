@@ -92,6 +92,8 @@ static enum cache_result entry_age(const struct entry *, uint64_t, uint32_t,
     struct cache_hit *);
 static void entry_copy_out(struct entry *, uint8_t *, uint32_t);
 static void free_chain(struct entry *);
+static int store(struct cache *, const uint8_t *, size_t, const uint8_t *,
+    size_t, uint32_t, uint64_t, bool);
 
 size_t
 cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
@@ -181,6 +183,20 @@ int
 cache_store(struct cache *c, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms)
 {
+	return store(c, key, klen, resp, len, ttl, now_ms, true);
+}
+
+int
+cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
+    const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms)
+{
+	return store(c, key, klen, resp, len, ttl, now_ms, false);
+}
+
+static int
+store(struct cache *c, const uint8_t *key, size_t klen, const uint8_t *resp,
+    size_t len, uint32_t ttl, uint64_t now_ms, bool replace)
+{
 	struct entry *e, *old, *dead = NULL;
 	struct shard *s;
 	size_t noff, size;
@@ -203,6 +219,11 @@ cache_store(struct cache *c, const uint8_t *key, size_t klen,
 
 	pthread_mutex_lock(&s->lock);
 	old = shard_find(s, e->hash, key, klen);
+	if (old != NULL && !replace) {
+		pthread_mutex_unlock(&s->lock);
+		free(e);
+		return -EEXIST;
+	}
 	if (old != NULL) {
 		shard_unlink(s, old);
 		old->hnext = dead;

@@ -251,11 +251,24 @@ static const struct opt opts[] = {
 	    .help = "most client TCP connections kept open at once",
 	},
 	{
+	    .name = "tcp-max-per-client", .type = OPT_UINT, .where = OPT_BOTH,
+	    .metavar = "N", .def = "25", .min = 1, .max = 100000,
+	    FIELD(tcp_max_per_client),
+	    .help = "most TCP connections from one client address (RFC 9210); "
+		    "at the limit its longest-idle connection makes room",
+	},
+	{
 	    .name = "shutdown-timeout", .type = OPT_UINT, .where = OPT_BOTH,
 	    .metavar = "MS", .def = "2000", .min = 0, .max = 60000,
 	    .unit = "ms", FIELD(shutdown_timeout_ms),
 	    .help = "on SIGTERM or SIGINT, let in-flight queries finish for "
 		    "at most this long before exiting",
+	},
+	{
+	    .name = "upstream-0x20", .type = OPT_YESNO, .where = OPT_BOTH,
+	    .metavar = "yes|no", .def = "no", FIELD(upstream_0x20),
+	    .help = "send upstream queries with random letter case and accept "
+		    "only answers that echo it exactly (anti-spoofing)",
 	},
 	{
 	    .name = "serve-stale", .type = OPT_YESNO, .where = OPT_BOTH,

@@ -64,6 +64,7 @@ struct fwd_attempt {
 	struct upstream_pool *pool;
 	unsigned up;
 	bool probe;
+	bool exact_case;                   /* 0x20: the reply must echo qname */
 	bool edns;                         /* sends OPT */
 	bool tcp;
 	uint16_t id;
@@ -175,6 +176,7 @@ static void reap_cb(evutil_socket_t fd, short what, void *arg);
 static void drain_cb(evutil_socket_t fd, short what, void *arg);
 static void check_drained(struct forward *f);
 static enum upstream_outcome outcome_of(enum fail_kind why);
+static void randomize_case(uint8_t *name, size_t len);
 static struct fwd_query *query_new(struct forward *f, uint64_t h,
     const uint8_t *key, size_t klen, const uint8_t *qname, size_t qname_len,
     uint16_t qtype, uint16_t qclass, uint16_t qflags, bool do_bit);
@@ -725,6 +727,14 @@ attempt_new(struct forward *f, struct upstream_pool *pool, unsigned up,
 	a->edns = true;
 	memcpy(a->qname, qname, qname_len);
 	a->qname_len = qname_len;
+	if (f->cfg->upstream_0x20) {
+		/*
+		 * Random letter case (draft-vixie-dnsext-dns0x20): a spoofer
+		 * must guess it as well as the ID and port.
+		 */
+		randomize_case(a->qname, a->qname_len);
+		a->exact_case = true;
+	}
 	a->qtype = qtype;
 	a->qclass = qclass;
 	a->qflags = qflags;
@@ -734,6 +744,25 @@ attempt_new(struct forward *f, struct upstream_pool *pool, unsigned up,
 		f->attempts->prev = a;
 	f->attempts = a;
 	return a;
+}
+
+static void
+randomize_case(uint8_t *name, size_t len)
+{
+	uint8_t bits[WIRE_NAME_MAX / 8 + 1];
+	size_t off = 0;
+
+	rng_bytes(bits, sizeof(bits));
+	while (off < len && name[off] != 0) {
+		size_t l = name[off];
+		for (size_t i = off + 1; i <= off + l && i < len; i++) {
+			uint8_t c = name[i];
+			if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) &&
+			    (bits[i / 8] >> (i % 8)) & 1)
+				name[i] = (uint8_t)(c ^ 0x20);
+		}
+		off += l + 1;
+	}
 }
 
 /* Sends (or re-sends, after TC or FORMERR) over the current transport. */
@@ -938,9 +967,13 @@ reply_matches(struct fwd_attempt *a, const uint8_t *m, size_t len)
 		return true;
 	if (WIRE_QDCOUNT(m) != 1 || wire_read_question(m, len, &wq) < 0)
 		return false;
-	return wq.qtype == a->qtype && wq.qclass == a->qclass &&
-	    wire_name_equal(m + wq.name_off, wq.name_len, a->qname,
-		a->qname_len);
+	if (wq.qtype != a->qtype || wq.qclass != a->qclass)
+		return false;
+	if (a->exact_case)
+		return wq.name_len == a->qname_len &&
+		    memcmp(m + wq.name_off, a->qname, a->qname_len) == 0;
+	return wire_name_equal(m + wq.name_off, wq.name_len, a->qname,
+	    a->qname_len);
 }
 
 static void

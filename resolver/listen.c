@@ -44,6 +44,7 @@ struct tcp_conn {
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	unsigned inflight;       /* queries whose reply is still owed */
+	uint64_t active_ms;      /* last whole query or reply */
 	bool paused;             /* reading stopped at TCP_MAX_PIPELINE */
 	bool closing;            /* close once the owed replies are flushed */
 };
@@ -78,6 +79,10 @@ static void tcp_read_cb(struct bufferevent *bev, void *arg);
 static void tcp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_close(struct tcp_conn *c);
 static void conn_arm_idle(struct tcp_conn *c);
+static bool make_room(struct listen *l, const struct sockaddr *sa,
+    bool at_total);
+static bool same_host(const struct sockaddr_storage *a,
+    const struct sockaddr *b);
 static void conn_close_when_flushed(struct tcp_conn *c);
 static void idle_cb(evutil_socket_t fd, short what, void *arg);
 static void flushed_cb(struct bufferevent *bev, void *arg);
@@ -562,6 +567,60 @@ answer_error(struct listen *l, const uint8_t *pkt, size_t len,
 	cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
 }
 
+static bool
+same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	if (a->ss_family != b->sa_family)
+		return false;
+	if (b->sa_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			   &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+	    ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
+/*
+ * At a limit, the longest-idle connection with nothing in flight (of this
+ * client, or of anyone when the total is reached) is closed to admit the
+ * new one (RFC 7766 6.2.3), so idle connections cannot lock others out.
+ * Per client, each worker allows its share of tcp-max-per-client.  False
+ * when nothing could be closed: the new connection is refused.
+ */
+static bool
+make_room(struct listen *l, const struct sockaddr *sa, bool at_total)
+{
+	unsigned workers = l->cfg->workers ? l->cfg->workers : 1;
+	unsigned share = (l->cfg->tcp_max_per_client + workers - 1) / workers;
+	struct tcp_conn *idlest = NULL, *idlest_own = NULL;
+	unsigned own = 0;
+
+	for (struct tcp_conn *c = l->conns; c != NULL; c = c->next) {
+		bool mine = same_host(&c->peer, sa);
+		own += mine;
+		if (c->inflight > 0 || c->closing)
+			continue;
+		if (idlest == NULL || c->active_ms < idlest->active_ms)
+			idlest = c;
+		if (mine && (idlest_own == NULL ||
+			c->active_ms < idlest_own->active_ms))
+			idlest_own = c;
+	}
+	if (own >= (share ? share : 1)) {
+		if (idlest_own == NULL)
+			return false;
+		metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
+		conn_close(idlest_own);
+		return true;
+	}
+	if (at_total) {
+		if (idlest == NULL)
+			return false;
+		metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
+		conn_close(idlest);
+	}
+	return true;
+}
+
 static void
 accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
@@ -569,9 +628,18 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	struct listen *l = arg;
 	struct tcp_conn *c;
 	struct timeval idle;
-	unsigned total = atomic_fetch_add(&tcp_total, 1) + 1;
+	bool at_total = atomic_load(&tcp_total) >= l->cfg->tcp_max_connections;
 
-	if (total > l->cfg->tcp_max_connections || l->stopped) {
+	if (l->stopped || !make_room(l, sa, at_total)) {
+		metrics_inc(l->met, MET_TCP_REJECTED);
+		close(fd);
+		return;
+	}
+	/*
+	 * The total is shared by the workers: another worker's connections
+	 * may fill it while this one had nothing idle to close.
+	 */
+	if (atomic_fetch_add(&tcp_total, 1) + 1 > l->cfg->tcp_max_connections) {
 		atomic_fetch_sub(&tcp_total, 1);
 		metrics_inc(l->met, MET_TCP_REJECTED);
 		close(fd);
@@ -596,6 +664,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 	c->l = l;
+	c->active_ms = clock_now_ms();
 	memcpy(&c->peer, sa, (size_t)salen);
 	c->peer_len = (socklen_t)salen;
 	metrics_inc(l->met, MET_TCP_ACCEPTED);
@@ -672,6 +741,7 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		}
 		metrics_inc(l->met, MET_QUERIES_TCP);
+		c->active_ms = clock_now_ms();
 		conn_arm_idle(c);
 		memset(&cl, 0, sizeof(cl));
 		cl.reply = tcp_reply;
@@ -718,8 +788,10 @@ conn_release(struct tcp_conn *c)
 		conn_close_when_flushed(c);
 		return;
 	}
-	if (c->inflight == 0)
+	if (c->inflight == 0) {
+		c->active_ms = clock_now_ms();
 		conn_arm_idle(c);
+	}
 	if (c->paused && c->inflight < TCP_MAX_PIPELINE / 2) {
 		c->paused = false;
 		bufferevent_enable(c->bev, EV_READ);

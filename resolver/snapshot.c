@@ -538,7 +538,8 @@ load_entries(struct cache *c, const struct snap_file *f, uint64_t now_ms,
 			(*skipped)++;
 			continue;
 		}
-		rc = cache_store(c, e.key, e.klen, e.resp, e.len, e.ttl,
+		/* Answers fetched since start-up are newer: keep them. */
+		rc = cache_store_new(c, e.key, e.klen, e.resp, e.len, e.ttl,
 		    stored_ms);
 		if (rc == -ENOMEM) {
 			set_err(err, errlen, "out of memory after %zu entries",

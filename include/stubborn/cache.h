@@ -88,6 +88,14 @@ cache_store(struct cache *c, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms);
 
 /*
+ * As cache_store, but only when key has no entry yet (-EEXIST otherwise):
+ * a snapshot loaded while serving must not replace newer answers or holds.
+ */
+int
+cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
+    const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms);
+
+/*
  * Looks key up at now_ms.  On a fresh or stale hit, copies the response into
  * out (capacity cap) with the ID zero and every TTL (OPT excepted) set to the
  * time left (fresh) or stale_ttl (stale), fills *hit and *out_len, and marks

@@ -71,6 +71,8 @@ struct config {
 	uint32_t upstream_timeout_ms;
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_max_connections;
+	uint32_t tcp_max_per_client;   /* connections from one address */
+	bool upstream_0x20;            /* random qname case upstream */
 	uint32_t shutdown_timeout_ms;
 	struct config_zone zones[CONFIG_MAX_ZONES];
 	size_t n_zones;
