@@ -426,11 +426,26 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		}
 		return r;
 	}
-	/* Every circuit open: stale now, rather than a timeout known to come. */
-	if ((flags & FWD_HAVE_STALE) &&
-	    !upstream_any_usable(pool_for(f, query + wq->q.name_off,
-		wq->q.name_len)))
-		return -EAGAIN;
+	if (flags & FWD_HAVE_STALE) {
+		struct upstream_pool *pool = pool_for(f, query + wq->q.name_off,
+		    wq->q.name_len);
+		uint64_t now = clock_now_ms();
+		/* Every circuit open: stale now, not a timeout known to come. */
+		if (!upstream_any_usable(pool))
+			return -EAGAIN;
+		/*
+		 * Another client just waited for this pool in vain: stale now,
+		 * and one refresh in the background notices the recovery.
+		 */
+		if (upstream_is_slow(pool, now)) {
+			cache_hold(f->cache, key, klen,
+			    now + (uint64_t)f->cfg->stale_recheck * 1000);
+			forward_refresh(f, key, klen, query + wq->q.name_off,
+			    wq->q.name_len, wq->q.qtype, wq->q.qclass,
+			    key[klen - 1]);
+			return -EAGAIN;
+		}
+	}
 	q = query_new(f, h, key, klen, query + wq->q.name_off, wq->q.name_len,
 	    wq->q.qtype, wq->q.qclass, wq->flags & WIRE_CD, wq->do_bit);
 	if (q == NULL)
@@ -506,6 +521,8 @@ stale_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (q->done || ws == NULL)
 		return;
+	upstream_mark_slow(q->pool, clock_now_ms() +
+	    (uint64_t)q->f->cfg->stale_recheck * 1000);
 	q->waiters = NULL;
 	q->nwaiters = 0;
 	if (!answer_stale(q, ws)) {

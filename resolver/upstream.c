@@ -42,6 +42,7 @@ struct upstream_pool {
 	size_t n;
 	unsigned rr;              /* round-robin cursor */
 	int64_t tokens;           /* retry budget, in BUDGET_UNITs */
+	uint64_t slow_until_ms;   /* see upstream_mark_slow */
 	uint64_t tokens_ms;       /* last floor refill; 0 before the first */
 	struct server s[UPSTREAM_MAX];
 };
@@ -445,6 +446,7 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 	if (outcome == UPSTREAM_OK) {
 		double r = rtt_ms;
 		s->answers++;
+		pool->slow_until_ms = 0;
 		if (!s->sampled) {
 			s->srtt = r;
 			s->rttvar = r / 2;
@@ -558,6 +560,26 @@ upstream_probe_due(struct upstream_pool *pool, uint64_t now, uint32_t rnd)
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return due;
+}
+
+void
+upstream_mark_slow(struct upstream_pool *pool, uint64_t until_ms)
+{
+	pthread_mutex_lock(&pool->lock);
+	if (pool->slow_until_ms < until_ms)
+		pool->slow_until_ms = until_ms;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+bool
+upstream_is_slow(struct upstream_pool *pool, uint64_t now)
+{
+	bool slow;
+
+	pthread_mutex_lock(&pool->lock);
+	slow = now < pool->slow_until_ms;
+	pthread_mutex_unlock(&pool->lock);
+	return slow;
 }
 
 bool

@@ -196,7 +196,8 @@ keep_warm_cb(evutil_socket_t fd, short what, void *arg)
 		    NULL, 0, NULL, &hit);
 		if (hit.hold_until_ms > now)
 			continue;
-		if (r == CACHE_FRESH &&
+		/* TTL left is in whole seconds and this runs every second. */
+		if (r == CACHE_FRESH && hit.ttl_left > 1 &&
 		    (uint64_t)hit.ttl_left * 100 > (uint64_t)hit.ttl * pct)
 			continue;
 		forward_refresh(w->fwd, key, klen, name, (size_t)n,

@@ -170,6 +170,18 @@ upstream_budget_earn(struct upstream_pool *pool);
 int
 upstream_probe_due(struct upstream_pool *pool, uint64_t now, uint32_t rnd);
 
+/*
+ * Marks the pool slow until until_ms: a client just waited
+ * stale-client-timeout for it in vain.  While slow, clients with a stale
+ * answer get it at once (one refresh per name still goes out); any usable
+ * answer from the pool ends it.
+ */
+void
+upstream_mark_slow(struct upstream_pool *pool, uint64_t until_ms);
+
+bool
+upstream_is_slow(struct upstream_pool *pool, uint64_t now);
+
 /* True when at least one server's circuit is not open. */
 bool
 upstream_any_usable(struct upstream_pool *pool);

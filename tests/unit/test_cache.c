@@ -18,11 +18,14 @@ static size_t put_header(uint8_t *, uint16_t, uint16_t, uint16_t, uint16_t,
     uint16_t);
 static size_t build_a(uint8_t *, const char *, unsigned, const uint32_t *);
 static size_t build_nxdomain(uint8_t *, const char *, uint32_t);
+static size_t build_nodata(uint8_t *, const char *, uint32_t);
 static size_t key_for(uint8_t *, const char *, uint16_t, unsigned);
 static void check_same_but_ttl(const uint8_t *, const uint8_t *, size_t,
     uint32_t);
 static struct cache *new_cache(uint64_t, unsigned, uint32_t);
 static void *smoke_thread(void *);
+static void walk_cb(void *, const uint8_t *, size_t, const uint8_t *,
+    size_t, uint32_t, uint64_t);
 static uint64_t mono_ms(void);
 static Suite *make_suite(void);
 
@@ -729,6 +732,473 @@ START_TEST(test_threads_smoke)
 }
 END_TEST
 
+/* ---- RFC 9520 failure holds, stale holds, stale-on-negative, walk ---- */
+
+/* NOERROR without answers (NODATA), with the SOA: not "positive". */
+static size_t
+build_nodata(uint8_t *m, const char *qname, uint32_t soa_ttl)
+{
+	size_t len = build_nxdomain(m, qname, soa_ttl);
+
+	wire_put16(m + 2, WIRE_QR | WIRE_RD | WIRE_RA);
+	return len;
+}
+
+START_TEST(test_fail_without_data_held_then_miss)
+{
+	struct cache *c = new_cache(BIG, 2, 3600);
+	uint8_t out[512], key[CACHE_KEY_MAX];
+	size_t klen = key_for(key, "down.example", WIRE_TYPE_A, 0), out_len = 7;
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 1, 300), T0 + 1000);
+	memset(out, 0xaa, sizeof(out));
+	memset(&hit, 0, sizeof(hit));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+	    &out_len, &hit), CACHE_FAILED);
+	ck_assert_uint_eq(out_len, 0);
+	ck_assert_uint_eq(out[0], 0xaa);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
+	ck_assert(!hit.positive);
+	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_SERVFAIL);
+	/* Last millisecond of the hold, then a plain miss. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 999, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FAILED);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	ck_assert_uint_eq(out_len, 0);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+	ck_assert_uint_eq(out[0], 0xaa);
+	/* Kept a while (to remember the backoff), then dropped for good. */
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000 + 2000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(st.bytes, 0);
+	/* Bad keys are refused, not stored. */
+	ck_assert_uint_eq(cache_fail(c, key, 0, T0, 1, 300), 0);
+	ck_assert_uint_eq(cache_fail(c, key, CACHE_KEY_MAX + 1, T0, 1, 300), 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_fail_backoff_doubles_and_caps)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint8_t key[CACHE_KEY_MAX];
+	size_t klen = key_for(key, "flap.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+	uint64_t t = T0, until;
+	const uint64_t want[] = {1000, 2000, 4000, 8000, 8000, 8000};
+
+	/* Each failure comes as the previous hold ends: 1, 2, 4, 8, 8, 8 s. */
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		until = cache_fail(c, key, klen, t, 1, 8);
+		ck_assert_uint_eq(until, t + want[i]);
+		ck_assert_int_eq(cache_lookup(c, key, klen, until - 1, 30, NULL,
+		    0, NULL, &hit), CACHE_FAILED);
+		ck_assert_uint_eq(hit.hold_until_ms, until);
+		t = until;
+	}
+	/* Long after the last hold: the failure is new, min again. */
+	t += 2 * 8000;
+	ck_assert_uint_eq(cache_fail(c, key, klen, t, 1, 8), t + 1000);
+	/* min 0 counts as 1; max below min is raised to min. */
+	klen = key_for(key, "odd.example", WIRE_TYPE_A, 0);
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 0, 0), T0 + 1000);
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 0, 0), T0 + 2000);
+	klen = key_for(key, "odd2.example", WIRE_TYPE_A, 0);
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 5, 2), T0 + 5000);
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 5000, 5, 2), T0 + 10000);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_store_clears_failure)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "back.example", 1, ttls), out_len;
+	size_t klen = key_for(key, "back.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 1, 300), T0 + 1000);
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 1, 300),
+	    T0 + 3000);
+	/* An answer arrives while held: it replaces the failure at once. */
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 1500), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1500, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+	ck_assert(hit.positive);
+	check_same_but_ttl(resp, out, len, 60);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	/* The backoff was forgotten too: the next failure starts at min. */
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 2000, 1, 300),
+	    T0 + 3000);
+	/* A store also clears the hold of a data entry. */
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 2500), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2500, 30, NULL, 0,
+	    NULL, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_fail_keeps_data)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[2] = {60, 60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "kept.example", 2, ttls), out_len;
+	size_t klen = key_for(key, "kept.example", WIRE_TYPE_A, 0);
+	struct cache_stats st, st0;
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	cache_get_stats(c, &st0);
+	/* A refresh failed while still fresh: the data stays and says so. */
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 5, 300),
+	    T0 + 6000);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(hit.ttl_left, 58);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 6000);
+	check_same_but_ttl(resp, out, len, 58);
+	/* Expired: stale, still with data and the (new) hold. */
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 61000, 5, 300),
+	    T0 + 66000);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 62000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_uint_eq(out_len, len);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 66000);
+	ck_assert(hit.positive);
+	check_same_but_ttl(resp, out, len, 30);
+	/* Past the hold: still stale data, never CACHE_FAILED. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 70000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_STALE);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	ck_assert_uint_eq(st.bytes, st0.bytes);
+	ck_assert_uint_eq(st.failed_hits, 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_hold_never_shortens)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], key[CACHE_KEY_MAX], fkey[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "hold.example", 1, ttls);
+	size_t klen = key_for(key, "hold.example", WIRE_TYPE_A, 0);
+	size_t fklen = key_for(fkey, "nodata-here.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	/* No entry, or a failure entry without data: nothing to hold. */
+	ck_assert(!cache_hold(c, key, klen, T0 + 5000));
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 0);
+	ck_assert_uint_eq(cache_fail(c, fkey, fklen, T0, 1, 300), T0 + 1000);
+	ck_assert(!cache_hold(c, fkey, fklen, T0 + 9000));
+	ck_assert_int_eq(cache_lookup(c, fkey, fklen, T0, 30, NULL, 0, NULL,
+	    &hit), CACHE_FAILED);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
+
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert(cache_hold(c, key, klen, T0 + 5000));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
+	    &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
+	ck_assert(cache_hold(c, key, klen, T0 + 3000));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
+	    &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
+	ck_assert(cache_hold(c, key, klen, T0 + 8000));
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 70000, 30, NULL, 0,
+	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 8000);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_note_negative)
+{
+	struct cache *c = new_cache(BIG, 1, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], key[CACHE_KEY_MAX];
+	size_t len, klen = key_for(key, "pos.example", WIRE_TYPE_A, 0);
+	struct cache_hit hit;
+
+	/* Missing entry. */
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0, T0 + 1000), 0);
+	/* Positive: the first negative answer's time is kept. */
+	len = build_a(resp, "pos.example", 1, ttls);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
+	    &hit), CACHE_FRESH);
+	ck_assert(hit.positive);
+	ck_assert_uint_eq(hit.neg_since_ms, 0);
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 61000,
+	    T0 + 62000), T0 + 61000);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 61500, 30, NULL, 0,
+	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.neg_since_ms, T0 + 61000);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 62000);
+	ck_assert(hit.positive);
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 63000,
+	    T0 + 64000), T0 + 61000);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 63000, 30, NULL, 0,
+	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.neg_since_ms, T0 + 61000);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 64000);
+	/* A new positive answer starts over. */
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 65000), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 65000, 30, NULL, 0,
+	    NULL, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.neg_since_ms, 0);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+
+	/* NXDOMAIN and NODATA entries are not positive: 0, untouched. */
+	len = build_nxdomain(resp, "pos.example", 60);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 1000,
+	    T0 + 2000), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0,
+	    NULL, &hit), CACHE_FRESH);
+	ck_assert(!hit.positive);
+	ck_assert_uint_eq(hit.neg_since_ms, 0);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+	len = build_nodata(resp, "pos.example", 60);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 1000,
+	    T0 + 2000), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0,
+	    NULL, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
+	ck_assert(!hit.positive);
+	ck_assert_uint_eq(hit.hold_until_ms, 0);
+	/* A failure entry (no data) neither. */
+	ck_assert(cache_remove(c, key, klen));
+	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 1, 300), T0 + 1000);
+	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 10, T0 + 5000),
+	    0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 10, 30, NULL, 0, NULL,
+	    &hit), CACHE_FAILED);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_peek_reports_without_copy)
+{
+	struct cache *c = new_cache(BIG, 1, 100);
+	uint32_t ttls[3] = {60, 60, 60};
+	uint8_t resp[512], key[CACHE_KEY_MAX], fkey[CACHE_KEY_MAX];
+	size_t len = build_a(resp, "peek.example", 3, ttls), out_len = 99;
+	size_t klen = key_for(key, "peek.example", WIRE_TYPE_A, 0);
+	size_t fklen = key_for(fkey, "peekfail.example", WIRE_TYPE_A, 0);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, &out_len,
+	    &hit), CACHE_MISS);
+	ck_assert_uint_eq(out_len, 0);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	/* cap 0 is no reason for a miss when nothing is copied. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 10500, 30, NULL, 0,
+	    &out_len, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(hit.ttl, 60);
+	ck_assert_uint_eq(hit.ttl_left, 50);
+	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
+	ck_assert(hit.positive);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 75000, 30, NULL, 0,
+	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(hit.stale_s, 15);
+	/* hit NULL and out_len NULL are fine too. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
+	    NULL), CACHE_FRESH);
+	ck_assert_uint_eq(cache_fail(c, fkey, fklen, T0, 2, 300), T0 + 2000);
+	ck_assert_int_eq(cache_lookup(c, fkey, fklen, T0 + 1, 30, NULL, 0,
+	    NULL, &hit), CACHE_FAILED);
+	ck_assert_uint_eq(hit.hold_until_ms, T0 + 2000);
+	/* A peek leaves the entry as it was: a real lookup still copies it. */
+	{
+		uint8_t out[512];
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
+		    sizeof(out), &out_len, &hit), CACHE_FRESH);
+		ck_assert_uint_eq(out_len, len);
+		check_same_but_ttl(resp, out, len, 59);
+	}
+	/* Past stale_max_age a peek removes it like any lookup. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 161000, 30, NULL, 0,
+	    NULL, &hit), CACHE_MISS);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.entries, 1);
+	cache_free(c);
+}
+END_TEST
+
+struct walk_seen {
+	int count;
+	int per_name[8];
+	int bad;
+};
+
+static void
+walk_cb(void *arg, const uint8_t *key, size_t klen, const uint8_t *resp,
+    size_t len, uint32_t ttl, uint64_t stored_ms)
+{
+	struct walk_seen *ws = arg;
+	uint8_t want[512], wkey[CACHE_KEY_MAX];
+	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	char name[32];
+	int i;
+
+	ws->count++;
+	/* Key "w<i>.example": which one, from the first label. */
+	if (klen < 3 || key[1] != 'w' || key[2] < '0' || key[2] > '7') {
+		ws->bad++;
+		return;
+	}
+	i = key[2] - '0';
+	ws->per_name[i]++;
+	snprintf(name, sizeof(name), "w%d.example", i);
+	if (klen != key_for(wkey, name, WIRE_TYPE_A, 0) ||
+	    memcmp(key, wkey, klen) != 0)
+		ws->bad++;
+	if (len != build_a(want, name, (unsigned)i + 1, ttls))
+		ws->bad++;
+	wire_put16(want, 0);
+	if (len <= sizeof(want) && memcmp(resp, want, len) != 0)
+		ws->bad++;
+	if (ttl != 100 + (uint32_t)i || stored_ms != T0 + (uint64_t)i)
+		ws->bad++;
+}
+
+START_TEST(test_walk_visits_data_once)
+{
+	struct cache *c = new_cache(BIG, 4, 3600);
+	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	uint8_t resp[512], key[CACHE_KEY_MAX];
+	size_t len, klen;
+	struct walk_seen ws;
+	char name[32];
+
+	memset(&ws, 0, sizeof(ws));
+	cache_walk(c, walk_cb, &ws);
+	ck_assert_int_eq(ws.count, 0);
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "w%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		len = build_a(resp, name, (unsigned)i + 1, ttls);
+		ck_assert_int_eq(cache_store(c, key, klen, resp, len,
+		    100 + (uint32_t)i, T0 + (uint64_t)i), 0);
+	}
+	/* Failure entries are not data: never walked. */
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "f%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_uint_ne(cache_fail(c, key, klen, T0, 1, 300), 0);
+	}
+	/* A failure on a data entry keeps it: walked, once. */
+	klen = key_for(key, "w3.example", WIRE_TYPE_A, 0);
+	ck_assert_uint_ne(cache_fail(c, key, klen, T0 + 500, 1, 300), 0);
+	ck_assert(cache_hold(c, key, klen, T0 + 9000));
+	memset(&ws, 0, sizeof(ws));
+	cache_walk(c, walk_cb, &ws);
+	ck_assert_int_eq(ws.bad, 0);
+	ck_assert_int_eq(ws.count, 8);
+	for (int i = 0; i < 8; i++)
+		ck_assert_int_eq(ws.per_name[i], 1);
+	/* A removed one is gone from the walk. */
+	klen = key_for(key, "w5.example", WIRE_TYPE_A, 0);
+	ck_assert(cache_remove(c, key, klen));
+	memset(&ws, 0, sizeof(ws));
+	cache_walk(c, walk_cb, &ws);
+	ck_assert_int_eq(ws.count, 7);
+	ck_assert_int_eq(ws.per_name[5], 0);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_failed_hits_stats)
+{
+	struct cache *c = new_cache(BIG, 4, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX], dkey[CACHE_KEY_MAX];
+	size_t klen = key_for(key, "sf.example", WIRE_TYPE_A, 0), out_len;
+	size_t dklen = key_for(dkey, "data.example", WIRE_TYPE_A, 0);
+	size_t len = build_a(resp, "data.example", 1, ttls);
+	struct cache_stats st;
+	struct cache_hit hit;
+
+	ck_assert_uint_ne(cache_fail(c, key, klen, T0, 2, 300), 0);
+	ck_assert_int_eq(cache_store(c, dkey, dklen, resp, len, 60, T0), 0);
+	ck_assert_uint_ne(cache_fail(c, dkey, dklen, T0, 2, 300), 0);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 100, 30, out,
+		    sizeof(out), &out_len, &hit), CACHE_FAILED);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 200, 30, NULL, 0,
+	    NULL, &hit), CACHE_FAILED);
+	/* A held data entry is a hit, not a failed hit. */
+	ck_assert_int_eq(cache_lookup(c, dkey, dklen, T0 + 100, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.failed_hits, 4);
+	ck_assert_uint_eq(st.hits, 1);
+	ck_assert_uint_eq(st.stale_hits, 0);
+	ck_assert_uint_eq(st.misses, 0);
+	ck_assert_uint_eq(st.entries, 2);
+	ck_assert_uint_eq(st.stores, 1);
+	/* After the hold: a miss, not a failed hit. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2000, 30, out,
+	    sizeof(out), &out_len, &hit), CACHE_MISS);
+	cache_get_stats(c, &st);
+	ck_assert_uint_eq(st.failed_hits, 4);
+	ck_assert_uint_eq(st.misses, 1);
+	cache_free(c);
+}
+END_TEST
+
+START_TEST(test_fail_entries_in_budget)
+{
+	const uint64_t max = 16384;
+	struct cache *c = new_cache(max, 1, 3600);
+	uint8_t key[CACHE_KEY_MAX];
+	struct cache_stats st;
+	char name[64];
+	size_t klen;
+
+	/* Failure entries count against the budget and are evicted LRU. */
+	for (int i = 0; i < 2000; i++) {
+		snprintf(name, sizeof(name), "fail%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_uint_ne(cache_fail(c, key, klen, T0, 1, 300), 0);
+		cache_get_stats(c, &st);
+		ck_assert_uint_le(st.bytes, max);
+	}
+	cache_get_stats(c, &st);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_uint_eq(st.entries + st.evictions, 2000);
+	/* The newest is still held. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
+	    NULL), CACHE_FAILED);
+	cache_free(c);
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -752,6 +1222,16 @@ make_suite(void)
 	tcase_add_test(tc, test_stats_counters);
 	tcase_add_test(tc, test_new_and_free_edges);
 	tcase_add_test(tc, test_threads_smoke);
+	tcase_add_test(tc, test_fail_without_data_held_then_miss);
+	tcase_add_test(tc, test_fail_backoff_doubles_and_caps);
+	tcase_add_test(tc, test_store_clears_failure);
+	tcase_add_test(tc, test_fail_keeps_data);
+	tcase_add_test(tc, test_hold_never_shortens);
+	tcase_add_test(tc, test_note_negative);
+	tcase_add_test(tc, test_peek_reports_without_copy);
+	tcase_add_test(tc, test_walk_visits_data_once);
+	tcase_add_test(tc, test_failed_hits_stats);
+	tcase_add_test(tc, test_fail_entries_in_budget);
 	suite_add_tcase(s, tc);
 	return s;
 }
