@@ -438,11 +438,11 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		 * and one refresh in the background notices the recovery.
 		 */
 		if (upstream_is_slow(pool, now)) {
-			cache_hold(f->cache, key, klen,
-			    now + (uint64_t)f->cfg->stale_recheck * 1000);
-			forward_refresh(f, key, klen, query + wq->q.name_off,
-			    wq->q.name_len, wq->q.qtype, wq->q.qclass,
-			    key[klen - 1]);
+			if (forward_refresh(f, key, klen, query + wq->q.name_off,
+				wq->q.name_len, wq->q.qtype, wq->q.qclass,
+				key[klen - 1] | FWD_REFRESH_STALE) == 0)
+				cache_hold(f->cache, key, klen, now +
+				    (uint64_t)f->cfg->stale_recheck * 1000);
 			return -EAGAIN;
 		}
 	}
@@ -456,19 +456,20 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		start(q);
 		return -ENOMEM;
 	}
-	if (flags & FWD_HAVE_STALE) {
+	if (flags & FWD_HAVE_STALE)
 		arm_stale(q);
-		/*
-		 * One refresh of stale data at a time for the whole process:
-		 * the other workers answer stale meanwhile.  Success replaces
-		 * the entry (and the hold); failure sets stale-recheck.
-		 */
-		cache_hold(f->cache, key, klen, clock_now_ms() +
-		    (uint64_t)f->cfg->stale_recheck * 1000);
-	}
 	q->prio = (flags & FWD_HAVE_STALE) ? UPSTREAM_PRIO_STALE :
 					     UPSTREAM_PRIO_CLIENT;
 	start(q);
+	/*
+	 * One refresh of stale data at a time for the whole process: the
+	 * other workers answer stale meanwhile.  Success replaces the entry
+	 * (and the hold); failure sets stale-recheck.  A query that could not
+	 * start (shed, every circuit open) holds nothing.
+	 */
+	if ((flags & FWD_HAVE_STALE) && !q->done)
+		cache_hold(f->cache, key, klen, clock_now_ms() +
+		    (uint64_t)f->cfg->stale_recheck * 1000);
 	return 0;
 }
 
@@ -492,9 +493,11 @@ forward_refresh(struct forward *f, const uint8_t *key, size_t klen,
 	if (q == NULL)
 		return -EBUSY;
 	metrics_inc(f->met, MET_REFRESHES);
-	q->prio = UPSTREAM_PRIO_BACKGROUND;
+	q->prio = (flags & FWD_REFRESH_STALE) ? UPSTREAM_PRIO_STALE :
+						UPSTREAM_PRIO_BACKGROUND;
 	start(q);
-	return 0;
+	/* Shed, or every circuit open: nothing went out. */
+	return q->done ? -EAGAIN : 0;
 }
 
 static void
@@ -1184,6 +1187,7 @@ finish_servfail(struct fwd_query *q)
 {
 	struct forward *f = q->f;
 	int ede = q->fail == FAIL_NETWORK ? WIRE_EDE_NETWORK_ERROR :
+	    q->fail == FAIL_SHED		  ? WIRE_EDE_OTHER :
 					    WIRE_EDE_NO_REACHABLE_AUTHORITY;
 	const char *text;
 	char name[WIRE_NAME_MAX * 4 + 8];

@@ -216,6 +216,12 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 		p.open_after = d->cfg.circuit_failures;
 	if (d->cfg.probe_max_interval_ms > 0)
 		p.probe_max_ms = d->cfg.probe_max_interval_ms;
+	/*
+	 * While stale answers stand in for an upstream, its recovery must be
+	 * noticed well within stale-recheck: probe at least twice per recheck.
+	 */
+	if (d->cfg.serve_stale && d->cfg.stale_recheck * 500 < p.probe_max_ms)
+		p.probe_max_ms = d->cfg.stale_recheck * 500;
 	if (p.probe_min_ms > p.probe_max_ms)
 		p.probe_min_ms = p.probe_max_ms;
 	p.qps = d->cfg.upstream_qps;

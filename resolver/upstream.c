@@ -61,6 +61,10 @@ static void rate_refill(struct upstream_pool *pool, struct server *s,
     uint64_t now);
 static bool rate_allows(struct upstream_pool *pool, struct server *s,
     enum upstream_prio prio, uint64_t now);
+static uint64_t ramp_rate(const struct upstream_pool *pool,
+    const struct server *s, uint64_t now);
+static int64_t ramp_burst(const struct upstream_pool *pool,
+    const struct server *s, uint64_t now);
 
 static const char *const circuit_names[] = {"closed", "open", "half-open"};
 static const char *const policy_names[] = {"fastest", "sequential",
@@ -218,8 +222,10 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 		/* Back from an outage: ramp the rate up instead of a burst. */
 		s->ramp_start_ms = now;
 		if (pool->p.qps > 0) {
+			/* A full (small) slow-start bucket: the first refreshes
+			 * of stale names go out at once, the rest ramp. */
 			s->rate_ms = now;
-			s->rate_tokens = BUDGET_UNIT;
+			s->rate_tokens = ramp_burst(pool, s, now);
 		}
 		log_info("upstream", "circuit closed zone=%s up=%s reason=%s",
 		    pool->name, s->addr.text, why);
@@ -242,10 +248,43 @@ rate_burst(const struct upstream_pool *pool)
  * the rate starts at a tenth and doubles every ramp_ms/4 (slow start), so a
  * recovered upstream is not hit by the whole backlog at once.
  */
+/*
+ * The rate now: for ramp_ms after its circuit closed it starts at a tenth
+ * and doubles every ramp_ms/4 (slow start), so a recovered upstream is not
+ * hit by the whole backlog at once.
+ */
+static uint64_t
+ramp_rate(const struct upstream_pool *pool, const struct server *s,
+    uint64_t now)
+{
+	uint64_t rate = pool->p.qps, since = now - s->ramp_start_ms;
+
+	if (s->ramp_start_ms != 0 && now >= s->ramp_start_ms &&
+	    since < pool->p.ramp_ms) {
+		unsigned steps = (unsigned)(since * 4 / pool->p.ramp_ms);
+		uint64_t r = rate / 10 << steps;
+		rate = r < rate ? (r ? r : 1) : rate;
+	}
+	return rate;
+}
+
+/* The bucket's size now: the burst, scaled down while ramping. */
+static int64_t
+ramp_burst(const struct upstream_pool *pool, const struct server *s,
+    uint64_t now)
+{
+	int64_t b = rate_burst(pool);
+
+	if (pool->p.qps == 0)
+		return b;
+	b = (int64_t)((uint64_t)b * ramp_rate(pool, s, now) / pool->p.qps);
+	return b < 10 * BUDGET_UNIT ? 10 * BUDGET_UNIT : b;
+}
+
 static void
 rate_refill(struct upstream_pool *pool, struct server *s, uint64_t now)
 {
-	uint64_t rate = pool->p.qps, since;
+	int64_t cap;
 
 	if (s->rate_ms == 0) {
 		s->rate_ms = now;
@@ -254,15 +293,11 @@ rate_refill(struct upstream_pool *pool, struct server *s, uint64_t now)
 	}
 	if (now <= s->rate_ms)
 		return;
-	since = now - s->ramp_start_ms;
-	if (s->ramp_start_ms != 0 && since < pool->p.ramp_ms) {
-		unsigned steps = (unsigned)(since * 4 / pool->p.ramp_ms);
-		uint64_t r = rate / 10 << steps;
-		rate = r < rate ? (r ? r : 1) : rate;
-	}
-	s->rate_tokens += (int64_t)((now - s->rate_ms) * rate * BUDGET_UNIT / 1000);
-	if (s->rate_tokens > rate_burst(pool))
-		s->rate_tokens = rate_burst(pool);
+	s->rate_tokens += (int64_t)((now - s->rate_ms) *
+	    ramp_rate(pool, s, now) * BUDGET_UNIT / 1000);
+	cap = ramp_burst(pool, s, now);
+	if (s->rate_tokens > cap)
+		s->rate_tokens = cap;
 	s->rate_ms = now;
 }
 
@@ -270,7 +305,7 @@ static bool
 rate_allows(struct upstream_pool *pool, struct server *s,
     enum upstream_prio prio, uint64_t now)
 {
-	int64_t need = BUDGET_UNIT;
+	int64_t need = BUDGET_UNIT, burst;
 
 	if (pool->p.max_outstanding > 0 &&
 	    s->outstanding >= pool->p.max_outstanding &&
@@ -280,10 +315,17 @@ rate_allows(struct upstream_pool *pool, struct server *s,
 	if (pool->p.qps == 0)
 		return true;
 	rate_refill(pool, s, now);
+	/*
+	 * The shares are of the bucket as it is now: during slow start it is
+	 * smaller, and stale refreshes must still get their turn.
+	 */
+	burst = ramp_burst(pool, s, now);
 	if (prio == UPSTREAM_PRIO_BACKGROUND)
-		need = rate_burst(pool) / 2;
+		need = burst / 2;
 	else if (prio == UPSTREAM_PRIO_STALE)
-		need = rate_burst(pool) / 4;
+		need = burst / 4;
+	if (need < BUDGET_UNIT)
+		need = BUDGET_UNIT;
 	return s->rate_tokens >= need;
 }
 

@@ -93,10 +93,15 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
     const struct wire_query *q, const uint8_t *key, size_t klen,
     const struct fwd_client *cl, unsigned flags);
 
+/* forward_refresh flag (beside CACHE_KEY_DO/CD): a stale answer was served */
+#define FWD_REFRESH_STALE 0x100
+
 /*
  * Refreshes key in the background (no client waits): refresh-ahead,
- * keep-warm.  qname is wire form; flags carry CACHE_KEY_DO/CD.  Nothing
- * happens if the key is already in flight.  Returns 0 or -errno.
+ * keep-warm, or (FWD_REFRESH_STALE) a name just answered stale.  qname is
+ * wire form; flags carry CACHE_KEY_DO/CD.  Nothing happens if the key is
+ * already in flight.  Returns 0 (in flight), -EAGAIN when nothing could be
+ * sent (shed, every circuit open) or -errno.
  */
 int
 forward_refresh(struct forward *f, const uint8_t *key, size_t klen,

@@ -17,6 +17,9 @@
 #   c. One client floods 3,000 qps of unique names for 5 s (--client-qps 200)
 #      while three others ask cached names at 100 qps each: the upstream sees
 #      <= 1,500 of the flood's names; the three lose nothing, p99 <= 20 ms.
+#      For information only, a fifth client asks 20 qps of unique names (cache
+#      misses) meanwhile: do the flood's admitted queries crowd it out of the
+#      upstream budget (SERVFAIL, EDE 22)?
 #
 # a and b run against Unbound too, for reference (serve-expired: yes,
 # serve-expired-client-timeout: 400, forwarding to the same kind of fakeup);
@@ -25,7 +28,9 @@
 #
 # Knobs: STORM_DAEMONS ("stubborn unbound"), STORM_RATE (1000), STORM_SECS
 # (20), STORM_RECHECK (5), STORM_AFTER (10 s of load after the upstream is
-# back), STORM_FLOOD (3000), STORM_FLOOD_SECS (5), STORM_CLIENT_QPS (200).
+# back), STORM_FLOOD (3000), STORM_FLOOD_SECS (5), STORM_CLIENT_QPS (200),
+# STORM_STUBBORN_FLAGS (extra stubborn flags for a and b, e.g.
+# "--probe-max-interval 1000").
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
 . "$(dirname "$0")/../integration/lib.sh"
@@ -43,6 +48,7 @@ FLOOD_SECS=${STORM_FLOOD_SECS:-5}
 CQPS=${STORM_CLIENT_QPS:-200}
 NAMES=50
 NORMAL_RATE=100
+MISS_RATE=20
 P99_MAX=20
 # Upstream queries allowed in a: one per name per recheck interval, plus
 # probes and the first round of retries at 3.5 a second.
@@ -86,6 +92,19 @@ sleep_until() {
 	sleep "$d"
 }
 
+# circuit_events LOG EPOCH: stubborn's circuit changes, in s relative to EPOCH.
+circuit_events() {
+	python3 -c '
+import datetime, re, sys
+ref = float(sys.argv[2]); out = []
+for ln in open(sys.argv[1], errors="replace"):
+    m = re.search(r"ts=(\S+)Z .*msg=\"circuit ([a-z-]+)\"", ln)
+    if m:
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+        t = t.replace(tzinfo=datetime.timezone.utc).timestamp()
+        out.append("%s %+.2fs" % (m.group(2), t - ref))
+print(", ".join(out) or "none")' "$1" "$2" 2>/dev/null || echo "?"
+}
 metrics_body() { curl -s --noproxy '*' -m 3 "http://127.0.0.1:$MET_PORT/metrics"; }
 # metric BODY REGEX: the value of the first series matching REGEX.
 metric() {
@@ -109,7 +128,7 @@ start_daemon() {
 	stubborn)
 		MET_PORT=$(pick_port)
 		start_stubborn --upstream "127.0.0.1:$port" --metrics "127.0.0.1:$MET_PORT" \
-		    --log-level warn "$@" || return 1
+		    --log-level info "$@" || return 1
 		D_PORT=$STUB_PORT D_PID=$STUB_PID
 		;;
 	unbound)
@@ -167,7 +186,8 @@ scenario_ab() {
 	for i in $(seq 1 $NAMES); do echo "ttl2.n$i.$run.example."; done >"$names"
 	fk_ctl "$fk" "mode normal" >/dev/null
 	if [ "$d" = stubborn ]; then
-		start_daemon stubborn "$fk" --stale-recheck "$RECHECK" || return 1
+		# shellcheck disable=SC2086  # extra flags split on purpose
+		start_daemon stubborn "$fk" --stale-recheck "$RECHECK" ${STORM_STUBBORN_FLAGS:-} || return 1
 	else
 		start_daemon unbound "$fk" || return 1
 	fi
@@ -244,18 +264,27 @@ for ln in open(sys.argv[1]):
         last[n] = t - sw
 v = sorted(x for x in last.values() if x is not None)
 fresh = sum(1 for x in last.values() if x is None)
+# The last answer of each name in the whole run: still stale at the end?
+end, endt = {}, 0.0
+for ln in open(sys.argv[1]):
+    t, g, n, rc, ede, lat = ln.rstrip("\n").split("\t")
+    if lat != "-":
+        end[n] = "3" in ede.split(",")
+        endt = max(endt, float(t) - sw)
 per = {}
 for ln in open(sys.argv[1]):
     t, g, n, rc, ede, lat = ln.rstrip("\n").split("\t")
     t = float(t) - sw
     if t >= 0 and "3" in ede.split(","):
         per.setdefault(int(t), set()).add(n)
-print("names stale until (s after the switch): median %s, max %s; never stale after the switch %d; stale names per second: %s" % (
+print("last stale answer per name (s after the switch): median %s, max %s; never stale after the switch %d; still stale when the load ended at +%.2fs: %d; stale names per second: %s" % (
     "%.2f" % v[len(v) // 2] if v else "-", "%.2f" % v[-1] if v else "-", fresh,
+    endt, sum(1 for x in end.values() if x),
     " ".join("%d:%d" % (s, len(per.get(s, ()))) for s in range(int(max(per) + 1 if per else 0)))))' "$T_TMP/rec.$d" "$swr" 2>/dev/null)
 	echo "storm: [$d] b: upstream back at ${swr}s; $rec"
 	echo "storm: [$d] b: each name asked once $((RECHECK + 2)) s after: $once_stale stale (EDE 3), lost $once_lost, rcodes $(json "$T_TMP/once.$d.json" 'd["rcodes"]'); load after the switch: rcodes $(json "$T_TMP/b.$d.json" 'd["rcodes"]'), lost $(json "$T_TMP/b.$d.json" 'd["lost"]'), p99 $(json "$T_TMP/b.$d.json" 'd["latency_ms"]["p99"]') ms"
 	[ -n "$m2" ] && echo "storm: [$d] b: /metrics at the end: $(storm_metrics "$m2")"
+	[ "$d" = stubborn ] && echo "storm: [$d] b: circuit changes (s relative to the switch): $(circuit_events "$STUB_LOG" "$sw")"
 	echo "storm: [$d] b: upstream queries after the switch: $(($(wc -l <"$log") - l1))"
 	verdict "$d" "b: names still stale $((RECHECK + 2)) s after the upstream is back, asked once each: $once_stale <= 2" \
 	    le "$once_stale" 2
@@ -279,12 +308,13 @@ scenario_c() {
 	$GEN --port "$D_PORT" --seconds "$FLOOD_SECS" --timeout 2 --names "$names" --run "$run" \
 	    --group flood:127.0.0.2:$FLOOD:unique \
 	    --group n1:127.0.0.3:$NORMAL_RATE:names --group n2:127.0.0.4:$NORMAL_RATE:names \
-	    --group n3:127.0.0.5:$NORMAL_RATE:names >"$f"
+	    --group n3:127.0.0.5:$NORMAL_RATE:names --group miss:127.0.0.6:$MISS_RATE:unique >"$f"
 	sleep 1
 	nup=$(grep -Eci -- "-$run-flood\\." "$log")
 	echo "storm: [stubborn] c: flood $(json "$f" 'd["groups"]["flood"]["sent"]') queries of unique names at $FLOOD qps for ${FLOOD_SECS}s from 127.0.0.2 (--client-qps $CQPS):" \
 	    "rcodes $(json "$f" 'd["groups"]["flood"]["rcodes"]'), EDE $(json "$f" 'd["groups"]["flood"]["ede"]'), lost $(json "$f" 'd["groups"]["flood"]["lost"]'), p99 $(json "$f" 'd["groups"]["flood"]["latency_ms"]["p99"]') ms; upstream saw $nup flood names ($(($(wc -l <"$log") - l0)) queries in all)"
 	echo "storm: [stubborn] c: /metrics: $(storm_metrics "$(metrics_body)")"
+	echo "storm: [stubborn] c: (information, no criterion) a fifth client asking $MISS_RATE qps of unique names (cache misses) from 127.0.0.6 meanwhile: sent $(json "$f" 'd["groups"]["miss"]["sent"]'), lost $(json "$f" 'd["groups"]["miss"]["lost"]'), rcodes $(json "$f" 'd["groups"]["miss"]["rcodes"]'), EDE $(json "$f" 'd["groups"]["miss"]["ede"]'), p99 $(json "$f" 'd["groups"]["miss"]["latency_ms"]["p99"]') ms"
 	verdict stubborn "c: flood names sent upstream $nup <= $FLOOD_MAX (2 x $CQPS burst + $CQPS x ${FLOOD_SECS}s + 100)" \
 	    test "$nup" -le "$FLOOD_MAX"
 	local g sent lost bad p99
