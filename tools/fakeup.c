@@ -54,6 +54,7 @@ enum mode {
 	MODE_FORMERR_EDNS,
 	MODE_WRONGPORT,
 	MODE_CLOSE,
+	MODE_LOWERCASE,
 	MODE_COUNT
 };
 
@@ -71,6 +72,7 @@ static const char *const mode_names[MODE_COUNT] = {
 	[MODE_FORMERR_EDNS] = "formerr-edns",
 	[MODE_WRONGPORT] = "wrongport",
 	[MODE_CLOSE] = "close",
+	[MODE_LOWERCASE] = "lowercase",
 };
 
 /* What the transport should do with a query once it has been looked at. */
@@ -658,6 +660,9 @@ handle_query(const uint8_t *msg, size_t len, bool tcp, uint8_t **out,
 		ldns_rdf_deep_free(qname);
 		qname = x ? x : ldns_dname_new_frm_str("x.");
 	}
+	/* Like a server that does not preserve case: breaks 0x20 checks. */
+	if (g.mode == MODE_LOWERCASE)
+		ldns_dname2canonical(qname);
 
 	if (ldns_pkt_get_opcode(q) != LDNS_PACKET_QUERY) {
 		p = reply_skeleton(q, qname, LDNS_RCODE_NOTIMPL, has_opt);

@@ -970,6 +970,419 @@ START_TEST(test_budget_cap)
 }
 END_TEST
 
+/* ---- per-server rate budget (upstream-qps, max-outstanding, ramp) ---- */
+
+/* One pick at now with prio (NO_EXPLORE); the index or UPSTREAM_NONE_*. */
+static int
+pick_prio(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
+    enum upstream_prio prio)
+{
+	bool explore = true;
+
+	return upstream_pick(pool, exclude, now, NO_EXPLORE, prio, &explore);
+}
+
+/*
+ * Picks with prio at now and sends to each pick until a pick fails (at most
+ * limit); returns the number sent, *last the failing result.
+ */
+static unsigned
+burst_at(struct upstream_pool *pool, uint64_t now, enum upstream_prio prio,
+    unsigned limit, int *last)
+{
+	unsigned n = 0;
+	int r = 0;
+
+	while (n < limit) {
+		r = pick_prio(pool, 0, now, prio);
+		if (r < 0)
+			break;
+		upstream_sent(pool, (unsigned)r, now);
+		n++;
+	}
+	if (last)
+		*last = n < limit ? r : 0;
+	return n;
+}
+
+/* Client picks (and sends) in every millisecond of [from, to). */
+static unsigned
+picks_between(struct upstream_pool *pool, uint64_t from, uint64_t to)
+{
+	unsigned n = 0;
+
+	for (uint64_t t = from; t < to; t++)
+		n += burst_at(pool, t, UPSTREAM_PRIO_CLIENT, 100000, NULL);
+	return n;
+}
+
+/* Opens idx with failures at now, then probes it closed; returns when. */
+static uint64_t
+close_server(struct upstream_pool *pool, unsigned idx, uint64_t now)
+{
+	uint64_t t = now;
+
+	open_server(pool, idx, now);
+	for (int i = 0; i < 20000 && circuit(pool, idx) != UPSTREAM_CLOSED;
+	    i++, t++) {
+		if (upstream_probe_due(pool, t, 0) == (int)idx)
+			upstream_done(pool, idx, UPSTREAM_OK, 10, true, t);
+	}
+	ck_assert_int_eq(circuit(pool, idx), UPSTREAM_CLOSED);
+	return t - 1;
+}
+
+static struct upstream_params
+rate_params(uint32_t qps)
+{
+	struct upstream_params p = params();
+
+	p.qps = qps;
+	p.max_outstanding = 0;
+	p.policy = UPSTREAM_SEQUENTIAL;
+	return p;
+}
+
+START_TEST(test_rate_burst_then_budget)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(1, &p);
+	int last = 0;
+
+	/* 40 qps: a bucket of max(40 / 4, 10) = 10 tokens, full at first. */
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
+	    10);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	/* Picking does not spend: a refused pick stays refused, no debt. */
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT),
+		    UPSTREAM_NONE_BUDGET);
+	/* The server is still usable: this is shedding, not an outage. */
+	ck_assert(upstream_any_usable(pool));
+	ck_assert_int_eq(circuit(pool, 0), UPSTREAM_CLOSED);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_burst_size)
+{
+	struct upstream_params p = rate_params(4000);
+	struct upstream_pool *pool = new_pool(1, &p);
+
+	/* A quarter second of queries when that is more than 10. */
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 100000,
+	    NULL), 1000);
+	upstream_pool_free(pool);
+
+	/* And never fewer than 10, however low the rate. */
+	p = rate_params(1);
+	pool = new_pool(1, &p);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    10);
+	/* 1 qps: the next token after a second. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 999, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_uint_eq(burst_at(pool, T0 + 1000, UPSTREAM_PRIO_CLIENT, 1000,
+	    NULL), 1);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_refill)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(1, &p);
+	int last = 0;
+
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    10);
+	/* 40 qps: a token every 25 ms; +100 ms gives 4. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 24, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_uint_eq(burst_at(pool, T0 + 100, UPSTREAM_PRIO_CLIENT, 1000,
+	    &last), 4);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	/* Partial tokens carry over: 10 ms + 15 ms make one. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 110, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_uint_eq(burst_at(pool, T0 + 125, UPSTREAM_PRIO_CLIENT, 1000,
+	    NULL), 1);
+	/* A long quiet spell refills to the bucket, not beyond. */
+	ck_assert_uint_eq(burst_at(pool, T0 + 60000, UPSTREAM_PRIO_CLIENT,
+	    1000, NULL), 10);
+	/* A steady second at the limit: 40 sent, give or take the edges. */
+	{
+		unsigned n = picks_between(pool, T0 + 60001, T0 + 61001);
+
+		ck_assert_uint_ge(n, 39);
+		ck_assert_uint_le(n, 41);
+	}
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_background_shed_first)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(1, &p);
+
+	/* Full bucket (10): everybody goes. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND), 0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), 0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 0);
+	for (int i = 0; i < 5; i++)
+		upstream_sent(pool, 0, T0);
+	/* 5 left = half the bucket: background still allowed. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND), 0);
+	upstream_sent(pool, 0, T0);
+	/* 4 left: background is shed, a client miss is not. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), 0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 0);
+	/* A burst of background work stops at half the bucket. */
+	upstream_pool_free(pool);
+	pool = new_pool(1, &p);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000,
+	    NULL), 6);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    4);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_stale_between)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(1, &p);
+
+	/* Stale refreshes need a quarter of the bucket: 2.5 tokens. */
+	for (int i = 0; i < 7; i++)
+		upstream_sent(pool, 0, T0);
+	/* 3 left. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), 0);
+	upstream_sent(pool, 0, T0);
+	/* 2 left: stale shed too, clients still served. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 0);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    2);
+	/* 0 left: nobody.  20 ms later (0.8 token) still nobody. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_BUDGET);
+	/* +75 ms: 3 tokens; stale yes, background no. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 75, UPSTREAM_PRIO_STALE), 0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 75, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_BUDGET);
+	/* +125 ms: 5 tokens; background again. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 125,
+	    UPSTREAM_PRIO_BACKGROUND), 0);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_max_outstanding)
+{
+	struct upstream_params p = rate_params(0);
+	struct upstream_pool *pool;
+	int last = 0;
+
+	p.max_outstanding = 8;
+	pool = new_pool(1, &p);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000,
+	    &last), 8);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	/* At the cap: background and stale wait... */
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE),
+	    UPSTREAM_NONE_BUDGET);
+	/* ...clients get a 25% margin over it (8 + 2), then they wait too. */
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
+	    2);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	/* The cap counts outstanding queries, not time. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 60000, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_BUDGET);
+	/* Answers free slots: 9 outstanding, a client goes, background not. */
+	upstream_done(pool, 0, UPSTREAM_OK, 10, false, T0 + 10);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 10, UPSTREAM_PRIO_CLIENT), 0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 10, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_BUDGET);
+	/* Failures free them too: 7 outstanding, background goes. */
+	upstream_done(pool, 0, UPSTREAM_TIMEOUT, 0, false, T0 + 20);
+	upstream_done(pool, 0, UPSTREAM_TIMEOUT, 0, false, T0 + 20);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_BACKGROUND),
+	    0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_STALE), 0);
+	upstream_pool_free(pool);
+
+	/* A cap of 1: a client margin of 1/4 rounds to none. */
+	p.max_outstanding = 1;
+	pool = new_pool(1, &p);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    1);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_unlimited)
+{
+	struct upstream_params p = rate_params(0);
+	struct upstream_pool *pool = new_pool(1, &p);
+
+	/* qps 0 and max_outstanding 0: no budget at all, for any prio. */
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 5000, NULL),
+	    5000);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_STALE, 5000, NULL),
+	    5000);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 5000,
+	    NULL), 5000);
+	upstream_pool_free(pool);
+
+	/* Nor a slow start after an outage. */
+	p.close_after = 2;
+	pool = new_pool(1, &p);
+	{
+		uint64_t tc = close_server(pool, 0, T0);
+
+		ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_BACKGROUND,
+		    5000, NULL), 5000);
+	}
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_per_server)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(2, &p);
+	int last = 0;
+
+	/* Measured servers (so neither is held to one query at a time). */
+	sample(pool, 0, 10, T0 - 1000);
+	sample(pool, 1, 10, T0 - 1000);
+	/* Sequential: server 0 until its bucket is empty, then server 1. */
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT),
+		    0);
+		upstream_sent(pool, 0, T0);
+	}
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 1);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
+	    10);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	/* One token each 25 ms later: server 0 comes first again. */
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 25, UPSTREAM_PRIO_CLIENT), 0);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_none_usable_vs_budget)
+{
+	struct upstream_params p = rate_params(40);
+	struct upstream_pool *pool = new_pool(2, &p);
+	int last = 0;
+
+	/* Both open: nothing usable, fail fast. */
+	open_server(pool, 0, T0);
+	open_server(pool, 1, T0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 1, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_USABLE);
+	ck_assert_int_eq(pick_prio(pool, 0, T0 + 1, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_USABLE);
+	upstream_pool_free(pool);
+
+	/* Server 0 open, server 1 closed but over budget: shed. */
+	pool = new_pool(2, &p);
+	open_server(pool, 0, T0);
+	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
+	    10);
+	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
+	ck_assert(upstream_any_usable(pool));
+	/* Excluding the over-budget server leaves nothing usable. */
+	ck_assert_int_eq(pick_prio(pool, 1u << 1, T0, UPSTREAM_PRIO_CLIENT),
+	    UPSTREAM_NONE_USABLE);
+	upstream_pool_free(pool);
+
+	/* Background shed while a client would go: budget, not usable. */
+	pool = new_pool(1, &p);
+	for (int i = 0; i < 6; i++)
+		upstream_sent(pool, 0, T0);
+	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(pick_prio(pool, 1u << 0, T0,
+	    UPSTREAM_PRIO_BACKGROUND), UPSTREAM_NONE_USABLE);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_slow_start_after_close)
+{
+	struct upstream_params p = rate_params(400);
+	struct upstream_pool *pool;
+	uint64_t tc;
+	unsigned s0, s1, s2, s3, s4, ref;
+
+	/* A server that never failed: 400 a second plus its 100 burst. */
+	pool = new_pool(1, &p);
+	ref = picks_between(pool, T0, T0 + 1000);
+	ck_assert_uint_ge(ref, 490);
+	ck_assert_uint_le(ref, 500);
+	upstream_pool_free(pool);
+
+	p.ramp_ms = 4000;
+	p.close_after = 2;
+	pool = new_pool(1, &p);
+	tc = close_server(pool, 0, T0);
+	/*
+	 * Closed at tc: the rate starts at qps/10 = 40 and doubles every
+	 * ramp_ms/4 = 1 s; the bucket is scaled down alike (10 tokens at
+	 * first, never fewer).
+	 */
+	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    10);
+	s0 = 10 + picks_between(pool, tc + 1, tc + 1000);
+	s1 = picks_between(pool, tc + 1000, tc + 2000);
+	s2 = picks_between(pool, tc + 2000, tc + 3000);
+	s3 = picks_between(pool, tc + 3000, tc + 4000);
+	s4 = picks_between(pool, tc + 4000, tc + 5000);
+	ck_assert_msg(s0 >= 45 && s0 <= 52, "first second: %u", s0);
+	ck_assert_msg(s1 >= 76 && s1 <= 84, "second second: %u", s1);
+	ck_assert_msg(s2 >= 155 && s2 <= 165, "third second: %u", s2);
+	ck_assert_msg(s3 >= 315 && s3 <= 325, "fourth second: %u", s3);
+	/* Ramp over: the configured rate. */
+	ck_assert_msg(s4 >= 395 && s4 <= 405, "after the ramp: %u", s4);
+	upstream_pool_free(pool);
+}
+END_TEST
+
+START_TEST(test_rate_slow_start_background)
+{
+	struct upstream_params p = rate_params(400);
+	struct upstream_pool *pool;
+	uint64_t tc;
+	unsigned n;
+
+	p.ramp_ms = 4000;
+	p.close_after = 2;
+	pool = new_pool(1, &p);
+	tc = close_server(pool, 0, T0);
+	/*
+	 * The shares are of the bucket as it is now: during slow start it is
+	 * 10 tokens, so background work still gets its half (not half of 100).
+	 */
+	n = burst_at(pool, tc, UPSTREAM_PRIO_BACKGROUND, 1000, NULL);
+	ck_assert_uint_eq(n, 6);
+	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_STALE, 1000, NULL),
+	    2);
+	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL),
+	    2);
+	upstream_pool_free(pool);
+}
+END_TEST
+
 /* ---- bookkeeping ---- */
 
 START_TEST(test_outstanding)
@@ -1144,6 +1557,17 @@ make_suite(void)
 	tcase_add_test(tc, test_budget_earn);
 	tcase_add_test(tc, test_budget_earn_exact_fractions);
 	tcase_add_test(tc, test_budget_cap);
+	tcase_add_test(tc, test_rate_burst_then_budget);
+	tcase_add_test(tc, test_rate_burst_size);
+	tcase_add_test(tc, test_rate_refill);
+	tcase_add_test(tc, test_rate_background_shed_first);
+	tcase_add_test(tc, test_rate_stale_between);
+	tcase_add_test(tc, test_rate_max_outstanding);
+	tcase_add_test(tc, test_rate_unlimited);
+	tcase_add_test(tc, test_rate_per_server);
+	tcase_add_test(tc, test_rate_none_usable_vs_budget);
+	tcase_add_test(tc, test_rate_slow_start_after_close);
+	tcase_add_test(tc, test_rate_slow_start_background);
 	tcase_add_test(tc, test_outstanding);
 	tcase_add_test(tc, test_stats_counters);
 	tcase_add_test(tc, test_policy_names);
