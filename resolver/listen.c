@@ -628,7 +628,13 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	struct listen *l = arg;
 	struct tcp_conn *c;
 	struct timeval idle;
-	bool at_total = atomic_load(&tcp_total) >= l->cfg->tcp_max_connections;
+	unsigned workers = l->cfg->workers ? l->cfg->workers : 1;
+	/*
+	 * Each worker keeps to its share of the total, so a worker at the
+	 * total always has connections of its own to make room with.
+	 */
+	bool at_total = atomic_load(&tcp_total) >= l->cfg->tcp_max_connections ||
+	    l->n_conns >= (l->cfg->tcp_max_connections + workers - 1) / workers;
 
 	if (l->stopped || !make_room(l, sa, at_total)) {
 		metrics_inc(l->met, MET_TCP_REJECTED);

@@ -171,8 +171,10 @@ stop_stubborn
 fk_ctl slow "mode normal" >/dev/null
 
 # --- connection limit -----------------------------------------------------------
+# One worker: the connections' spread over workers would make "which one
+# makes room" depend on the kernel's SO_REUSEPORT hash.
 start_stubborn --upstream "127.0.0.1:$FK_PORT_up" --tcp-max-connections 5 \
-    --tcp-idle-timeout $((20000 * SLOW))
+    --tcp-idle-timeout $((20000 * SLOW)) --workers 1
 $DNSRAW --port "$STUB_PORT" --tcp-hold 5 --hold-seconds $((2 * SLOW)) >"$T_TMP/hold" &
 HOLD=$!
 T_PIDS="$T_PIDS $HOLD"
