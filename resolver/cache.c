@@ -84,6 +84,9 @@ static void shard_unlink(struct shard *, struct entry *);
 static void lru_unlink(struct shard *, struct entry *);
 static void lru_push_front(struct shard *, struct entry *);
 static int scan_ttls(const uint8_t *, size_t, uint16_t *, size_t *);
+static bool in_ttl(const uint16_t *, size_t, size_t);
+static bool names_avoid_ttls(const uint8_t *, size_t, const uint16_t *,
+    size_t);
 static struct entry *entry_new(const uint8_t *, size_t, const uint8_t *,
     size_t, size_t, uint32_t, uint64_t);
 static uint8_t *entry_key(struct entry *);
@@ -214,6 +217,10 @@ store(struct cache *c, const uint8_t *key, size_t klen, const uint8_t *resp,
 	e = entry_new(key, klen, resp, len, noff, ttl, now_ms);
 	if (e == NULL)
 		return -ENOMEM;
+	if (!names_avoid_ttls(resp, len, e->off, e->noff)) {
+		free(e);
+		return -EBADMSG;
+	}
 	e->hash = cache_hash(c, key, klen);
 	s = shard_of(c, e->hash);
 
@@ -590,6 +597,62 @@ scan_ttls(const uint8_t *msg, size_t len, uint16_t *off, size_t *n)
 	if (rc < 0 || end != len)
 		return -EBADMSG;
 	return 0;
+}
+
+/* True if offset o is inside one of the n TTL fields at off (ascending). */
+static bool
+in_ttl(const uint16_t *off, size_t n, size_t o)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if ((size_t)off[mid] + 4 <= o)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && off[lo] <= o;
+}
+
+/*
+ * Lookups rewrite every TTL, so no owner name may be read through one (a
+ * compression pointer into a TTL field): the name would change, or stop
+ * parsing, with the time left.  scan_ttls() has proved every owner name
+ * sane (pointers only backwards), so these loops end.
+ */
+static bool
+names_avoid_ttls(const uint8_t *msg, size_t len, const uint16_t *off,
+    size_t n)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+
+	if (wire_iter_init(&it, msg, len) < 0)
+		return false;
+	while (wire_iter_next(&it, &rr) == 1) {
+		size_t o = rr.off;
+
+		for (;;) {
+			uint8_t l = msg[o];
+
+			if (in_ttl(off, n, o))
+				return false;
+			if ((l & 0xc0) == 0xc0) {
+				if (in_ttl(off, n, o + 1))
+					return false;
+				o = ((size_t)(l & 0x3f) << 8) | msg[o + 1];
+				continue;
+			}
+			if (l == 0)
+				break;
+			for (size_t i = 1; i <= l; i++)
+				if (in_ttl(off, n, o + i))
+					return false;
+			o += (size_t)l + 1;
+		}
+	}
+	return true;
 }
 
 static struct entry *

@@ -107,8 +107,13 @@ cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	memcpy(opt, q->cookie, COOKIE_CLIENT_LEN);
 	cookie_make(q->cookie, peer, (uint32_t)clock_wall_s(),
 	    opt + COOKIE_CLIENT_LEN);
-	n = wire_add_option(buf, len, cap, WIRE_OPT_COOKIE, opt, sizeof(opt));
-	if (n < 0 || (size_t)n > limit)
+	/*
+	 * Within the limit or not at all: wire_add_option leaves buf alone
+	 * when it fails, but not when it succeeds past the limit.
+	 */
+	n = wire_add_option(buf, len, cap < limit ? cap : limit,
+	    WIRE_OPT_COOKIE, opt, sizeof(opt));
+	if (n < 0)
 		return len;
 	return (size_t)n;
 }

@@ -1109,10 +1109,21 @@ handle_reply(struct fwd_attempt *a, uint8_t *m, size_t len)
 			attempt_fail(a, FAIL_NETWORK);
 		return;
 	}
+	/*
+	 * Error RCODEs, extended RCODEs (the OPT carrying them is per hop and
+	 * stripped: BADVERS would reach the client as NOERROR) and answers
+	 * without a question (nothing to answer a client with) all fail this
+	 * server, and the query moves on.
+	 */
 	if (info.kind == MSG_SERVFAIL || info.kind == MSG_REFUSED ||
-	    info.kind == MSG_FORMERR) {
+	    info.kind == MSG_FORMERR || info.rcode > 15) {
 		metrics_inc(f->met, MET_UPSTREAM_ERRORS);
 		attempt_fail(a, FAIL_RCODE);
+		return;
+	}
+	if (WIRE_QDCOUNT(m) != 1) {
+		metrics_inc(f->met, MET_UPSTREAM_MALFORMED);
+		attempt_fail(a, FAIL_MALFORMED);
 		return;
 	}
 	metrics_inc(f->met, MET_UPSTREAM_ANSWERS);

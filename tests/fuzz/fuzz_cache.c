@@ -19,6 +19,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool parses_fully(const uint8_t *, size_t);
+static bool reads_ttl(const uint8_t *, size_t);
 static void expect(const uint8_t *, size_t, uint32_t, uint8_t *);
 static void check_lookup(struct cache *, const uint8_t *, size_t,
     const uint8_t *, size_t, uint64_t, enum cache_result, uint32_t);
@@ -41,7 +42,47 @@ parses_fully(const uint8_t *msg, size_t len)
 	end = it.off;
 	while ((rc = wire_iter_next(&it, &rr)) == 1)
 		end = rr.end;
-	return rc == 0 && end == len;
+	return rc == 0 && end == len && !reads_ttl(msg, len);
+}
+
+/*
+ * True if an owner name is read through a TTL field (a compression pointer
+ * into one): lookups rewrite TTLs, so the cache refuses such a message.
+ */
+static bool
+reads_ttl(const uint8_t *msg, size_t len)
+{
+	static bool is_ttl[65536];
+	struct wire_iter it;
+	struct wire_rr rr;
+
+	memset(is_ttl, 0, len);
+	if (wire_iter_init(&it, msg, len) < 0)
+		return false;
+	while (wire_iter_next(&it, &rr) == 1)
+		if (rr.type != WIRE_TYPE_OPT)
+			memset(is_ttl + rr.type_off + 4, 1, 4);
+	if (wire_iter_init(&it, msg, len) < 0)
+		return false;
+	while (wire_iter_next(&it, &rr) == 1) {
+		size_t o = rr.off;
+
+		while (msg[o] != 0) {
+			if ((msg[o] & 0xc0) == 0xc0) {
+				if (is_ttl[o] || is_ttl[o + 1])
+					return true;
+				o = ((size_t)(msg[o] & 0x3f) << 8) | msg[o + 1];
+				continue;
+			}
+			for (size_t i = 0; i <= msg[o]; i++)
+				if (is_ttl[o + i])
+					return true;
+			o += (size_t)msg[o] + 1;
+		}
+		if (is_ttl[o])
+			return true;
+	}
+	return false;
 }
 
 /* msg with ID 0 and every non-OPT TTL set to ttl, into buf. */
