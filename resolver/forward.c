@@ -25,7 +25,6 @@
 
 #define FWD_BUCKETS 4096          /* power of two */
 #define FWD_MAX_INFLIGHT 8192     /* per worker */
-#define FWD_MAX_WAITERS 256       /* per query, when max-waiters is unset */
 #define FWD_MAX_ZONES (CONFIG_MAX_ZONES + 1)
 #define FWD_QBYTES_MAX (WIRE_HDR_LEN + WIRE_NAME_MAX + 4)
 #define FWD_BIND_TRIES 8
@@ -331,8 +330,7 @@ add_waiter(struct fwd_query *q, const uint8_t *query,
 		    memcmp(&w->cl.peer, &cl->peer, cl->peer_len) == 0)
 			return -EALREADY;
 	}
-	if (q->nwaiters >= (q->f->cfg->max_waiters ? q->f->cfg->max_waiters :
-						     FWD_MAX_WAITERS) ||
+	if (q->nwaiters >= q->f->cfg->max_waiters ||
 	    wq->q.end > FWD_QBYTES_MAX)
 		return -EBUSY;
 	w = malloc(sizeof(*w));

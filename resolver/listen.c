@@ -264,16 +264,12 @@ listen_free(struct listen *l)
 	if (l == NULL)
 		return;
 	listen_stop(l);
-	/* Connections still owed replies are freed by their last reply. */
-	while (l->conns != NULL) {
-		struct tcp_conn *c = l->conns;
-		conn_close(c);
-		if (l->conns == c) {
-			/* Still referenced by the forwarder, which is gone first. */
-			l->conns = c->next;
-			free(c);
-		}
-	}
+	/*
+	 * conn_close unlinks each; one still owed replies is freed by its
+	 * last reply, and the forwarder (freed first) has given them all.
+	 */
+	while (l->conns != NULL)
+		conn_close(l->conns);
 	free(l);
 }
 

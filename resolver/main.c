@@ -212,10 +212,8 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 	upstream_params_default(&p, d->cfg.upstream_timeout_ms);
 	p.policy = (enum upstream_policy)d->cfg.policy;
 	p.budget_percent = d->cfg.retry_budget;
-	if (d->cfg.circuit_failures > 0)
-		p.open_after = d->cfg.circuit_failures;
-	if (d->cfg.probe_max_interval_ms > 0)
-		p.probe_max_ms = d->cfg.probe_max_interval_ms;
+	p.open_after = d->cfg.circuit_failures;
+	p.probe_max_ms = d->cfg.probe_max_interval_ms;
 	/*
 	 * While stale answers stand in for an upstream, its recovery must be
 	 * noticed well within stale-recheck: probe at least twice per recheck.
@@ -249,16 +247,14 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 			goto nomem;
 		d->nzones++;
 	}
-	n = wire_name_from_text(d->cfg.health_check_name[0] ?
-		d->cfg.health_check_name : ".", d->shared.probe_name);
+	n = wire_name_from_text(d->cfg.health_check_name, d->shared.probe_name);
 	if (n < 0) {
 		snprintf(err, errlen, "health-check-name %s: bad name",
 		    d->cfg.health_check_name);
 		return -EINVAL;
 	}
 	d->shared.probe_len = (size_t)n;
-	d->shared.probe_type = d->cfg.health_check_type ?
-	    d->cfg.health_check_type : WIRE_TYPE_NS;
+	d->shared.probe_type = d->cfg.health_check_type;
 	return 0;
 nomem:
 	snprintf(err, errlen, "out of memory creating upstream pools");
