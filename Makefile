@@ -37,7 +37,7 @@ HEADERS  := $(wildcard include/stubborn/*.h)
 # Debian packages: building, then testing.
 DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
-	valgrind iproute2 util-linux procps clang libclang-rt-14-dev
+	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev
 
 .PHONY: all run check unit integration check-asan check-valgrind fuzz storm \
 	deps deps-test clean format-check bench
@@ -84,6 +84,7 @@ integration: all
 
 check: deps-test
 	sh tools/check-layers.sh
+	$(MAKE) format-check
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) check-config-files
@@ -114,17 +115,22 @@ build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SRCS) $(HEADERS)
 fuzz-replay: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz-replay $$t"; \
-		./build-fuzz/fuzz_$$t -runs=0 tests/fuzz/corpus/$$t >/dev/null 2>build-fuzz/$$t.log \
+		./build-fuzz/fuzz_$$t -runs=0 -artifact_prefix=build-fuzz/ \
+			tests/fuzz/corpus/$$t >/dev/null 2>build-fuzz/$$t.log \
 		|| { tail -30 build-fuzz/$$t.log; exit 1; }; done
 
 fuzz: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p build-fuzz/corpus-$$t; \
 		./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
+			-artifact_prefix=build-fuzz/$$t- \
 			build-fuzz/corpus-$$t tests/fuzz/corpus/$$t || exit 1; done
 
+# The committed .clang-format is the style; a diff fails the check.
+FORMAT_SRCS = resolver/*.c include/stubborn/*.h tools/*.c tests/unit/*.c \
+	tests/unit/*.h tests/fuzz/*.c
 format-check:
-	clang-format --dry-run --Werror resolver/*.c include/stubborn/*.h
+	clang-format --dry-run --Werror $(FORMAT_SRCS)
 
 bench: all
 	BUILD=$(BUILD) sh tests/bench/dnsperf.sh

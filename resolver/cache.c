@@ -30,32 +30,32 @@
 #define CACHE_LINE 64
 
 struct entry {
-	struct entry *hnext;  /* bucket chain */
-	struct entry *prev;   /* LRU neighbour towards the most recently used */
-	struct entry *next;   /* LRU neighbour towards the least recently used */
+	struct entry *hnext; /* bucket chain */
+	struct entry *prev;  /* LRU neighbour towards the most recently used */
+	struct entry *next;  /* LRU neighbour towards the least recently used */
 	uint64_t hash;
 	uint64_t stored_ms;
-	size_t size;          /* the whole allocation: what the budget counts */
+	size_t size; /* the whole allocation: what the budget counts */
 	uint32_t ttl;
 	uint16_t klen;
 	uint16_t len;
 	uint16_t noff;
 	uint8_t rcode;
 	bool positive;
-	uint32_t fail_s;      /* current failure hold length (RFC 9520) */
+	uint32_t fail_s; /* current failure hold length (RFC 9520) */
 	uint64_t hold_until_ms;
 	uint64_t neg_since_ms;
-	uint16_t off[];       /* noff TTL offsets, then key, then response */
+	uint16_t off[]; /* noff TTL offsets, then key, then response */
 };
 
 struct shard {
 	pthread_mutex_t lock;
 	struct entry **buckets;
-	size_t mask;            /* bucket count - 1 */
-	struct entry *head;     /* most recently used */
-	struct entry *tail;     /* least recently used: evicted first */
+	size_t mask;        /* bucket count - 1 */
+	struct entry *head; /* most recently used */
+	struct entry *tail; /* least recently used: evicted first */
 	uint64_t entries;
-	uint64_t bytes;         /* sum of entry sizes */
+	uint64_t bytes; /* sum of entry sizes */
 	uint64_t hits;
 	uint64_t stale_hits;
 	uint64_t misses;
@@ -67,7 +67,7 @@ struct shard {
 struct cache {
 	struct shard *shards;
 	unsigned nshards;
-	uint64_t budget;        /* per shard, for entries */
+	uint64_t budget; /* per shard, for entries */
 	uint32_t stale_max_age_s;
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
@@ -77,22 +77,21 @@ static struct shard *shard_of(const struct cache *, uint64_t);
 static struct entry **bucket_of(struct shard *, uint64_t);
 static int shard_init(struct shard *, size_t);
 static void shard_fini(struct shard *);
-static struct entry *shard_find(struct shard *, uint64_t, const uint8_t *,
-    size_t);
+static struct entry *shard_find(
+    struct shard *, uint64_t, const uint8_t *, size_t);
 static void shard_insert(struct shard *, struct entry *);
 static void shard_unlink(struct shard *, struct entry *);
 static void lru_unlink(struct shard *, struct entry *);
 static void lru_push_front(struct shard *, struct entry *);
 static int scan_ttls(const uint8_t *, size_t, uint16_t *, size_t *);
 static bool in_ttl(const uint16_t *, size_t, size_t);
-static bool names_avoid_ttls(const uint8_t *, size_t, const uint16_t *,
-    size_t);
-static struct entry *entry_new(const uint8_t *, size_t, const uint8_t *,
-    size_t, size_t, uint32_t, uint64_t);
+static bool names_avoid_ttls(const uint8_t *, size_t, const uint16_t *, size_t);
+static struct entry *entry_new(const uint8_t *, size_t, const uint8_t *, size_t,
+    size_t, uint32_t, uint64_t);
 static uint8_t *entry_key(struct entry *);
 static uint8_t *entry_resp(struct entry *);
-static enum cache_result entry_age(const struct entry *, uint64_t, uint32_t,
-    struct cache_hit *);
+static enum cache_result entry_age(
+    const struct entry *, uint64_t, uint32_t, struct cache_hit *);
 static void entry_copy_out(struct entry *, uint8_t *, uint32_t);
 static void free_chain(struct entry *);
 static int store(struct cache *, const uint8_t *, size_t, const uint8_t *,
@@ -300,7 +299,8 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 		return CACHE_MISS;
 	}
 	if (out != NULL)
-		entry_copy_out(e, out, r == CACHE_FRESH ? info.ttl_left : stale_ttl);
+		entry_copy_out(
+		    e, out, r == CACHE_FRESH ? info.ttl_left : stale_ttl);
 	if (out_len != NULL)
 		*out_len = e->len;
 	lru_unlink(s, e);
@@ -351,7 +351,8 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 		fresh = NULL;
 	}
 	/* Failing again soon after a hold ended: back off further. */
-	if (e->fail_s > 0 && now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000)
+	if (e->fail_s > 0 &&
+	    now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000)
 		e->fail_s = e->fail_s * 2 > max_s ? max_s : e->fail_s * 2;
 	else
 		e->fail_s = min_s;
@@ -622,8 +623,7 @@ in_ttl(const uint16_t *off, size_t n, size_t o)
  * sane (pointers only backwards), so these loops end.
  */
 static bool
-names_avoid_ttls(const uint8_t *msg, size_t len, const uint16_t *off,
-    size_t n)
+names_avoid_ttls(const uint8_t *msg, size_t len, const uint16_t *off, size_t n)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -659,8 +659,8 @@ static struct entry *
 entry_new(const uint8_t *key, size_t klen, const uint8_t *resp, size_t len,
     size_t noff, uint32_t ttl, uint64_t now_ms)
 {
-	size_t size = sizeof(struct entry) + noff * sizeof(uint16_t) + klen +
-	    len;
+	size_t size =
+	    sizeof(struct entry) + noff * sizeof(uint16_t) + klen + len;
 	struct entry *e = malloc(size);
 	size_t n;
 
@@ -726,8 +726,9 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 		 */
 		if (now_ms < e->hold_until_ms)
 			return CACHE_FAILED;
-		return now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000 ?
-		    CACHE_STALE : CACHE_MISS;
+		return now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000
+		    ? CACHE_STALE
+		    : CACHE_MISS;
 	}
 	if (age_ms < life_ms) {
 		hit->ttl_left = e->ttl - (uint32_t)(age_ms / 1000);

@@ -26,21 +26,21 @@
 	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 enum opt_type {
-	OPT_UINT,      /* decimal in min..max */
-	OPT_SIZE,      /* bytes, optional k/M/G suffix, in min..max */
-	OPT_ADDR_LIST, /* ADDR[:PORT], repeatable */
-	OPT_ADDR,      /* ADDR:PORT or "off" */
-	OPT_ZONE_LIST, /* ZONE ADDR[:PORT] [ADDR[:PORT]...], repeatable */
-	OPT_LEVEL,     /* error|warn|info|debug */
-	OPT_CHOICE,    /* one of choices[], stored as its index in an int */
-	OPT_QNAME,     /* NAME [TYPE]: name here, qtype (uint16_t) at aux */
+	OPT_UINT,       /* decimal in min..max */
+	OPT_SIZE,       /* bytes, optional k/M/G suffix, in min..max */
+	OPT_ADDR_LIST,  /* ADDR[:PORT], repeatable */
+	OPT_ADDR,       /* ADDR:PORT or "off" */
+	OPT_ZONE_LIST,  /* ZONE ADDR[:PORT] [ADDR[:PORT]...], repeatable */
+	OPT_LEVEL,      /* error|warn|info|debug */
+	OPT_CHOICE,     /* one of choices[], stored as its index in an int */
+	OPT_QNAME,      /* NAME [TYPE]: name here, qtype (uint16_t) at aux */
 	OPT_QNAME_LIST, /* NAME TYPE, repeatable (struct config_name_type) */
-	OPT_NAME_LIST, /* ZONE, repeatable; "." allowed (char[256] each) */
-	OPT_PATH,      /* any non-empty string that fits the field */
-	OPT_OPT_PATH,  /* OPT_PATH whose default is "" (off); printed as a
-			  comment then, since "" cannot be a value */
-	OPT_YESNO,     /* yes|no (true|false, on|off) into a bool */
-	OPT_BOOL,      /* flag without a value */
+	OPT_NAME_LIST,  /* ZONE, repeatable; "." allowed (char[256] each) */
+	OPT_PATH,       /* any non-empty string that fits the field */
+	OPT_OPT_PATH,   /* OPT_PATH whose default is "" (off); printed as a
+			   comment then, since "" cannot be a value */
+	OPT_YESNO,      /* yes|no (true|false, on|off) into a bool */
+	OPT_BOOL,       /* flag without a value */
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -51,7 +51,7 @@ enum opt_type {
 #define OPT_BOTH (OPT_FLAG | OPT_FILE)
 
 struct opt {
-	const char *name;    /* flag without "--", and the file key */
+	const char *name; /* flag without "--", and the file key */
 	enum opt_type type;
 	unsigned where;      /* OPT_FLAG and/or OPT_FILE */
 	const char *metavar; /* shown by --help */
@@ -74,22 +74,22 @@ struct opt {
 /* A list field (an array) and its count; the capacity is the array's. */
 #define LIST(f, n)                                                             \
 	FIELD(f), .aux = offsetof(struct config, n),                           \
-	    .max_n = FIELD_SIZE(f) / sizeof(((struct config *)0)->f[0])
+		  .max_n = FIELD_SIZE(f) / sizeof(((struct config *)0)->f[0])
 #define CHOICES(a) .choices = (a), .n_choices = sizeof(a) / sizeof((a)[0])
 
 /* Indexed by CONFIG_POLICY_*. */
 static const char *const policy_names[] = {
-	[CONFIG_POLICY_FASTEST] = "fastest",
-	[CONFIG_POLICY_SEQUENTIAL] = "sequential",
-	[CONFIG_POLICY_ROUND_ROBIN] = "round-robin",
-	[CONFIG_POLICY_RANDOM] = "random",
+    [CONFIG_POLICY_FASTEST] = "fastest",
+    [CONFIG_POLICY_SEQUENTIAL] = "sequential",
+    [CONFIG_POLICY_ROUND_ROBIN] = "round-robin",
+    [CONFIG_POLICY_RANDOM] = "random",
 };
 
 /* Indexed by CONFIG_RL_*. */
 static const char *const rl_action_names[] = {
-	[CONFIG_RL_REFUSE] = "refuse",
-	[CONFIG_RL_DROP] = "drop",
-	[CONFIG_RL_TRUNCATE] = "truncate",
+    [CONFIG_RL_REFUSE] = "refuse",
+    [CONFIG_RL_DROP] = "drop",
+    [CONFIG_RL_TRUNCATE] = "truncate",
 };
 
 /* Query types known by name; any other is written TYPEnnn (RFC 3597). */
@@ -97,9 +97,17 @@ static const struct {
 	const char *name;
 	uint16_t type;
 } qtypes[] = {
-	{"A", 1}, {"NS", 2}, {"CNAME", 5}, {"SOA", 6}, {"PTR", 12},
-	{"MX", 15}, {"TXT", 16}, {"AAAA", 28}, {"SRV", 33}, {"DS", 43},
-	{"DNSKEY", 48},
+    {"A", 1},
+    {"NS", 2},
+    {"CNAME", 5},
+    {"SOA", 6},
+    {"PTR", 12},
+    {"MX", 15},
+    {"TXT", 16},
+    {"AAAA", 28},
+    {"SRV", 33},
+    {"DS", 43},
+    {"DNSKEY", 48},
 };
 
 #define N_QTYPES (sizeof(qtypes) / sizeof(qtypes[0]))
@@ -109,339 +117,576 @@ static const struct {
 #define LABEL_MAX 63
 
 static const struct opt opts[] = {
-	{
-	    .name = "config", .type = OPT_PATH, .where = OPT_FLAG,
-	    .metavar = "FILE", FIELD(config_file),
-	    .help = "read settings from FILE; command-line flags override it",
-	},
-	{
-	    .name = "listen", .type = OPT_ADDR_LIST, .where = OPT_BOTH,
-	    .metavar = "ADDR[:PORT]", .def = "127.0.0.53:53", .port = 53,
-	    LIST(listen, n_listen),
-	    .help = "answer DNS queries on this address, UDP and TCP "
-		    "(repeatable; IPv6 as [::1]:53)",
-	},
-	{
-	    .name = "upstream", .type = OPT_ADDR_LIST, .where = OPT_BOTH,
-	    .metavar = "ADDR[:PORT]", .port = 53, LIST(upstream, n_upstream),
-	    .help = "forward queries to this server (repeatable; default: the "
-		    "nameservers of resolv-conf minus stubborn's own addresses)",
-	},
-	{
-	    .name = "resolv-conf", .type = OPT_PATH, .where = OPT_BOTH,
-	    .metavar = "FILE", .def = "/etc/resolv.conf", FIELD(resolv_conf),
-	    .help = "take upstreams from this file's nameserver lines when "
-		    "none is given",
-	},
-	{
-	    .name = "forward-zone", .type = OPT_ZONE_LIST, .where = OPT_BOTH,
-	    .metavar = "ZONE ADDR...", .port = 53, LIST(zones, n_zones),
-	    .help = "send queries for ZONE and names below it to these "
-		    "servers (ADDR[:PORT]) instead of the upstreams; "
-		    "repeatable; one quoted argument on the command line",
-	},
-	{
-	    .name = "workers", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "0", .min = 0, .max = CONFIG_MAX_WORKERS,
-	    FIELD(workers),
-	    .help = "threads serving queries, each with its own sockets; "
-		    "0 means one per online CPU",
-	},
-	{
-	    .name = "metrics", .type = OPT_ADDR, .where = OPT_BOTH,
-	    .metavar = "ADDR:PORT", .def = "off", .port = 0, FIELD(metrics),
-	    .aux = offsetof(struct config, metrics_on),
-	    .help = "serve /metrics, /health and /ready over HTTP here, "
-		    "or off",
-	},
-	{
-	    .name = "cache-size", .type = OPT_SIZE, .where = OPT_BOTH,
-	    .metavar = "BYTES", .def = "64M", .min = 64ull << 10,
-	    .max = 64ull << 30, FIELD(cache_size),
-	    .help = "memory for cached answers; suffixes k, M, G are "
-		    "powers of 1024",
-	},
-	{
-	    .name = "log-level", .type = OPT_LEVEL, .where = OPT_BOTH,
-	    .metavar = "LEVEL", .def = "info", FIELD(log_level),
-	    .help = "least severe lines logged: error, warn, info or debug",
-	},
-	{
-	    .name = "min-ttl", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "0", .min = 0, .max = 86400,
-	    .unit = "s", FIELD(min_ttl),
-	    .help = "keep answers cached at least this long, even when "
-		    "their TTL is shorter",
-	},
-	{
-	    .name = "max-ttl", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "86400", .min = 1, .max = 604800,
-	    .unit = "s", FIELD(max_ttl),
-	    .help = "keep answers cached at most this long, even when "
-		    "their TTL is longer",
-	},
-	{
-	    .name = "max-negative-ttl", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "3600", .min = 0, .max = 86400,
-	    .unit = "s", FIELD(max_negative_ttl),
-	    .help = "keep NXDOMAIN and NODATA answers cached at most "
-		    "this long",
-	},
-	{
-	    .name = "edns-buffer-size", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "BYTES", .def = "1232", .min = 512, .max = 4096,
-	    FIELD(edns_buffer_size),
-	    .help = "largest UDP answer offered to upstreams and clients; "
-		    "1232 avoids IP fragmentation",
-	},
-	{
-	    .name = "upstream-timeout", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "MS", .def = "1000", .min = 50, .max = 30000,
-	    .unit = "ms", FIELD(upstream_timeout_ms),
-	    .help = "wait this long for one upstream before trying the next",
-	},
-	{
-	    .name = "policy", .type = OPT_CHOICE, .where = OPT_BOTH,
-	    .metavar = "POLICY", .def = "fastest", FIELD(policy),
-	    CHOICES(policy_names),
-	    .help = "how an upstream is chosen among the healthy ones: "
-		    "fastest, sequential (in the order given), round-robin "
-		    "or random",
-	},
-	{
-	    .name = "retry-budget", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "PERCENT", .def = "10", .min = 0, .max = 100,
-	    FIELD(retry_budget),
-	    .help = "hedged queries and retries allowed per 100 upstream "
-		    "queries, on top of a small per-second floor",
-	},
-	{
-	    .name = "circuit-failures", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "3", .min = 1, .max = 100,
-	    FIELD(circuit_failures),
-	    .help = "consecutive failures that open an upstream's circuit: "
-		    "it is then left out and only probed until it answers",
-	},
-	{
-	    .name = "health-check-name", .type = OPT_QNAME, .where = OPT_BOTH,
-	    .metavar = "NAME [TYPE]", .def = ". NS", FIELD(health_check_name),
-	    .aux = offsetof(struct config, health_check_type),
-	    .help = "the query that health probes send to upstreams; TYPE "
-		    "is a mnemonic such as A or NS, or TYPEnnn (NS when "
-		    "omitted)",
-	},
-	{
-	    .name = "probe-max-interval", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "MS", .def = "8000", .min = 1000, .max = 300000,
-	    .unit = "ms", FIELD(probe_max_interval_ms),
-	    .help = "ceiling of the backoff between health probes of an "
-		    "upstream whose circuit is open",
-	},
-	{
-	    .name = "tcp-idle-timeout", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "MS", .def = "10000", .min = 100, .max = 300000,
-	    .unit = "ms", FIELD(tcp_idle_timeout_ms),
-	    .help = "close a client TCP connection that sent nothing for "
-		    "this long",
-	},
-	{
-	    .name = "tcp-max-connections", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "150", .min = 1, .max = 100000,
-	    FIELD(tcp_max_connections),
-	    .help = "most client TCP connections kept open at once",
-	},
-	{
-	    .name = "tcp-max-per-client", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "25", .min = 1, .max = 100000,
-	    FIELD(tcp_max_per_client),
-	    .help = "most TCP connections from one client address (RFC 9210); "
-		    "at the limit its longest-idle connection makes room",
-	},
-	{
-	    .name = "shutdown-timeout", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "MS", .def = "2000", .min = 0, .max = 60000,
-	    .unit = "ms", FIELD(shutdown_timeout_ms),
-	    .help = "on SIGTERM or SIGINT, let in-flight queries finish for "
-		    "at most this long before exiting",
-	},
-	{
-	    .name = "upstream-0x20", .type = OPT_YESNO, .where = OPT_BOTH,
-	    .metavar = "yes|no", .def = "no", FIELD(upstream_0x20),
-	    .help = "send upstream queries with random letter case and accept "
-		    "only answers that echo it exactly (anti-spoofing)",
-	},
-	{
-	    .name = "serve-stale", .type = OPT_YESNO, .where = OPT_BOTH,
-	    .metavar = "yes|no", .def = "yes", FIELD(serve_stale),
-	    .help = "answer from expired cache entries when the upstreams "
-		    "fail or are slow (RFC 8767)",
-	},
-	{
-	    .name = "stale-ttl", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "30", .min = 1, .max = 3600,
-	    .unit = "s", FIELD(stale_ttl),
-	    .help = "TTL given to stale answers",
-	},
-	{
-	    .name = "stale-max-age", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "86400", .min = 0, .max = 604800,
-	    .unit = "s", FIELD(stale_max_age),
-	    .help = "keep expired entries this long past their TTL for "
-		    "serving stale",
-	},
-	{
-	    .name = "stale-recheck", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "30", .min = 1, .max = 300,
-	    .unit = "s", FIELD(stale_recheck),
-	    .help = "after a failed refresh, answer stale at once for this "
-		    "long before asking upstream again",
-	},
-	{
-	    .name = "stale-client-timeout", .type = OPT_UINT,
-	    .where = OPT_BOTH, .metavar = "MS", .def = "400", .min = 10,
-	    .max = 1800, .unit = "ms", FIELD(stale_client_timeout_ms),
-	    .help = "answer stale when the upstream has not answered after "
-		    "this long; resolution goes on in the background",
-	},
-	{
-	    .name = "refresh-ahead", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "PERCENT", .def = "10", .min = 0, .max = 50,
-	    FIELD(refresh_ahead),
-	    .help = "refresh an entry in the background when a client asks "
-		    "for it with less than this percent of its TTL left; "
-		    "0 is off",
-	},
-	{
-	    .name = "keep-warm", .type = OPT_QNAME_LIST, .where = OPT_BOTH,
-	    .metavar = "NAME TYPE", LIST(keep_warm, n_keep_warm),
-	    .help = "keep this name and type cached, refreshing it before it "
-		    "expires even when nobody asks (repeatable; one quoted "
-		    "argument on the command line)",
-	},
-	{
-	    .name = "stale-on-negative", .type = OPT_NAME_LIST,
-	    .where = OPT_BOTH, .metavar = "ZONE",
-	    LIST(stale_on_negative, n_stale_on_negative),
-	    .help = "for names in ZONE (\".\": all), keep answering the last "
-		    "positive answer when the upstream turns to NXDOMAIN or "
-		    "NODATA (repeatable; deviates from RFC 8767)",
-	},
-	{
-	    .name = "stale-on-negative-window", .type = OPT_UINT,
-	    .where = OPT_BOTH, .metavar = "SECONDS", .def = "900", .min = 1,
-	    .max = 86400, .unit = "s", FIELD(stale_on_negative_window),
-	    .help = "how long stale-on-negative keeps the positive answer "
-		    "after the first negative one",
-	},
-	{
-	    .name = "snapshot", .type = OPT_OPT_PATH, .where = OPT_BOTH,
-	    .metavar = "FILE", FIELD(snapshot),
-	    .help = "save the cache to FILE and load it at start, so that a "
-		    "restart keeps answering (default: none, no snapshot)",
-	},
-	{
-	    .name = "snapshot-interval", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "300", .min = 0, .max = 86400,
-	    .unit = "s", FIELD(snapshot_interval),
-	    .help = "save the snapshot this often; 0 saves only at shutdown",
-	},
-	{
-	    .name = "client-qps", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "QPS", .def = "200", .min = 1, .max = 1000000,
-	    FIELD(client_qps),
-	    .help = "queries a second, per client prefix, that may go "
-		    "upstream (cache misses); bursts of twice that",
-	},
-	{
-	    .name = "client-qps-cookie", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "QPS", .def = "1000", .min = 1, .max = 1000000,
-	    FIELD(client_qps_cookie),
-	    .help = "client-qps for clients that return a valid server "
-		    "cookie (they cannot spoof their address)",
-	},
-	{
-	    .name = "cache-qps", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "QPS", .def = "0", .min = 0, .max = 10000000,
-	    FIELD(cache_qps),
-	    .help = "queries a second, per client prefix, answered from the "
-		    "cache; 0 is unlimited",
-	},
-	{
-	    .name = "client-prefix-v4", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "BITS", .def = "32", .min = 8, .max = 32,
-	    FIELD(client_prefix_v4),
-	    .help = "IPv4 clients in one prefix of this length share their "
-		    "rate limits",
-	},
-	{
-	    .name = "client-prefix-v6", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "BITS", .def = "56", .min = 16, .max = 128,
-	    FIELD(client_prefix_v6),
-	    .help = "IPv6 clients in one prefix of this length share their "
-		    "rate limits",
-	},
-	{
-	    .name = "ratelimit-action", .type = OPT_CHOICE, .where = OPT_BOTH,
-	    .metavar = "ACTION", .def = "refuse", FIELD(ratelimit_action),
-	    CHOICES(rl_action_names),
-	    .help = "what an over-limit client gets: refuse (REFUSED), drop "
-		    "(no answer) or truncate (TC=1, retry over TCP)",
-	},
-	{
-	    .name = "ratelimit-clients", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "65536", .min = 64, .max = 10000000,
-	    FIELD(ratelimit_clients),
-	    .help = "client prefixes tracked for rate limiting; bounds "
-		    "its memory",
-	},
-	{
-	    .name = "upstream-qps", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "QPS", .def = "800", .min = 1, .max = 1000000,
-	    FIELD(upstream_qps),
-	    .help = "queries a second sent to one upstream server, under the "
-		    "AWS VPC resolver's 1024 packets a second per interface",
-	},
-	{
-	    .name = "upstream-max-outstanding", .type = OPT_UINT,
-	    .where = OPT_BOTH, .metavar = "N", .def = "256", .min = 1,
-	    .max = 100000, FIELD(upstream_max_outstanding),
-	    .help = "queries awaiting an answer from one upstream server at "
-		    "once",
-	},
-	{
-	    .name = "max-waiters", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "N", .def = "256", .min = 1, .max = 100000,
-	    FIELD(max_waiters),
-	    .help = "clients waiting on one in-flight upstream query; more "
-		    "get stale or SERVFAIL",
-	},
-	{
-	    .name = "failure-hold-min", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "1", .min = 1, .max = 300,
-	    .unit = "s", FIELD(failure_hold_min),
-	    .help = "after a query fails at every upstream, send it nowhere "
-		    "for this long at first (RFC 9520)",
-	},
-	{
-	    .name = "failure-hold-max", .type = OPT_UINT, .where = OPT_BOTH,
-	    .metavar = "SECONDS", .def = "300", .min = 1, .max = 3600,
-	    .unit = "s", FIELD(failure_hold_max),
-	    .help = "the hold doubles on each further failure up to this",
-	},
-	{
-	    .name = "check-config", .type = OPT_BOOL, .where = OPT_FLAG,
-	    FIELD(check_config),
-	    .help = "validate the configuration, print it in config-file "
-		    "syntax and exit",
-	},
-	{
-	    .name = "help", .type = OPT_HELP, .where = OPT_FLAG,
-	    .help = "print this text and exit",
-	},
-	{
-	    .name = "version", .type = OPT_VERSION, .where = OPT_FLAG,
-	    .help = "print the version and exit",
-	},
+    {
+	.name = "config",
+	.type = OPT_PATH,
+	.where = OPT_FLAG,
+	.metavar = "FILE",
+	FIELD(config_file),
+	.help = "read settings from FILE; command-line flags override it",
+    },
+    {
+	.name = "listen",
+	.type = OPT_ADDR_LIST,
+	.where = OPT_BOTH,
+	.metavar = "ADDR[:PORT]",
+	.def = "127.0.0.53:53",
+	.port = 53,
+	LIST(listen, n_listen),
+	.help = "answer DNS queries on this address, UDP and TCP "
+		"(repeatable; IPv6 as [::1]:53)",
+    },
+    {
+	.name = "upstream",
+	.type = OPT_ADDR_LIST,
+	.where = OPT_BOTH,
+	.metavar = "ADDR[:PORT]",
+	.port = 53,
+	LIST(upstream, n_upstream),
+	.help = "forward queries to this server (repeatable; default: the "
+		"nameservers of resolv-conf minus stubborn's own addresses)",
+    },
+    {
+	.name = "resolv-conf",
+	.type = OPT_PATH,
+	.where = OPT_BOTH,
+	.metavar = "FILE",
+	.def = "/etc/resolv.conf",
+	FIELD(resolv_conf),
+	.help = "take upstreams from this file's nameserver lines when "
+		"none is given",
+    },
+    {
+	.name = "forward-zone",
+	.type = OPT_ZONE_LIST,
+	.where = OPT_BOTH,
+	.metavar = "ZONE ADDR...",
+	.port = 53,
+	LIST(zones, n_zones),
+	.help = "send queries for ZONE and names below it to these "
+		"servers (ADDR[:PORT]) instead of the upstreams; "
+		"repeatable; one quoted argument on the command line",
+    },
+    {
+	.name = "workers",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "0",
+	.min = 0,
+	.max = CONFIG_MAX_WORKERS,
+	FIELD(workers),
+	.help = "threads serving queries, each with its own sockets; "
+		"0 means one per online CPU",
+    },
+    {
+	.name = "metrics",
+	.type = OPT_ADDR,
+	.where = OPT_BOTH,
+	.metavar = "ADDR:PORT",
+	.def = "off",
+	.port = 0,
+	FIELD(metrics),
+	.aux = offsetof(struct config, metrics_on),
+	.help = "serve /metrics, /health and /ready over HTTP here, "
+		"or off",
+    },
+    {
+	.name = "cache-size",
+	.type = OPT_SIZE,
+	.where = OPT_BOTH,
+	.metavar = "BYTES",
+	.def = "64M",
+	.min = 64ull << 10,
+	.max = 64ull << 30,
+	FIELD(cache_size),
+	.help = "memory for cached answers; suffixes k, M, G are "
+		"powers of 1024",
+    },
+    {
+	.name = "log-level",
+	.type = OPT_LEVEL,
+	.where = OPT_BOTH,
+	.metavar = "LEVEL",
+	.def = "info",
+	FIELD(log_level),
+	.help = "least severe lines logged: error, warn, info or debug",
+    },
+    {
+	.name = "min-ttl",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "0",
+	.min = 0,
+	.max = 86400,
+	.unit = "s",
+	FIELD(min_ttl),
+	.help = "keep answers cached at least this long, even when "
+		"their TTL is shorter",
+    },
+    {
+	.name = "max-ttl",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "86400",
+	.min = 1,
+	.max = 604800,
+	.unit = "s",
+	FIELD(max_ttl),
+	.help = "keep answers cached at most this long, even when "
+		"their TTL is longer",
+    },
+    {
+	.name = "max-negative-ttl",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "3600",
+	.min = 0,
+	.max = 86400,
+	.unit = "s",
+	FIELD(max_negative_ttl),
+	.help = "keep NXDOMAIN and NODATA answers cached at most "
+		"this long",
+    },
+    {
+	.name = "edns-buffer-size",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "BYTES",
+	.def = "1232",
+	.min = 512,
+	.max = 4096,
+	FIELD(edns_buffer_size),
+	.help = "largest UDP answer offered to upstreams and clients; "
+		"1232 avoids IP fragmentation",
+    },
+    {
+	.name = "upstream-timeout",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "MS",
+	.def = "1000",
+	.min = 50,
+	.max = 30000,
+	.unit = "ms",
+	FIELD(upstream_timeout_ms),
+	.help = "wait this long for one upstream before trying the next",
+    },
+    {
+	.name = "policy",
+	.type = OPT_CHOICE,
+	.where = OPT_BOTH,
+	.metavar = "POLICY",
+	.def = "fastest",
+	FIELD(policy),
+	CHOICES(policy_names),
+	.help = "how an upstream is chosen among the healthy ones: "
+		"fastest, sequential (in the order given), round-robin "
+		"or random",
+    },
+    {
+	.name = "retry-budget",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "PERCENT",
+	.def = "10",
+	.min = 0,
+	.max = 100,
+	FIELD(retry_budget),
+	.help = "hedged queries and retries allowed per 100 upstream "
+		"queries, on top of a small per-second floor",
+    },
+    {
+	.name = "circuit-failures",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "3",
+	.min = 1,
+	.max = 100,
+	FIELD(circuit_failures),
+	.help = "consecutive failures that open an upstream's circuit: "
+		"it is then left out and only probed until it answers",
+    },
+    {
+	.name = "health-check-name",
+	.type = OPT_QNAME,
+	.where = OPT_BOTH,
+	.metavar = "NAME [TYPE]",
+	.def = ". NS",
+	FIELD(health_check_name),
+	.aux = offsetof(struct config, health_check_type),
+	.help = "the query that health probes send to upstreams; TYPE "
+		"is a mnemonic such as A or NS, or TYPEnnn (NS when "
+		"omitted)",
+    },
+    {
+	.name = "probe-max-interval",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "MS",
+	.def = "8000",
+	.min = 1000,
+	.max = 300000,
+	.unit = "ms",
+	FIELD(probe_max_interval_ms),
+	.help = "ceiling of the backoff between health probes of an "
+		"upstream whose circuit is open",
+    },
+    {
+	.name = "tcp-idle-timeout",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "MS",
+	.def = "10000",
+	.min = 100,
+	.max = 300000,
+	.unit = "ms",
+	FIELD(tcp_idle_timeout_ms),
+	.help = "close a client TCP connection that sent nothing for "
+		"this long",
+    },
+    {
+	.name = "tcp-max-connections",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "150",
+	.min = 1,
+	.max = 100000,
+	FIELD(tcp_max_connections),
+	.help = "most client TCP connections kept open at once",
+    },
+    {
+	.name = "tcp-max-per-client",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "25",
+	.min = 1,
+	.max = 100000,
+	FIELD(tcp_max_per_client),
+	.help = "most TCP connections from one client address (RFC 9210); "
+		"at the limit its longest-idle connection makes room",
+    },
+    {
+	.name = "shutdown-timeout",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "MS",
+	.def = "2000",
+	.min = 0,
+	.max = 60000,
+	.unit = "ms",
+	FIELD(shutdown_timeout_ms),
+	.help = "on SIGTERM or SIGINT, let in-flight queries finish for "
+		"at most this long before exiting",
+    },
+    {
+	.name = "upstream-0x20",
+	.type = OPT_YESNO,
+	.where = OPT_BOTH,
+	.metavar = "yes|no",
+	.def = "no",
+	FIELD(upstream_0x20),
+	.help = "send upstream queries with random letter case and accept "
+		"only answers that echo it exactly (anti-spoofing)",
+    },
+    {
+	.name = "serve-stale",
+	.type = OPT_YESNO,
+	.where = OPT_BOTH,
+	.metavar = "yes|no",
+	.def = "yes",
+	FIELD(serve_stale),
+	.help = "answer from expired cache entries when the upstreams "
+		"fail or are slow (RFC 8767)",
+    },
+    {
+	.name = "stale-ttl",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "30",
+	.min = 1,
+	.max = 3600,
+	.unit = "s",
+	FIELD(stale_ttl),
+	.help = "TTL given to stale answers",
+    },
+    {
+	.name = "stale-max-age",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "86400",
+	.min = 0,
+	.max = 604800,
+	.unit = "s",
+	FIELD(stale_max_age),
+	.help = "keep expired entries this long past their TTL for "
+		"serving stale",
+    },
+    {
+	.name = "stale-recheck",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "30",
+	.min = 1,
+	.max = 300,
+	.unit = "s",
+	FIELD(stale_recheck),
+	.help = "after a failed refresh, answer stale at once for this "
+		"long before asking upstream again",
+    },
+    {
+	.name = "stale-client-timeout",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "MS",
+	.def = "400",
+	.min = 10,
+	.max = 1800,
+	.unit = "ms",
+	FIELD(stale_client_timeout_ms),
+	.help = "answer stale when the upstream has not answered after "
+		"this long; resolution goes on in the background",
+    },
+    {
+	.name = "refresh-ahead",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "PERCENT",
+	.def = "10",
+	.min = 0,
+	.max = 50,
+	FIELD(refresh_ahead),
+	.help = "refresh an entry in the background when a client asks "
+		"for it with less than this percent of its TTL left; "
+		"0 is off",
+    },
+    {
+	.name = "keep-warm",
+	.type = OPT_QNAME_LIST,
+	.where = OPT_BOTH,
+	.metavar = "NAME TYPE",
+	LIST(keep_warm, n_keep_warm),
+	.help = "keep this name and type cached, refreshing it before it "
+		"expires even when nobody asks (repeatable; one quoted "
+		"argument on the command line)",
+    },
+    {
+	.name = "stale-on-negative",
+	.type = OPT_NAME_LIST,
+	.where = OPT_BOTH,
+	.metavar = "ZONE",
+	LIST(stale_on_negative, n_stale_on_negative),
+	.help = "for names in ZONE (\".\": all), keep answering the last "
+		"positive answer when the upstream turns to NXDOMAIN or "
+		"NODATA (repeatable; deviates from RFC 8767)",
+    },
+    {
+	.name = "stale-on-negative-window",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "900",
+	.min = 1,
+	.max = 86400,
+	.unit = "s",
+	FIELD(stale_on_negative_window),
+	.help = "how long stale-on-negative keeps the positive answer "
+		"after the first negative one",
+    },
+    {
+	.name = "snapshot",
+	.type = OPT_OPT_PATH,
+	.where = OPT_BOTH,
+	.metavar = "FILE",
+	FIELD(snapshot),
+	.help = "save the cache to FILE and load it at start, so that a "
+		"restart keeps answering (default: none, no snapshot)",
+    },
+    {
+	.name = "snapshot-interval",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "300",
+	.min = 0,
+	.max = 86400,
+	.unit = "s",
+	FIELD(snapshot_interval),
+	.help = "save the snapshot this often; 0 saves only at shutdown",
+    },
+    {
+	.name = "client-qps",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "QPS",
+	.def = "200",
+	.min = 1,
+	.max = 1000000,
+	FIELD(client_qps),
+	.help = "queries a second, per client prefix, that may go "
+		"upstream (cache misses); bursts of twice that",
+    },
+    {
+	.name = "client-qps-cookie",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "QPS",
+	.def = "1000",
+	.min = 1,
+	.max = 1000000,
+	FIELD(client_qps_cookie),
+	.help = "client-qps for clients that return a valid server "
+		"cookie (they cannot spoof their address)",
+    },
+    {
+	.name = "cache-qps",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "QPS",
+	.def = "0",
+	.min = 0,
+	.max = 10000000,
+	FIELD(cache_qps),
+	.help = "queries a second, per client prefix, answered from the "
+		"cache; 0 is unlimited",
+    },
+    {
+	.name = "client-prefix-v4",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "BITS",
+	.def = "32",
+	.min = 8,
+	.max = 32,
+	FIELD(client_prefix_v4),
+	.help = "IPv4 clients in one prefix of this length share their "
+		"rate limits",
+    },
+    {
+	.name = "client-prefix-v6",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "BITS",
+	.def = "56",
+	.min = 16,
+	.max = 128,
+	FIELD(client_prefix_v6),
+	.help = "IPv6 clients in one prefix of this length share their "
+		"rate limits",
+    },
+    {
+	.name = "ratelimit-action",
+	.type = OPT_CHOICE,
+	.where = OPT_BOTH,
+	.metavar = "ACTION",
+	.def = "refuse",
+	FIELD(ratelimit_action),
+	CHOICES(rl_action_names),
+	.help = "what an over-limit client gets: refuse (REFUSED), drop "
+		"(no answer) or truncate (TC=1, retry over TCP)",
+    },
+    {
+	.name = "ratelimit-clients",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "65536",
+	.min = 64,
+	.max = 10000000,
+	FIELD(ratelimit_clients),
+	.help = "client prefixes tracked for rate limiting; bounds "
+		"its memory",
+    },
+    {
+	.name = "upstream-qps",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "QPS",
+	.def = "800",
+	.min = 1,
+	.max = 1000000,
+	FIELD(upstream_qps),
+	.help = "queries a second sent to one upstream server, under the "
+		"AWS VPC resolver's 1024 packets a second per interface",
+    },
+    {
+	.name = "upstream-max-outstanding",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "256",
+	.min = 1,
+	.max = 100000,
+	FIELD(upstream_max_outstanding),
+	.help = "queries awaiting an answer from one upstream server at "
+		"once",
+    },
+    {
+	.name = "max-waiters",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "N",
+	.def = "256",
+	.min = 1,
+	.max = 100000,
+	FIELD(max_waiters),
+	.help = "clients waiting on one in-flight upstream query; more "
+		"get stale or SERVFAIL",
+    },
+    {
+	.name = "failure-hold-min",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "1",
+	.min = 1,
+	.max = 300,
+	.unit = "s",
+	FIELD(failure_hold_min),
+	.help = "after a query fails at every upstream, send it nowhere "
+		"for this long at first (RFC 9520)",
+    },
+    {
+	.name = "failure-hold-max",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "300",
+	.min = 1,
+	.max = 3600,
+	.unit = "s",
+	FIELD(failure_hold_max),
+	.help = "the hold doubles on each further failure up to this",
+    },
+    {
+	.name = "check-config",
+	.type = OPT_BOOL,
+	.where = OPT_FLAG,
+	FIELD(check_config),
+	.help = "validate the configuration, print it in config-file "
+		"syntax and exit",
+    },
+    {
+	.name = "help",
+	.type = OPT_HELP,
+	.where = OPT_FLAG,
+	.help = "print this text and exit",
+    },
+    {
+	.name = "version",
+	.type = OPT_VERSION,
+	.where = OPT_FLAG,
+	.help = "print the version and exit",
+    },
 };
 
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -458,16 +703,17 @@ struct why {
 #define MAX2(a, b) ((a) > (b) ? (a) : (b))
 #define LIST_MAX                                                               \
 	MAX2(MAX2(MAX2(CONFIG_MAX_LISTEN, CONFIG_MAX_UPSTREAM),                \
-		 CONFIG_MAX_ZONES), CONFIG_MAX_KEEP_WARM)
+		 CONFIG_MAX_ZONES),                                            \
+	    CONFIG_MAX_KEEP_WARM)
 #define NO_ITEM ((size_t)-1)
 
 struct loader {
 	char *err;
 	size_t errlen;
-	const char *file;     /* the config file, for "file:line:" */
-	int origin[N_OPTS];   /* ORIGIN_*, or the file line that set it */
+	const char *file;   /* the config file, for "file:line:" */
+	int origin[N_OPTS]; /* ORIGIN_*, or the file line that set it */
 	int item_line[N_OPTS][LIST_MAX]; /* file line of each list entry */
-	bool flagged[N_OPTS]; /* given on the command line */
+	bool flagged[N_OPTS];            /* given on the command line */
 };
 
 static int fail(struct loader *ld, const char *fmt, ...)
@@ -489,48 +735,48 @@ static bool addr_is_loopback(const struct config_addr *a);
 static bool addr_is_wildcard(const struct config_addr *a);
 static bool addr_is_own(const struct config *cfg, const struct config_addr *a);
 static void size_text(uint64_t v, char *buf, size_t len);
-static int opt_set(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_uint(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_size(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_list(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_addr(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
+static int opt_set(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_uint(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_size(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_addr(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
 static const char *next_word(const char **sp, size_t *len);
 static const char *name_parse(const char *s, size_t len, char *out);
 static int qtype_parse(const char *s, size_t len, uint16_t *out);
 static void qtype_text(uint16_t type, char *buf, size_t len);
-static int set_zone(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_choice(const struct opt *o, struct config *cfg,
-    const char *val, struct why *why);
-static int set_qname(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
-static int set_qname_list(const struct opt *o, struct config *cfg,
-    const char *val, struct why *why);
-static int set_name_list(const struct opt *o, struct config *cfg,
-    const char *val, struct why *why);
-static int set_yesno(const struct opt *o, struct config *cfg,
-    const char *val, struct why *why);
-static int set_path(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why);
+static int set_zone(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_choice(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_qname(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_qname_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_name_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_yesno(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_path(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
 static bool opt_is_list(const struct opt *o);
-static void opt_copy(const struct opt *o, struct config *dst,
-    const struct config *src);
+static void opt_copy(
+    const struct opt *o, struct config *dst, const struct config *src);
 static int set_defaults(struct loader *ld, struct config *cfg);
 static int parse_argv(struct loader *ld, struct config *fl, int argc,
     char **argv, enum config_outcome *done);
 static int parse_flag(struct loader *ld, struct config *fl, int argc,
     char **argv, int *i, enum config_outcome *done);
 static int parse_file(struct loader *ld, struct config *cfg);
-static int parse_line(struct loader *ld, struct config *cfg, unsigned lineno,
-    char *line);
+static int parse_line(
+    struct loader *ld, struct config *cfg, unsigned lineno, char *line);
 static char *trim(char *s);
-static void origin_prefix(const struct loader *ld, size_t idx, size_t item,
-    char *buf, size_t len);
+static void origin_prefix(
+    const struct loader *ld, size_t idx, size_t item, char *buf, size_t len);
 static int finish(struct loader *ld, struct config *cfg);
 static int check_upstreams(struct loader *ld, struct config *cfg);
 static int check_zones(struct loader *ld, const struct config *cfg);
@@ -729,7 +975,8 @@ config_parse_addr(const char *s, uint16_t default_port, struct config_addr *out)
 		return -EINVAL;
 
 	memset(&a, 0, sizeof(a));
-	rc = v6 ? parse_v6(host, (uint16_t)p, &a) : parse_v4(host, (uint16_t)p, &a);
+	rc = v6 ? parse_v6(host, (uint16_t)p, &a)
+		: parse_v4(host, (uint16_t)p, &a);
 	if (rc != 0)
 		return rc;
 	*out = a;
@@ -881,8 +1128,8 @@ size_text(uint64_t v, char *buf, size_t len)
 }
 
 static int
-set_uint(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_uint(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	uint64_t v;
 
@@ -894,8 +1141,8 @@ set_uint(const struct opt *o, struct config *cfg, const char *val,
 }
 
 static int
-set_size(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_size(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	char lo[24], hi[24];
 	uint64_t v;
@@ -903,16 +1150,16 @@ set_size(const struct opt *o, struct config *cfg, const char *val,
 	if (config_parse_size(val, &v) != 0 || v < o->min || v > o->max) {
 		size_text(o->min, lo, sizeof(lo));
 		size_text(o->max, hi, sizeof(hi));
-		return refuse(why, "bad value", "'%.100s' (%s..%s)", val, lo,
-		    hi);
+		return refuse(
+		    why, "bad value", "'%.100s' (%s..%s)", val, lo, hi);
 	}
 	uint_put(o, cfg, v);
 	return 0;
 }
 
 static int
-set_list(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	struct config_addr *list = field(o, cfg);
 	size_t *n = (size_t *)((char *)cfg + o->aux);
@@ -933,8 +1180,8 @@ set_list(const struct opt *o, struct config *cfg, const char *val,
 }
 
 static int
-set_addr(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_addr(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	bool *on = (bool *)((char *)cfg + o->aux);
 	struct config_addr a;
@@ -1056,8 +1303,8 @@ qtype_text(uint16_t type, char *buf, size_t len)
 }
 
 static int
-set_zone(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_zone(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	struct config_zone *zones = field(o, cfg), z;
 	size_t *n = (size_t *)((char *)cfg + o->aux), len;
@@ -1073,15 +1320,15 @@ set_zone(const struct opt *o, struct config *cfg, const char *val,
 		return refuse(why, "bad zone", "'%.*s' (%s)",
 		    (int)(len > 100 ? 100 : len), w, reason);
 	if (strcmp(z.name, ".") == 0)
-		return refuse(why, "bad zone",
-		    "'.' (use upstream for the root zone)");
+		return refuse(
+		    why, "bad zone", "'.' (use upstream for the root zone)");
 	for (size_t i = 0; i < *n; i++)
 		if (strcmp(zones[i].name, z.name) == 0)
 			return refuse(why, "duplicate zone",
 			    "'%.100s' is already listed", z.name);
 	if (*n >= o->max_n)
-		return refuse(why, "too many values", "at most %zu zones",
-		    o->max_n);
+		return refuse(
+		    why, "too many values", "at most %zu zones", o->max_n);
 	while ((w = next_word(&val, &len)) != NULL) {
 		if (len < sizeof(addr)) {
 			memcpy(addr, w, len);
@@ -1089,7 +1336,8 @@ set_zone(const struct opt *o, struct config *cfg, const char *val,
 		}
 		if (len >= sizeof(addr) ||
 		    config_parse_addr(addr, o->port, &a) != 0)
-			return refuse(why, "bad address", "'%.*s' in zone %.100s",
+			return refuse(why, "bad address",
+			    "'%.*s' in zone %.100s",
 			    (int)(len > 100 ? 100 : len), w, z.name);
 		for (size_t i = 0; i < z.n_upstream; i++)
 			if (addr_same(&z.upstream[i], &a))
@@ -1105,14 +1353,15 @@ set_zone(const struct opt *o, struct config *cfg, const char *val,
 	if (z.n_upstream == 0)
 		return refuse(why, "missing address",
 		    "zone %.100s needs at least one server (ZONE ADDR[:PORT] "
-		    "[ADDR[:PORT]...])", z.name);
+		    "[ADDR[:PORT]...])",
+		    z.name);
 	zones[(*n)++] = z;
 	return 0;
 }
 
 static int
-set_choice(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_choice(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	char list[128];
 	size_t used = 0;
@@ -1123,15 +1372,18 @@ set_choice(const struct opt *o, struct config *cfg, const char *val,
 			return 0;
 		}
 	for (size_t i = 0; i < o->n_choices && used < sizeof(list); i++)
-		used += (size_t)snprintf(list + used, sizeof(list) - used,
-		    "%s%s", i == 0 ? "" : i + 1 == o->n_choices ? " or " : ", ",
-		    o->choices[i]);
+		used +=
+		    (size_t)snprintf(list + used, sizeof(list) - used, "%s%s",
+			i == 0                      ? ""
+			    : i + 1 == o->n_choices ? " or "
+						    : ", ",
+			o->choices[i]);
 	return refuse(why, "bad value", "'%.100s' (%s)", val, list);
 }
 
 static int
-set_qname(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_qname(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	char name[NAME_MAX_TEXT + 2];
 	const char *w, *t, *reason, *rest = val;
@@ -1145,7 +1397,8 @@ set_qname(const struct opt *o, struct config *cfg, const char *val,
 		    (int)(len > 100 ? 100 : len), w, reason);
 	if ((t = next_word(&rest, &tlen)) != NULL &&
 	    qtype_parse(t, tlen, &type) != 0)
-		return refuse(why, "bad type", "'%.*s' (A, NS, AAAA, ... or "
+		return refuse(why, "bad type",
+		    "'%.*s' (A, NS, AAAA, ... or "
 		    "TYPEnnn with nnn in 1..65535)",
 		    (int)(tlen > 100 ? 100 : tlen), t);
 	if (t != NULL && next_word(&rest, &tlen) != NULL)
@@ -1162,8 +1415,8 @@ set_qname(const struct opt *o, struct config *cfg, const char *val,
  * answer, so they are refused.
  */
 static int
-set_qname_list(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_qname_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	struct config_name_type *list = field(o, cfg), nt;
 	size_t *n = (size_t *)((char *)cfg + o->aux), len, tlen;
@@ -1177,15 +1430,20 @@ set_qname_list(const struct opt *o, struct config *cfg, const char *val,
 		return refuse(why, "bad name", "'%.*s' (%s)",
 		    (int)(len > 100 ? 100 : len), w, reason);
 	if ((t = next_word(&rest, &tlen)) == NULL)
-		return refuse(why, "missing type", "'%.100s' needs a TYPE "
-		    "(NAME TYPE, such as A or AAAA)", nt.name);
+		return refuse(why, "missing type",
+		    "'%.100s' needs a TYPE "
+		    "(NAME TYPE, such as A or AAAA)",
+		    nt.name);
 	if (qtype_parse(t, tlen, &nt.type) != 0)
-		return refuse(why, "bad type", "'%.*s' (A, NS, AAAA, ... or "
+		return refuse(why, "bad type",
+		    "'%.*s' (A, NS, AAAA, ... or "
 		    "TYPEnnn with nnn in 1..65535)",
 		    (int)(tlen > 100 ? 100 : tlen), t);
 	if (nt.type == 41 || (nt.type >= 128 && nt.type <= 255))
-		return refuse(why, "bad type", "'%.*s' (a meta-type, never "
-		    "cached)", (int)(tlen > 100 ? 100 : tlen), t);
+		return refuse(why, "bad type",
+		    "'%.*s' (a meta-type, never "
+		    "cached)",
+		    (int)(tlen > 100 ? 100 : tlen), t);
 	if (next_word(&rest, &tlen) != NULL)
 		return refuse(why, "bad value", "'%.100s' (NAME TYPE)", val);
 	for (size_t i = 0; i < *n; i++)
@@ -1203,10 +1461,10 @@ set_qname_list(const struct opt *o, struct config *cfg, const char *val,
 
 /* stale-on-negative = ZONE: one name a line, "." meaning every name. */
 static int
-set_name_list(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_name_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
-	char (*list)[256] = field(o, cfg), name[NAME_MAX_TEXT + 2];
+	char(*list)[256] = field(o, cfg), name[NAME_MAX_TEXT + 2];
 	size_t *n = (size_t *)((char *)cfg + o->aux), len;
 	const char *w, *reason, *rest = val;
 
@@ -1216,23 +1474,23 @@ set_name_list(const struct opt *o, struct config *cfg, const char *val,
 		return refuse(why, "bad zone", "'%.*s' (%s)",
 		    (int)(len > 100 ? 100 : len), w, reason);
 	if (next_word(&rest, &len) != NULL)
-		return refuse(why, "bad value", "'%.100s' (one ZONE a line)",
-		    val);
+		return refuse(
+		    why, "bad value", "'%.100s' (one ZONE a line)", val);
 	for (size_t i = 0; i < *n; i++)
 		if (strcmp(list[i], name) == 0)
 			return refuse(why, "duplicate zone",
 			    "'%.100s' is already listed", name);
 	if (*n >= o->max_n)
-		return refuse(why, "too many values", "at most %zu zones",
-		    o->max_n);
+		return refuse(
+		    why, "too many values", "at most %zu zones", o->max_n);
 	memcpy(list[(*n)++], name, strlen(name) + 1);
 	return 0;
 }
 
 /* The usual spellings of a yes/no switch; printed back as yes or no. */
 static int
-set_yesno(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_yesno(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	static const char *const yes[] = {"yes", "true", "on"};
 	static const char *const no[] = {"no", "false", "off"};
@@ -1256,8 +1514,8 @@ set_yesno(const struct opt *o, struct config *cfg, const char *val,
  * break), no blanks at either end (trimmed there).
  */
 static int
-set_path(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+set_path(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	size_t len = strlen(val);
 
@@ -1267,13 +1525,18 @@ set_path(const struct opt *o, struct config *cfg, const char *val,
 	if (o->where & OPT_FILE) {
 		for (size_t i = 0; i < len; i++)
 			if (val[i] == '#' || iscntrl((unsigned char)val[i]))
-				return refuse(why, "bad value", "'%.100s' "
+				return refuse(why, "bad value",
+				    "'%.100s' "
 				    "(a path here cannot hold '#' or control "
-				    "characters)", val);
-		if (len > 0 && (isspace((unsigned char)val[0]) ||
-		    isspace((unsigned char)val[len - 1])))
-			return refuse(why, "bad value", "'%.100s' (blanks at "
-			    "either end of a path)", val);
+				    "characters)",
+				    val);
+		if (len > 0 &&
+		    (isspace((unsigned char)val[0]) ||
+			isspace((unsigned char)val[len - 1])))
+			return refuse(why, "bad value",
+			    "'%.100s' (blanks at "
+			    "either end of a path)",
+			    val);
 	}
 	memcpy(field(o, cfg), val, len + 1);
 	return 0;
@@ -1287,8 +1550,8 @@ opt_is_list(const struct opt *o)
 }
 
 static int
-opt_set(const struct opt *o, struct config *cfg, const char *val,
-    struct why *why)
+opt_set(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
 {
 	int lvl;
 
@@ -1359,8 +1622,10 @@ set_defaults(struct loader *ld, struct config *cfg)
 	for (size_t i = 0; i < N_OPTS; i++) {
 		/* item_line has room for LIST_MAX entries a list. */
 		if (opt_is_list(&opts[i]) && opts[i].max_n > LIST_MAX)
-			return fail(ld, "internal: %s holds more than "
-			    "LIST_MAX values", opts[i].name);
+			return fail(ld,
+			    "internal: %s holds more than "
+			    "LIST_MAX values",
+			    opts[i].name);
 		if (opts[i].def == NULL)
 			continue;
 		if (opt_set(&opts[i], cfg, opts[i].def, &why) != 0)
@@ -1385,8 +1650,8 @@ parse_argv(struct loader *ld, struct config *fl, int argc, char **argv,
 }
 
 static int
-parse_flag(struct loader *ld, struct config *fl, int argc, char **argv,
-    int *i, enum config_outcome *done)
+parse_flag(struct loader *ld, struct config *fl, int argc, char **argv, int *i,
+    enum config_outcome *done)
 {
 	const char *arg = argv[*i], *name, *eq, *val;
 	const struct opt *o;
@@ -1394,8 +1659,10 @@ parse_flag(struct loader *ld, struct config *fl, int argc, char **argv,
 	size_t len;
 
 	if (arg[0] != '-')
-		return fail(ld, "unexpected argument '%s' (options start "
-		    "with --)", arg);
+		return fail(ld,
+		    "unexpected argument '%s' (options start "
+		    "with --)",
+		    arg);
 	if (arg[1] != '-' || arg[2] == '\0')
 		return fail(ld, "unknown option '%s'", arg);
 	name = arg + 2;
@@ -1462,30 +1729,36 @@ parse_line(struct loader *ld, struct config *cfg, unsigned lineno, char *line)
 	if (*s == '\0')
 		return 0;
 	if ((eq = strchr(s, '=')) == NULL)
-		return fail(ld, "%s:%u: missing '=' in '%.100s' (expected "
-		    "key = value)", ld->file, lineno, s);
+		return fail(ld,
+		    "%s:%u: missing '=' in '%.100s' (expected "
+		    "key = value)",
+		    ld->file, lineno, s);
 	*eq = '\0';
 	key = trim(s);
 	val = trim(eq + 1);
 	if (*key == '\0')
-		return fail(ld, "%s:%u: missing key before '='", ld->file,
-		    lineno);
+		return fail(
+		    ld, "%s:%u: missing key before '='", ld->file, lineno);
 	o = opt_find(key, strlen(key));
 	if (o == NULL)
-		return fail(ld, "%s:%u: unknown key '%.100s'", ld->file, lineno,
-		    key);
+		return fail(
+		    ld, "%s:%u: unknown key '%.100s'", ld->file, lineno, key);
 	if (!(o->where & OPT_FILE))
-		return fail(ld, "%s:%u: '%s' is a command-line flag, not a "
-		    "config key", ld->file, lineno, o->name);
+		return fail(ld,
+		    "%s:%u: '%s' is a command-line flag, not a "
+		    "config key",
+		    ld->file, lineno, o->name);
 	if (*val == '\0')
-		return fail(ld, "%s:%u: empty value for %s", ld->file, lineno,
-		    o->name);
+		return fail(
+		    ld, "%s:%u: empty value for %s", ld->file, lineno, o->name);
 	idx = (size_t)(o - opts);
 	/* Only lists repeat; a second scalar is most likely an edit that
 	 * forgot the first, and silently picking one hides that. */
 	if (!opt_is_list(o) && ld->origin[idx] > 0)
-		return fail(ld, "%s:%u: duplicate key '%s' (first set on "
-		    "line %d)", ld->file, lineno, o->name, ld->origin[idx]);
+		return fail(ld,
+		    "%s:%u: duplicate key '%s' (first set on "
+		    "line %d)",
+		    ld->file, lineno, o->name, ld->origin[idx]);
 	/* The file's list replaces the default list, then appends. */
 	if (opt_is_list(o) && ld->origin[idx] == ORIGIN_DEFAULT)
 		*(size_t *)((char *)cfg + o->aux) = 0;
@@ -1516,8 +1789,8 @@ parse_file(struct loader *ld, struct config *cfg)
 	while ((n = getline(&line, &cap, f)) != -1) {
 		lineno++;
 		if (memchr(line, '\0', (size_t)n) != NULL) {
-			rc = fail(ld, "%s:%u: NUL byte in line", ld->file,
-			    lineno);
+			rc = fail(
+			    ld, "%s:%u: NUL byte in line", ld->file, lineno);
 			goto out;
 		}
 		if ((rc = parse_line(ld, cfg, lineno, line)) != 0)
@@ -1539,8 +1812,8 @@ out:
  * at a line as the syntax errors do.
  */
 static void
-origin_prefix(const struct loader *ld, size_t idx, size_t item, char *buf,
-    size_t len)
+origin_prefix(
+    const struct loader *ld, size_t idx, size_t item, char *buf, size_t len)
 {
 	int line = ld->origin[idx];
 
@@ -1563,9 +1836,9 @@ finish(struct loader *ld, struct config *cfg)
 
 	if (cfg->workers == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->workers = ncpu < 1 ? 1 :
-		    ncpu > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS :
-						(unsigned)ncpu;
+		cfg->workers = ncpu < 1         ? 1
+		    : ncpu > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS
+						: (unsigned)ncpu;
 	}
 	if (cfg->min_ttl > cfg->max_ttl) {
 		idx = opt_index("min-ttl");
@@ -1580,18 +1853,21 @@ finish(struct loader *ld, struct config *cfg)
 		if (ld->origin[idx] == ORIGIN_DEFAULT)
 			idx = opt_index("failure-hold-max");
 		origin_prefix(ld, idx, NO_ITEM, where, sizeof(where));
-		return fail(ld, "%sfailure-hold-min (%u) is greater than "
-		    "failure-hold-max (%u)", where,
-		    (unsigned)cfg->failure_hold_min,
+		return fail(ld,
+		    "%sfailure-hold-min (%u) is greater than "
+		    "failure-hold-max (%u)",
+		    where, (unsigned)cfg->failure_hold_min,
 		    (unsigned)cfg->failure_hold_max);
 	}
 	if (cfg->metrics_on) {
 		for (size_t i = 0; i < cfg->n_listen; i++)
 			if (addr_same(&cfg->metrics, &cfg->listen[i])) {
-				origin_prefix(ld, opt_index("metrics"),
-				    NO_ITEM, where, sizeof(where));
-				return fail(ld, "%smetrics %s is also a listen "
-				    "address", where, cfg->metrics.text);
+				origin_prefix(ld, opt_index("metrics"), NO_ITEM,
+				    where, sizeof(where));
+				return fail(ld,
+				    "%smetrics %s is also a listen "
+				    "address",
+				    where, cfg->metrics.text);
 			}
 	}
 	if (check_zones(ld, cfg) != 0)
@@ -1613,9 +1889,11 @@ check_zones(struct loader *ld, const struct config *cfg)
 				continue;
 			origin_prefix(ld, opt_index("forward-zone"), i, where,
 			    sizeof(where));
-			return fail(ld, "%sforward-zone %s: server %s is one of "
+			return fail(ld,
+			    "%sforward-zone %s: server %s is one of "
 			    "stubborn's own listen addresses; it would query "
-			    "itself", where, z->name, z->upstream[j].text);
+			    "itself",
+			    where, z->name, z->upstream[j].text);
 		}
 	}
 	return 0;
@@ -1633,11 +1911,12 @@ check_upstreams(struct loader *ld, struct config *cfg)
 	for (size_t i = 0; i < cfg->n_upstream; i++) {
 		if (!addr_is_own(cfg, &cfg->upstream[i]))
 			continue;
-		origin_prefix(ld, opt_index("upstream"), i, where,
-		    sizeof(where));
-		return fail(ld, "%supstream %s is one of stubborn's own listen "
-		    "addresses; it would query itself", where,
-		    cfg->upstream[i].text);
+		origin_prefix(
+		    ld, opt_index("upstream"), i, where, sizeof(where));
+		return fail(ld,
+		    "%supstream %s is one of stubborn's own listen "
+		    "addresses; it would query itself",
+		    where, cfg->upstream[i].text);
 	}
 	return 0;
 }
@@ -1654,7 +1933,8 @@ resolv_line(char *line, struct config_addr *a)
 
 	while (*p == ' ' || *p == '\t')
 		p++;
-	if (strncmp(p, "nameserver", 10) != 0 || (p[10] != ' ' && p[10] != '\t'))
+	if (strncmp(p, "nameserver", 10) != 0 ||
+	    (p[10] != ' ' && p[10] != '\t'))
 		return 0;
 	p += 10;
 	while (*p == ' ' || *p == '\t')
@@ -1683,8 +1963,10 @@ load_resolv(struct loader *ld, struct config *cfg)
 	FILE *f;
 
 	if ((f = fopen(cfg->resolv_conf, "r")) == NULL)
-		return fail(ld, "no upstream: cannot read %s: %s; give "
-		    "--upstream", cfg->resolv_conf, strerror(errno));
+		return fail(ld,
+		    "no upstream: cannot read %s: %s; give "
+		    "--upstream",
+		    cfg->resolv_conf, strerror(errno));
 	while (getline(&line, &cap, f) != -1) {
 		if (!resolv_line(line, &a))
 			continue;
@@ -1700,11 +1982,15 @@ load_resolv(struct loader *ld, struct config *cfg)
 	free(line);
 	fclose(f);
 	if (cfg->n_upstream == 0 && found == 0)
-		return fail(ld, "no upstream: %s lists no nameserver; give "
-		    "--upstream", cfg->resolv_conf);
+		return fail(ld,
+		    "no upstream: %s lists no nameserver; give "
+		    "--upstream",
+		    cfg->resolv_conf);
 	if (cfg->n_upstream == 0)
-		return fail(ld, "no upstream: %s lists only stubborn's own "
-		    "addresses; give --upstream", cfg->resolv_conf);
+		return fail(ld,
+		    "no upstream: %s lists only stubborn's own "
+		    "addresses; give --upstream",
+		    cfg->resolv_conf);
 	cfg->upstream_from_resolv = true;
 	return 0;
 }
@@ -1733,7 +2019,8 @@ config_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen)
 	if (done != CONFIG_RUN)
 		return done;
 	if (fl.config_file[0] != '\0') {
-		memcpy(cfg->config_file, fl.config_file, sizeof(fl.config_file));
+		memcpy(
+		    cfg->config_file, fl.config_file, sizeof(fl.config_file));
 		ld.file = cfg->config_file;
 		if (parse_file(&ld, cfg) != 0)
 			return CONFIG_EXIT_BAD;
@@ -1756,7 +2043,7 @@ config_print(const struct config *cfg, FILE *f)
 	const struct config_addr *list;
 	const struct config_zone *zones;
 	const struct config_name_type *nts;
-	const char (*names)[256];
+	const char(*names)[256];
 	const struct opt *o;
 	char type[16];
 	size_t n;
@@ -1783,9 +2070,10 @@ config_print(const struct config *cfg, FILE *f)
 			break;
 		case OPT_ADDR:
 			fprintf(f, "%s = %s\n", o->name,
-			    *(const bool *)((const char *)cfg + o->aux) ?
-				((const struct config_addr *)cfield(o, cfg))->text :
-				"off");
+			    *(const bool *)((const char *)cfg + o->aux)
+				? ((const struct config_addr *)cfield(o, cfg))
+				      ->text
+				: "off");
 			break;
 		case OPT_ZONE_LIST:
 			zones = cfield(o, cfg);
@@ -1793,7 +2081,8 @@ config_print(const struct config *cfg, FILE *f)
 			for (size_t j = 0; j < n; j++) {
 				fprintf(f, "%s = %s", o->name, zones[j].name);
 				for (size_t k = 0; k < zones[j].n_upstream; k++)
-					fprintf(f, " %s", zones[j].upstream[k].text);
+					fprintf(f, " %s",
+					    zones[j].upstream[k].text);
 				fputc('\n', f);
 			}
 			break;
@@ -1806,8 +2095,9 @@ config_print(const struct config *cfg, FILE *f)
 			    o->choices[*(const int *)cfield(o, cfg)]);
 			break;
 		case OPT_QNAME:
-			qtype_text(*(const uint16_t *)((const char *)cfg +
-			    o->aux), type, sizeof(type));
+			qtype_text(
+			    *(const uint16_t *)((const char *)cfg + o->aux),
+			    type, sizeof(type));
 			fprintf(f, "%s = %s %s\n", o->name,
 			    (const char *)cfield(o, cfg), type);
 			break;
@@ -1816,8 +2106,8 @@ config_print(const struct config *cfg, FILE *f)
 			n = *(const size_t *)((const char *)cfg + o->aux);
 			for (size_t j = 0; j < n; j++) {
 				qtype_text(nts[j].type, type, sizeof(type));
-				fprintf(f, "%s = %s %s\n", o->name,
-				    nts[j].name, type);
+				fprintf(f, "%s = %s %s\n", o->name, nts[j].name,
+				    type);
 			}
 			break;
 		case OPT_NAME_LIST:
@@ -1883,7 +2173,8 @@ config_usage(FILE *f)
 	fprintf(f, "usage: stubborn [options]\n");
 	for (size_t i = 0; i < N_OPTS; i++)
 		usage_line(&opts[i], f);
-	fprintf(f, "Flags take --name VALUE or --name=VALUE.  In the config "
+	fprintf(f,
+	    "Flags take --name VALUE or --name=VALUE.  In the config "
 	    "file every option\nexcept --config, --check-config, --help and "
 	    "--version is a line \"name = value\";\nlist options repeat, and "
 	    "flags override the file.\n");

@@ -8,8 +8,8 @@
 #include "stubborn/wire.h"
 
 #define COOKIE_VERSION 1
-#define COOKIE_MAX_AGE_S 3600   /* RFC 9018 4.3: older is invalid */
-#define COOKIE_MAX_AHEAD_S 300  /* and so is more than 5 min ahead */
+#define COOKIE_MAX_AGE_S 3600  /* RFC 9018 4.3: older is invalid */
+#define COOKIE_MAX_AHEAD_S 300 /* and so is more than 5 min ahead */
 
 /*
  * Two secrets; current names the one used to make cookies.  Rotation
@@ -40,8 +40,8 @@ cookie_rotate(void)
 }
 
 static void
-hash_cookie(const unsigned char *secret, const uint8_t *cc,
-    const uint8_t *head, const struct sockaddr_storage *peer, uint8_t *out)
+hash_cookie(const unsigned char *secret, const uint8_t *cc, const uint8_t *head,
+    const struct sockaddr_storage *peer, uint8_t *out)
 {
 	uint8_t in[COOKIE_CLIENT_LEN + 8 + 16];
 	size_t n = 0;
@@ -51,10 +51,12 @@ hash_cookie(const unsigned char *secret, const uint8_t *cc,
 	memcpy(in + n, head, 8); /* version, reserved, timestamp */
 	n += 8;
 	if (peer->ss_family == AF_INET6) {
-		memcpy(in + n, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+		memcpy(in + n, &((const struct sockaddr_in6 *)peer)->sin6_addr,
+		    16);
 		n += 16;
 	} else {
-		memcpy(in + n, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+		memcpy(
+		    in + n, &((const struct sockaddr_in *)peer)->sin_addr, 4);
 		n += 4;
 	}
 	crypto_shorthash(out, in, n, secret);
@@ -71,8 +73,8 @@ cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
 }
 
 bool
-cookie_valid_query(const struct wire_query *q,
-    const struct sockaddr_storage *peer)
+cookie_valid_query(
+    const struct wire_query *q, const struct sockaddr_storage *peer)
 {
 	const uint8_t *sc = q->cookie + COOKIE_CLIENT_LEN;
 	uint32_t now = (uint32_t)clock_wall_s(), ts;
@@ -105,8 +107,8 @@ cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	if (!q->has_cookie || !q->has_opt)
 		return len;
 	memcpy(opt, q->cookie, COOKIE_CLIENT_LEN);
-	cookie_make(q->cookie, peer, (uint32_t)clock_wall_s(),
-	    opt + COOKIE_CLIENT_LEN);
+	cookie_make(
+	    q->cookie, peer, (uint32_t)clock_wall_s(), opt + COOKIE_CLIENT_LEN);
 	/*
 	 * Within the limit or not at all: wire_add_option leaves buf alone
 	 * when it fails, but not when it succeeds past the limit.

@@ -23,8 +23,8 @@
 #include "stubborn/upstream.h"
 #include "stubborn/wire.h"
 
-#define FWD_BUCKETS 4096          /* power of two */
-#define FWD_MAX_INFLIGHT 8192     /* per worker */
+#define FWD_BUCKETS 4096      /* power of two */
+#define FWD_MAX_INFLIGHT 8192 /* per worker */
 #define FWD_MAX_ZONES (CONFIG_MAX_ZONES + 1)
 #define FWD_QBYTES_MAX (WIRE_HDR_LEN + WIRE_NAME_MAX + 4)
 #define FWD_BIND_TRIES 8
@@ -37,14 +37,14 @@ enum fail_kind {
 	FAIL_RCODE,
 	FAIL_MALFORMED,
 	FAIL_ALL_DOWN,
-	FAIL_SHED,        /* upstream rate budget short: not the name's fault */
+	FAIL_SHED, /* upstream rate budget short: not the name's fault */
 };
 
 struct fwd_waiter {
 	struct fwd_waiter *next;
 	struct fwd_client cl;
 	struct wire_query q;
-	size_t qlen;                       /* header + question bytes */
+	size_t qlen; /* header + question bytes */
 	uint8_t qbytes[FWD_QBYTES_MAX];
 };
 
@@ -57,17 +57,17 @@ struct fwd_query;
  */
 struct fwd_attempt {
 	struct forward *f;
-	struct fwd_query *q;               /* NULL when orphaned or a probe */
-	struct fwd_attempt *qnext;         /* q's attempts */
-	struct fwd_attempt *prev, *next;   /* every live attempt of f */
+	struct fwd_query *q;             /* NULL when orphaned or a probe */
+	struct fwd_attempt *qnext;       /* q's attempts */
+	struct fwd_attempt *prev, *next; /* every live attempt of f */
 	struct upstream_pool *pool;
 	unsigned up;
 	bool probe;
-	bool exact_case;                   /* 0x20: the reply must echo qname */
-	bool edns;                         /* sends OPT */
+	bool exact_case; /* 0x20: the reply must echo qname */
+	bool edns;       /* sends OPT */
 	bool tcp;
 	uint16_t id;
-	uint8_t qname[WIRE_NAME_MAX];      /* lower-cased */
+	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased */
 	size_t qname_len;
 	uint16_t qtype, qclass, qflags;
 	bool do_bit;
@@ -85,12 +85,12 @@ struct fwd_attempt {
 
 struct fwd_query {
 	struct forward *f;
-	struct fwd_query *hnext;           /* bucket chain */
-	struct fwd_query *dead_next;       /* reap list, once finished */
+	struct fwd_query *hnext;     /* bucket chain */
+	struct fwd_query *dead_next; /* reap list, once finished */
 	uint64_t hash;
 	uint8_t key[CACHE_KEY_MAX];
 	size_t klen;
-	uint8_t qname[WIRE_NAME_MAX];      /* lower-cased */
+	uint8_t qname[WIRE_NAME_MAX]; /* lower-cased */
 	size_t qname_len;
 	uint16_t qtype, qclass, qflags;
 	bool do_bit;
@@ -98,16 +98,16 @@ struct fwd_query {
 	struct fwd_waiter *waiters;
 	unsigned nwaiters;
 	struct upstream_pool *pool;
-	struct fwd_attempt *attempts;      /* still waiting for an answer */
+	struct fwd_attempt *attempts; /* still waiting for an answer */
 	unsigned active;
-	uint32_t tried;                    /* bit per server already asked */
+	uint32_t tried; /* bit per server already asked */
 	enum fail_kind fail;
-	struct event *ev_hedge;            /* freed by query_free */
-	struct event *ev_stale;            /* stale-client-timeout; freed by
-					      query_free */
+	struct event *ev_hedge; /* freed by query_free */
+	struct event *ev_stale; /* stale-client-timeout; freed by
+				   query_free */
 	enum upstream_prio prio;
 	bool stale_armed;
-	bool stale_served;                 /* waiters got stale: now a refresh */
+	bool stale_served; /* waiters got stale: now a refresh */
 	bool done;
 };
 
@@ -119,29 +119,30 @@ struct forward {
 	struct msg_policy policy;
 	struct fwd_zone zones[FWD_MAX_ZONES];
 	size_t nzones;
-	uint8_t neg_zones[CONFIG_MAX_ZONES][WIRE_NAME_MAX]; /* stale-on-negative */
+	uint8_t neg_zones[CONFIG_MAX_ZONES]
+			 [WIRE_NAME_MAX]; /* stale-on-negative */
 	size_t neg_zone_len[CONFIG_MAX_ZONES];
 	size_t n_neg_zones;
 	size_t inflight;
 	struct fwd_query *buckets[FWD_BUCKETS];
 	uint8_t hash_key[crypto_shorthash_KEYBYTES];
 	struct fwd_query *dead;
-	struct fwd_attempt *attempts;      /* every live attempt */
+	struct fwd_attempt *attempts; /* every live attempt */
 	struct event *ev_reap;
 	bool draining;
 	void (*drain_done)(void *);
 	void *drain_arg;
 	struct event *ev_drain;
-	uint8_t buf[WIRE_MSG_MAX + 512];   /* scratch for replies */
+	uint8_t buf[WIRE_MSG_MAX + 512]; /* scratch for replies */
 };
 
-static struct fwd_query *table_find(struct forward *f, uint64_t h,
-    const uint8_t *key, size_t klen);
+static struct fwd_query *table_find(
+    struct forward *f, uint64_t h, const uint8_t *key, size_t klen);
 static void table_remove(struct forward *f, struct fwd_query *q);
 static int add_waiter(struct fwd_query *q, const uint8_t *query,
     const struct wire_query *wq, const struct fwd_client *cl);
-static struct upstream_pool *pool_for(struct forward *f, const uint8_t *qname,
-    size_t len);
+static struct upstream_pool *pool_for(
+    struct forward *f, const uint8_t *qname, size_t len);
 static int launch(struct fwd_query *q, bool retry);
 static void start(struct fwd_query *q);
 static struct fwd_attempt *attempt_new(struct forward *f,
@@ -154,13 +155,13 @@ static void attempt_free(struct fwd_attempt *a);
 static void transport_close(struct fwd_attempt *a);
 static int send_udp(struct fwd_attempt *a);
 static int send_tcp(struct fwd_attempt *a);
-static int build_upstream_query(struct fwd_attempt *a, uint8_t *out,
-    size_t cap);
+static int build_upstream_query(
+    struct fwd_attempt *a, uint8_t *out, size_t cap);
 static bool reply_matches(struct fwd_attempt *a, const uint8_t *m, size_t len);
 static void handle_reply(struct fwd_attempt *a, uint8_t *m, size_t len);
 static void arm_hedge(struct fwd_query *q, uint32_t ms);
-static void finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
-    const struct msg_info *info);
+static void finish_answer(
+    struct fwd_query *q, uint8_t *m, size_t len, const struct msg_info *info);
 static void finish_servfail(struct fwd_query *q);
 static void query_finish(struct fwd_query *q);
 static struct fwd_waiter *query_detach(struct fwd_query *q);
@@ -206,10 +207,11 @@ forward_new(struct event_base *base, const struct config *cfg,
 	memcpy(f->zones, zones, nzones * sizeof(*zones));
 	f->nzones = nzones;
 	for (size_t i = 0; i < cfg->n_stale_on_negative; i++) {
-		int n = wire_name_from_text(cfg->stale_on_negative[i],
-		    f->neg_zones[f->n_neg_zones]);
+		int n = wire_name_from_text(
+		    cfg->stale_on_negative[i], f->neg_zones[f->n_neg_zones]);
 		if (n > 0) {
-			wire_name_lower(f->neg_zones[f->n_neg_zones], (size_t)n);
+			wire_name_lower(
+			    f->neg_zones[f->n_neg_zones], (size_t)n);
 			f->neg_zone_len[f->n_neg_zones++] = (size_t)n;
 		}
 	}
@@ -278,7 +280,7 @@ static struct fwd_query *
 table_find(struct forward *f, uint64_t h, const uint8_t *key, size_t klen)
 {
 	for (struct fwd_query *q = f->buckets[h & (FWD_BUCKETS - 1)]; q;
-	    q = q->hnext)
+	     q = q->hnext)
 		if (q->hash == h && q->klen == klen &&
 		    memcmp(q->key, key, klen) == 0)
 			return q;
@@ -308,8 +310,8 @@ pool_for(struct forward *f, const uint8_t *qname, size_t len)
 	/* Longest suffix wins; zones[0] is the root and matches everything. */
 	for (size_t i = 1; i < f->nzones; i++)
 		if (f->zones[i].len > f->zones[best].len &&
-		    wire_name_in_zone(qname, len, f->zones[i].name,
-			f->zones[i].len))
+		    wire_name_in_zone(
+			qname, len, f->zones[i].name, f->zones[i].len))
 			best = i;
 	return f->zones[best].pool;
 }
@@ -330,8 +332,7 @@ add_waiter(struct fwd_query *q, const uint8_t *query,
 		    memcmp(&w->cl.peer, &cl->peer, cl->peer_len) == 0)
 			return -EALREADY;
 	}
-	if (q->nwaiters >= q->f->cfg->max_waiters ||
-	    wq->q.end > FWD_QBYTES_MAX)
+	if (q->nwaiters >= q->f->cfg->max_waiters || wq->q.end > FWD_QBYTES_MAX)
 		return -EBUSY;
 	w = malloc(sizeof(*w));
 	if (w == NULL)
@@ -407,7 +408,8 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 	crypto_shorthash((unsigned char *)&h, key, klen, f->hash_key);
 	q = table_find(f, h, key, klen);
 	if (q != NULL) {
-		/* Its waiters already got the stale answer: so does this one. */
+		/* Its waiters already got the stale answer: so does this one.
+		 */
 		if ((flags & FWD_HAVE_STALE) && q->stale_served)
 			return -EAGAIN;
 		r = add_waiter(q, query, wq, cl);
@@ -425,10 +427,11 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		return r;
 	}
 	if (flags & FWD_HAVE_STALE) {
-		struct upstream_pool *pool = pool_for(f, query + wq->q.name_off,
-		    wq->q.name_len);
+		struct upstream_pool *pool =
+		    pool_for(f, query + wq->q.name_off, wq->q.name_len);
 		uint64_t now = clock_now_ms();
-		/* Every circuit open: stale now, not a timeout known to come. */
+		/* Every circuit open: stale now, not a timeout known to come.
+		 */
 		if (!upstream_any_usable(pool))
 			return -EAGAIN;
 		/*
@@ -436,11 +439,13 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 		 * and one refresh in the background notices the recovery.
 		 */
 		if (upstream_is_slow(pool, now)) {
-			if (forward_refresh(f, key, klen, query + wq->q.name_off,
-				wq->q.name_len, wq->q.qtype, wq->q.qclass,
+			if (forward_refresh(f, key, klen,
+				query + wq->q.name_off, wq->q.name_len,
+				wq->q.qtype, wq->q.qclass,
 				key[klen - 1] | FWD_REFRESH_STALE) == 0)
-				cache_hold(f->cache, key, klen, now +
-				    (uint64_t)f->cfg->stale_recheck * 1000);
+				cache_hold(f->cache, key, klen,
+				    now +
+					(uint64_t)f->cfg->stale_recheck * 1000);
 			return -EAGAIN;
 		}
 	}
@@ -456,8 +461,8 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 	}
 	if (flags & FWD_HAVE_STALE)
 		arm_stale(q);
-	q->prio = (flags & FWD_HAVE_STALE) ? UPSTREAM_PRIO_STALE :
-					     UPSTREAM_PRIO_CLIENT;
+	q->prio = (flags & FWD_HAVE_STALE) ? UPSTREAM_PRIO_STALE
+					   : UPSTREAM_PRIO_CLIENT;
 	start(q);
 	/*
 	 * One refresh of stale data at a time for the whole process: the
@@ -466,8 +471,8 @@ forward_query(struct forward *f, const uint8_t *query, size_t len,
 	 * start (shed, every circuit open) holds nothing.
 	 */
 	if ((flags & FWD_HAVE_STALE) && !q->done)
-		cache_hold(f->cache, key, klen, clock_now_ms() +
-		    (uint64_t)f->cfg->stale_recheck * 1000);
+		cache_hold(f->cache, key, klen,
+		    clock_now_ms() + (uint64_t)f->cfg->stale_recheck * 1000);
 	return 0;
 }
 
@@ -491,8 +496,8 @@ forward_refresh(struct forward *f, const uint8_t *key, size_t klen,
 	if (q == NULL)
 		return -EBUSY;
 	metrics_inc(f->met, MET_REFRESHES);
-	q->prio = (flags & FWD_REFRESH_STALE) ? UPSTREAM_PRIO_STALE :
-						UPSTREAM_PRIO_BACKGROUND;
+	q->prio = (flags & FWD_REFRESH_STALE) ? UPSTREAM_PRIO_STALE
+					      : UPSTREAM_PRIO_BACKGROUND;
 	start(q);
 	/* Shed, or every circuit open: nothing went out. */
 	return q->done ? -EAGAIN : 0;
@@ -522,8 +527,8 @@ stale_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (q->done || ws == NULL)
 		return;
-	upstream_mark_slow(q->pool, clock_now_ms() +
-	    (uint64_t)q->f->cfg->stale_recheck * 1000);
+	upstream_mark_slow(q->pool,
+	    clock_now_ms() + (uint64_t)q->f->cfg->stale_recheck * 1000);
 	q->waiters = NULL;
 	q->nwaiters = 0;
 	if (!answer_stale(q, ws)) {
@@ -563,14 +568,16 @@ answer_stale(struct fwd_query *q, struct fwd_waiter *ws)
 		memcpy(out, m, n);
 		len = wire_make_reply(out, n, WIRE_MSG_MAX / 2, w->cl.max_len,
 		    w->qbytes, &w->q, f->cfg->edns_buffer_size,
-		    hit.rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN :
-						       WIRE_EDE_STALE,
+		    hit.rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN
+						     : WIRE_EDE_STALE,
 		    "stale answer");
 		metrics_inc(f->met, MET_STALE_ANSWERS);
 		if (len >= 0)
-			len = (int)cookie_attach(out, (size_t)len, WIRE_MSG_MAX / 2,
-			    w->cl.max_len, &w->q, &w->cl.peer);
-		w->cl.reply(&w->cl, len < 0 ? NULL : out, len < 0 ? 0 : (size_t)len);
+			len = (int)cookie_attach(out, (size_t)len,
+			    WIRE_MSG_MAX / 2, w->cl.max_len, &w->q,
+			    &w->cl.peer);
+		w->cl.reply(
+		    &w->cl, len < 0 ? NULL : out, len < 0 ? 0 : (size_t)len);
 		w->cl.reply = NULL;
 	}
 	return true;
@@ -604,7 +611,9 @@ negative_guard(struct fwd_query *q, const struct msg_info *info)
 	if (since == 0 ||
 	    now - since >= (uint64_t)cfg->stale_on_negative_window * 1000)
 		return false;
-	log_warn("forward", "negative answer held back, serving the last positive one qname=\"%s\" qtype=%u rcode=%s held_s=%llu",
+	log_warn("forward",
+	    "negative answer held back, serving the last positive one "
+	    "qname=\"%s\" qtype=%u rcode=%s held_s=%llu",
 	    wire_name_text(q->qname, q->qname_len, name, sizeof(name)),
 	    q->qtype, msg_kind_name(info->kind),
 	    (unsigned long long)((now - since) / 1000));
@@ -643,8 +652,8 @@ launch(struct fwd_query *q, bool retry)
 	bool explore;
 	int up;
 
-	up = upstream_pick(q->pool, q->tried, now, rng_uniform(UINT32_MAX),
-	    q->prio, &explore);
+	up = upstream_pick(
+	    q->pool, q->tried, now, rng_uniform(UINT32_MAX), q->prio, &explore);
 	if (up < 0)
 		return up;
 	if (retry && !upstream_budget_take(q->pool, now))
@@ -666,8 +675,9 @@ launch(struct fwd_query *q, bool retry)
 	 * slower server costs the client almost nothing.
 	 */
 	if (upstream_count(q->pool) > 1)
-		arm_hedge(q, explore ? upstream_best_rto(q->pool) :
-				       upstream_rto(q->pool, a->up));
+		arm_hedge(q,
+		    explore ? upstream_best_rto(q->pool)
+			    : upstream_rto(q->pool, a->up));
 	if (attempt_send(a) < 0)
 		attempt_fail(a, FAIL_NETWORK);
 	return 0;
@@ -677,8 +687,8 @@ launch(struct fwd_query *q, bool retry)
 static void
 start(struct fwd_query *q)
 {
-	static const enum metrics_counter shed[] = {MET_SHED_CLIENT,
-	    MET_SHED_STALE_REFRESH, MET_SHED_REFRESH_AHEAD};
+	static const enum metrics_counter shed[] = {
+	    MET_SHED_CLIENT, MET_SHED_STALE_REFRESH, MET_SHED_REFRESH_AHEAD};
 	int r = launch(q, false);
 
 	if (r == 0)
@@ -708,12 +718,12 @@ int
 forward_probe(struct forward *f, struct upstream_pool *pool, unsigned idx,
     const uint8_t *qname, size_t qname_len, uint16_t qtype)
 {
-	struct fwd_attempt *a = attempt_new(f, pool, idx, qname, qname_len,
-	    qtype, WIRE_CLASS_IN, 0, false);
+	struct fwd_attempt *a = attempt_new(
+	    f, pool, idx, qname, qname_len, qtype, WIRE_CLASS_IN, 0, false);
 
 	if (a == NULL) {
-		upstream_done(pool, idx, UPSTREAM_MALFORMED, 0, true,
-		    clock_now_ms());
+		upstream_done(
+		    pool, idx, UPSTREAM_MALFORMED, 0, true, clock_now_ms());
 		return -ENOMEM;
 	}
 	a->probe = true;
@@ -775,7 +785,8 @@ randomize_case(uint8_t *name, size_t len)
 		size_t l = name[off];
 		for (size_t i = off + 1; i <= off + l && i < len; i++) {
 			uint8_t c = name[i];
-			if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) &&
+			if (((c >= 'a' && c <= 'z') ||
+				(c >= 'A' && c <= 'Z')) &&
 			    (bits[i / 8] >> (i % 8)) & 1)
 				name[i] = (uint8_t)(c ^ 0x20);
 		}
@@ -822,18 +833,22 @@ send_udp(struct fwd_attempt *a)
 	uint8_t pkt[FWD_QBYTES_MAX + 64];
 	int n, fd, r = -1;
 
-	fd = socket(up->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(
+	    up->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	/* A random source port (RFC 5452 9.2); the kernel's pick if all busy. */
+	/* A random source port (RFC 5452 9.2); the kernel's pick if all busy.
+	 */
 	for (int i = 0; i < FWD_BIND_TRIES && r < 0; i++) {
 		struct sockaddr_storage ss;
 		memset(&ss, 0, sizeof(ss));
 		ss.ss_family = up->ss.ss_family;
 		if (ss.ss_family == AF_INET)
-			((struct sockaddr_in *)&ss)->sin_port = htons(rng_port());
+			((struct sockaddr_in *)&ss)->sin_port =
+			    htons(rng_port());
 		else
-			((struct sockaddr_in6 *)&ss)->sin6_port = htons(rng_port());
+			((struct sockaddr_in6 *)&ss)->sin6_port =
+			    htons(rng_port());
 		r = bind(fd, (struct sockaddr *)&ss, up->len);
 	}
 	/* connect() makes the kernel drop datagrams from any other source. */
@@ -842,8 +857,8 @@ send_udp(struct fwd_attempt *a)
 	n = build_upstream_query(a, pkt, sizeof(pkt));
 	if (n < 0 || send(fd, pkt, (size_t)n, 0) != n)
 		goto fail;
-	a->ev_read = event_new(a->f->base, fd, EV_READ | EV_PERSIST,
-	    udp_read_cb, a);
+	a->ev_read =
+	    event_new(a->f->base, fd, EV_READ | EV_PERSIST, udp_read_cb, a);
 	if (a->ev_read == NULL || event_add(a->ev_read, NULL) < 0)
 		goto fail;
 	a->fd = fd;
@@ -875,8 +890,8 @@ send_tcp(struct fwd_attempt *a)
 	bufferevent_setcb(a->bev, tcp_read_cb, NULL, tcp_event_cb, a);
 	/* Length and message in one write (RFC 7766 8). */
 	if (bufferevent_write(a->bev, pkt, (size_t)n + 2) < 0 ||
-	    bufferevent_socket_connect(a->bev,
-		(const struct sockaddr *)&up->ss, (int)up->len) < 0)
+	    bufferevent_socket_connect(
+		a->bev, (const struct sockaddr *)&up->ss, (int)up->len) < 0)
 		return -ECONNREFUSED;
 	bufferevent_enable(a->bev, EV_READ | EV_WRITE);
 	return 0;
@@ -955,12 +970,13 @@ attempt_fail(struct fwd_attempt *a, enum fail_kind why)
 	static const char *const why_text[] = {"none", "timeout", "network",
 	    "rcode", "malformed", "all-down", "shed"};
 
-	log_debug("forward", "upstream attempt failed up=%s reason=%s qname=\"%s\" probe=%d",
+	log_debug("forward",
+	    "upstream attempt failed up=%s reason=%s qname=\"%s\" probe=%d",
 	    upstream_addr(a->pool, a->up)->text, why_text[why],
 	    wire_name_text(a->qname, a->qname_len, name, sizeof(name)),
 	    (int)a->probe);
-	upstream_done(a->pool, a->up, outcome_of(why), 0, a->probe,
-	    clock_now_ms());
+	upstream_done(
+	    a->pool, a->up, outcome_of(why), 0, a->probe, clock_now_ms());
 	attempt_free(a);
 	if (q == NULL || q->done)
 		return;
@@ -981,7 +997,8 @@ reply_matches(struct fwd_attempt *a, const uint8_t *m, size_t len)
 	    !(WIRE_FLAGS(m) & WIRE_QR))
 		return false;
 	/* FORMERR may come without the question (RFC 6891 7). */
-	if (WIRE_QDCOUNT(m) == 0 && WIRE_RCODE(WIRE_FLAGS(m)) == WIRE_RCODE_FORMERR)
+	if (WIRE_QDCOUNT(m) == 0 &&
+	    WIRE_RCODE(WIRE_FLAGS(m)) == WIRE_RCODE_FORMERR)
 		return true;
 	if (WIRE_QDCOUNT(m) != 1 || wire_read_question(m, len, &wq) < 0)
 		return false;
@@ -990,8 +1007,8 @@ reply_matches(struct fwd_attempt *a, const uint8_t *m, size_t len)
 	if (a->exact_case)
 		return wq.name_len == a->qname_len &&
 		    memcmp(m + wq.name_off, a->qname, a->qname_len) == 0;
-	return wire_name_equal(m + wq.name_off, wq.name_len, a->qname,
-	    a->qname_len);
+	return wire_name_equal(
+	    m + wq.name_off, wq.name_len, a->qname, a->qname_len);
 }
 
 static void
@@ -1006,7 +1023,8 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
-			/* ICMP port or host unreachable: fail now, not at RTO. */
+			/* ICMP port or host unreachable: fail now, not at RTO.
+			 */
 			metrics_inc(a->f->met, MET_UPSTREAM_ERRORS);
 			attempt_fail(a, FAIL_NETWORK);
 			return;
@@ -1137,8 +1155,8 @@ handle_reply(struct fwd_attempt *a, uint8_t *m, size_t len)
 }
 
 static void
-finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
-    const struct msg_info *info)
+finish_answer(
+    struct fwd_query *q, uint8_t *m, size_t len, const struct msg_info *info)
 {
 	struct forward *f = q->f;
 	uint8_t ext;
@@ -1147,8 +1165,8 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 	struct fwd_waiter *ws;
 
 	/* The client sees the TTLs that later cache hits count down from. */
-	if (n < 0 || (info->cacheable && wire_set_ttls(m, (size_t)n,
-						info->ttl) < 0)) {
+	if (n < 0 ||
+	    (info->cacheable && wire_set_ttls(m, (size_t)n, info->ttl) < 0)) {
 		metrics_inc(f->met, MET_UPSTREAM_MALFORMED);
 		q->fail = FAIL_MALFORMED;
 		finish_servfail(q);
@@ -1176,8 +1194,9 @@ finish_answer(struct fwd_query *q, uint8_t *m, size_t len,
 	for (struct fwd_waiter *w = ws; w != NULL; w = w->next) {
 		int r;
 		memcpy(out, m, (size_t)n);
-		r = wire_make_reply(out, (size_t)n, (size_t)n + 1024, w->cl.max_len,
-		    w->qbytes, &w->q, f->cfg->edns_buffer_size, -1, NULL);
+		r = wire_make_reply(out, (size_t)n, (size_t)n + 1024,
+		    w->cl.max_len, w->qbytes, &w->q, f->cfg->edns_buffer_size,
+		    -1, NULL);
 		if (r >= 0 && (WIRE_FLAGS(out) & WIRE_TC))
 			metrics_inc(f->met, MET_REPLIES_TRUNCATED);
 		if (r >= 0)
@@ -1195,9 +1214,9 @@ static void
 finish_servfail(struct fwd_query *q)
 {
 	struct forward *f = q->f;
-	int ede = q->fail == FAIL_NETWORK ? WIRE_EDE_NETWORK_ERROR :
-	    q->fail == FAIL_SHED		  ? WIRE_EDE_OTHER :
-					    WIRE_EDE_NO_REACHABLE_AUTHORITY;
+	int ede = q->fail == FAIL_NETWORK ? WIRE_EDE_NETWORK_ERROR
+	    : q->fail == FAIL_SHED        ? WIRE_EDE_OTHER
+					  : WIRE_EDE_NO_REACHABLE_AUTHORITY;
 	const char *text;
 	char name[WIRE_NAME_MAX * 4 + 8];
 	struct fwd_waiter *ws;
@@ -1220,7 +1239,8 @@ finish_servfail(struct fwd_query *q)
 		text = "every upstream failed";
 		break;
 	}
-	log_debug("forward", "resolution failed qname=\"%s\" qtype=%u reason=\"%s\"",
+	log_debug("forward",
+	    "resolution failed qname=\"%s\" qtype=%u reason=\"%s\"",
 	    wire_name_text(q->qname, q->qname_len, name, sizeof(name)),
 	    q->qtype, text);
 	/*
@@ -1247,9 +1267,10 @@ finish_servfail(struct fwd_query *q)
 		    f->cfg->edns_buffer_size, ede, text);
 		metrics_inc(f->met, MET_REPLIES_SERVFAIL);
 		if (r >= 0)
-			r = (int)cookie_attach(f->buf, (size_t)r, sizeof(f->buf),
-			    w->cl.max_len, &w->q, &w->cl.peer);
-		w->cl.reply(&w->cl, r < 0 ? NULL : f->buf, r < 0 ? 0 : (size_t)r);
+			r = (int)cookie_attach(f->buf, (size_t)r,
+			    sizeof(f->buf), w->cl.max_len, &w->q, &w->cl.peer);
+		w->cl.reply(
+		    &w->cl, r < 0 ? NULL : f->buf, r < 0 ? 0 : (size_t)r);
 		w->cl.reply = NULL;
 	}
 	free_waiters(ws);

@@ -25,13 +25,13 @@
 #include "stubborn/wire.h"
 
 #define UDP_BATCH 32
-#define UDP_BUF 4096            /* larger client queries are not DNS we serve */
-#define TCP_MAX_PIPELINE 64     /* queries in flight per connection */
+#define UDP_BUF 4096        /* larger client queries are not DNS we serve */
+#define TCP_MAX_PIPELINE 64 /* queries in flight per connection */
 
 struct udp_sock {
 	struct listen *l;
 	int fd;
-	struct event *ev;        /* added by listen_new, freed by close_udp */
+	struct event *ev; /* added by listen_new, freed by close_udp */
 };
 
 struct tcp_conn {
@@ -43,10 +43,10 @@ struct tcp_conn {
 				    freed by conn_close */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
-	unsigned inflight;       /* queries whose reply is still owed */
-	uint64_t active_ms;      /* last whole query or reply */
-	bool paused;             /* reading stopped at TCP_MAX_PIPELINE */
-	bool closing;            /* close once the owed replies are flushed */
+	unsigned inflight;  /* queries whose reply is still owed */
+	uint64_t active_ms; /* last whole query or reply */
+	bool paused;        /* reading stopped at TCP_MAX_PIPELINE */
+	bool closing;       /* close once the owed replies are flushed */
 };
 
 struct listen {
@@ -79,25 +79,25 @@ static void tcp_read_cb(struct bufferevent *bev, void *arg);
 static void tcp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_close(struct tcp_conn *c);
 static void conn_arm_idle(struct tcp_conn *c);
-static bool make_room(struct listen *l, const struct sockaddr *sa,
-    bool at_total);
-static bool same_host(const struct sockaddr_storage *a,
-    const struct sockaddr *b);
+static bool make_room(
+    struct listen *l, const struct sockaddr *sa, bool at_total);
+static bool same_host(
+    const struct sockaddr_storage *a, const struct sockaddr *b);
 static void conn_close_when_flushed(struct tcp_conn *c);
 static void idle_cb(evutil_socket_t fd, short what, void *arg);
 static void flushed_cb(struct bufferevent *bev, void *arg);
 static void conn_release(struct tcp_conn *c);
-static void udp_reply(const struct fwd_client *cl, const uint8_t *msg,
-    size_t len);
-static void tcp_reply(const struct fwd_client *cl, const uint8_t *msg,
-    size_t len);
-static void process(struct listen *l, const uint8_t *pkt, size_t len,
-    struct fwd_client *cl);
+static void udp_reply(
+    const struct fwd_client *cl, const uint8_t *msg, size_t len);
+static void tcp_reply(
+    const struct fwd_client *cl, const uint8_t *msg, size_t len);
+static void process(
+    struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl);
 static void answer_error(struct listen *l, const uint8_t *pkt, size_t len,
     const struct wire_query *q, int rcode, int ede, const char *text,
     struct fwd_client *cl);
-static void answer_or_forward(struct listen *l, const uint8_t *pkt,
-    size_t len, const struct wire_query *q, const uint8_t *key, size_t klen,
+static void answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
+    const struct wire_query *q, const uint8_t *key, size_t klen,
     struct fwd_client *cl);
 static void reply_cached(struct listen *l, const uint8_t *pkt,
     const struct wire_query *q, size_t slen, struct fwd_client *cl, int ede);
@@ -138,11 +138,11 @@ fail:
 	*errnum = errno;
 	snprintf(err, errlen, "cannot listen on %s (%s): %s%s", a->text,
 	    type == SOCK_STREAM ? "tcp" : "udp", strerror(*errnum),
-	    *errnum == EADDRINUSE ?
-		" (another DNS server holds it; for 127.0.0.53 that is "
-		"usually systemd-resolved's stub listener: set "
-		"DNSStubListener=no in /etc/systemd/resolved.conf)" :
-		"");
+	    *errnum == EADDRINUSE
+		? " (another DNS server holds it; for 127.0.0.53 that is "
+		  "usually systemd-resolved's stub listener: set "
+		  "DNSStubListener=no in /etc/systemd/resolved.conf)"
+		: "");
 	if (fd >= 0)
 		close(fd);
 	return -1;
@@ -154,13 +154,13 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 	int errnum = 0;
 
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		int fd = open_socket(&cfg->listen[i], SOCK_DGRAM, false, err,
-		    errlen, &errnum);
+		int fd = open_socket(
+		    &cfg->listen[i], SOCK_DGRAM, false, err, errlen, &errnum);
 		if (fd < 0)
 			return -errnum;
 		close(fd);
-		fd = open_socket(&cfg->listen[i], SOCK_STREAM, false, err,
-		    errlen, &errnum);
+		fd = open_socket(
+		    &cfg->listen[i], SOCK_STREAM, false, err, errlen, &errnum);
 		if (fd < 0)
 			return -errnum;
 		close(fd);
@@ -171,8 +171,7 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 struct listen *
 listen_new(struct event_base *base, const struct config *cfg,
     struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    const struct listen_limits *limits, char *err, size_t errlen,
-    int *errnum)
+    const struct listen_limits *limits, char *err, size_t errlen, int *errnum)
 {
 	struct listen *l = calloc(1, sizeof(*l));
 
@@ -197,14 +196,15 @@ listen_new(struct event_base *base, const struct config *cfg,
 		u->l = l;
 		u->fd = fd;
 		l->n_udp++;
-		u->ev = event_new(base, fd, EV_READ | EV_PERSIST, udp_read_cb, u);
+		u->ev =
+		    event_new(base, fd, EV_READ | EV_PERSIST, udp_read_cb, u);
 		if (u->ev == NULL || event_add(u->ev, NULL) < 0)
 			goto fail_mem;
 		fd = open_socket(a, SOCK_STREAM, true, err, errlen, errnum);
 		if (fd < 0)
 			goto fail;
-		l->tcp[l->n_tcp] = evconnlistener_new(base, accept_cb, l,
-		    LEV_OPT_CLOSE_ON_FREE, -1, fd);
+		l->tcp[l->n_tcp] = evconnlistener_new(
+		    base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 		if (l->tcp[l->n_tcp] == NULL) {
 			close(fd);
 			goto fail_mem;
@@ -327,8 +327,8 @@ process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
 	uint8_t key[CACHE_KEY_MAX];
 	size_t klen;
 
-	cl->max_len = cl->tcp ? WIRE_MSG_MAX :
-				wire_udp_limit(&q, l->cfg->edns_buffer_size);
+	cl->max_len = cl->tcp ? WIRE_MSG_MAX
+			      : wire_udp_limit(&q, l->cfg->edns_buffer_size);
 	switch (v) {
 	case WIRE_ACCEPT:
 		break;
@@ -347,7 +347,8 @@ process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
 	case WIRE_REFUSED:
 		metrics_inc(l->met, MET_REPLIES_REFUSED);
 		answer_error(l, pkt, len, &q, WIRE_RCODE_REFUSED,
-		    WIRE_EDE_NOT_SUPPORTED, "zone transfers are not served", cl);
+		    WIRE_EDE_NOT_SUPPORTED, "zone transfers are not served",
+		    cl);
 		return;
 	case WIRE_FORMERR:
 	default:
@@ -356,7 +357,8 @@ process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
 		return;
 	}
 	klen = cache_make_key(key, pkt + q.q.name_off, q.q.name_len, q.q.qtype,
-	    q.q.qclass, (q.do_bit ? CACHE_KEY_DO : 0) |
+	    q.q.qclass,
+	    (q.do_bit ? CACHE_KEY_DO : 0) |
 		((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0));
 	answer_or_forward(l, pkt, len, &q, key, klen, cl);
 }
@@ -382,7 +384,8 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		    l->out, WIRE_MSG_MAX, &slen, &hit);
 	switch (r) {
 	case CACHE_FRESH:
-		if (!client_allowed(l, l->limits.hit, cfg->cache_qps, cl, now)) {
+		if (!client_allowed(
+			l, l->limits.hit, cfg->cache_qps, cl, now)) {
 			over_limit(l, pkt, len, q, cl);
 			return;
 		}
@@ -391,7 +394,8 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		maybe_refresh(l, pkt, q, key, klen, &hit, now);
 		return;
 	case CACHE_FAILED:
-		/* Resolution failed moments ago (RFC 9520): do not ask again. */
+		/* Resolution failed moments ago (RFC 9520): do not ask again.
+		 */
 		metrics_inc(l->met, MET_FAILURE_CACHE_HITS);
 		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL,
 		    WIRE_EDE_CACHED_ERROR, "recent upstream failure", cl);
@@ -411,9 +415,10 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		break;
 	}
 	/* Only work that costs upstream queries counts against client-qps. */
-	if (!client_allowed(l, l->limits.miss, q->has_cookie &&
-		cookie_valid_query(q, &cl->peer) ? cfg->client_qps_cookie :
-						   cfg->client_qps,
+	if (!client_allowed(l, l->limits.miss,
+		q->has_cookie && cookie_valid_query(q, &cl->peer)
+		    ? cfg->client_qps_cookie
+		    : cfg->client_qps,
 		cl, now)) {
 		if (flags == FWD_HAVE_STALE) {
 			metrics_inc(l->met, MET_RATELIMITED_STALE);
@@ -430,8 +435,10 @@ answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
 		return;
 	}
 	if (rc < 0)
-		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
-		    rc == -ESHUTDOWN ? "shutting down" : "too many queries in flight",
+		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL,
+		    WIRE_EDE_OTHER,
+		    rc == -ESHUTDOWN ? "shutting down"
+				     : "too many queries in flight",
 		    cl);
 }
 
@@ -462,12 +469,23 @@ client_allowed(struct listen *l, struct ratelimit *rl, uint32_t rate,
 		if (now >= last + 1000 &&
 		    atomic_compare_exchange_strong(&last_log_ms, &last, now)) {
 			if (cl->peer.ss_family == AF_INET6)
-				inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&cl->peer)->sin6_addr, addr, sizeof(addr));
+				inet_ntop(AF_INET6,
+				    &((const struct sockaddr_in6 *)&cl->peer)
+					 ->sin6_addr,
+				    addr, sizeof(addr));
 			else
-				inet_ntop(AF_INET, &((const struct sockaddr_in *)&cl->peer)->sin_addr, addr, sizeof(addr));
-			log_warn("listen", "client over its query limit client=%s qps=%u action=%s",
-			    addr, rate, l->cfg->ratelimit_action == CONFIG_RL_DROP ? "drop" :
-			    l->cfg->ratelimit_action == CONFIG_RL_TRUNCATE ? "truncate" : "refuse");
+				inet_ntop(AF_INET,
+				    &((const struct sockaddr_in *)&cl->peer)
+					 ->sin_addr,
+				    addr, sizeof(addr));
+			log_warn("listen",
+			    "client over its query limit client=%s qps=%u "
+			    "action=%s",
+			    addr, rate,
+			    l->cfg->ratelimit_action == CONFIG_RL_DROP ? "drop"
+				: l->cfg->ratelimit_action == CONFIG_RL_TRUNCATE
+				? "truncate"
+				: "refuse");
 		}
 	}
 	return false;
@@ -492,7 +510,8 @@ over_limit(struct listen *l, const uint8_t *pkt, size_t len,
 		n = wire_build_error(l->out, sizeof(l->out), pkt, len, q,
 		    WIRE_RCODE_NOERROR, l->cfg->edns_buffer_size, -1, NULL);
 		if (n >= 0)
-			wire_put16(l->out + 2, (uint16_t)(WIRE_FLAGS(l->out) | WIRE_TC));
+			wire_put16(l->out + 2,
+			    (uint16_t)(WIRE_FLAGS(l->out) | WIRE_TC));
 		cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
 		return;
 	}
@@ -515,8 +534,9 @@ reply_cached(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
 	}
 	if (WIRE_FLAGS(l->out) & WIRE_TC)
 		metrics_inc(l->met, MET_REPLIES_TRUNCATED);
-	cl->reply(cl, l->out, cookie_attach(l->out, (size_t)n, sizeof(l->out),
-				  cl->max_len, q, &cl->peer));
+	cl->reply(cl, l->out,
+	    cookie_attach(
+		l->out, (size_t)n, sizeof(l->out), cl->max_len, q, &cl->peer));
 }
 
 static void
@@ -525,8 +545,8 @@ reply_stale(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
 {
 	metrics_inc(l->met, MET_STALE_ANSWERS);
 	reply_cached(l, pkt, q, slen, cl,
-	    hit->rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN :
-						WIRE_EDE_STALE);
+	    hit->rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN
+					      : WIRE_EDE_STALE);
 }
 
 /*
@@ -570,7 +590,8 @@ same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
 		return false;
 	if (b->sa_family == AF_INET6)
 		return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-			   &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+			   &((const struct sockaddr_in6 *)b)->sin6_addr,
+			   16) == 0;
 	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
 	    ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 }
@@ -597,7 +618,8 @@ make_room(struct listen *l, const struct sockaddr *sa, bool at_total)
 			continue;
 		if (idlest == NULL || c->active_ms < idlest->active_ms)
 			idlest = c;
-		if (mine && (idlest_own == NULL ||
+		if (mine &&
+		    (idlest_own == NULL ||
 			c->active_ms < idlest_own->active_ms))
 			idlest_own = c;
 	}
@@ -629,7 +651,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	 * Each worker keeps to its share of the total, so a worker at the
 	 * total always has connections of its own to make room with.
 	 */
-	bool at_total = atomic_load(&tcp_total) >= l->cfg->tcp_max_connections ||
+	bool at_total =
+	    atomic_load(&tcp_total) >= l->cfg->tcp_max_connections ||
 	    l->n_conns >= (l->cfg->tcp_max_connections + workers - 1) / workers;
 
 	if (l->stopped || !make_room(l, sa, at_total)) {
@@ -649,7 +672,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	}
 	c = calloc(1, sizeof(*c));
 	if (c != NULL) {
-		c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		c->bev =
+		    bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
 		c->ev_idle = evtimer_new(l->base, idle_cb, c);
 	}
 	if (c == NULL || c->bev == NULL || c->ev_idle == NULL) {
@@ -726,7 +750,8 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 
 	while (c->bev != NULL && !l->stopped && !c->closing) {
 		if (c->inflight >= TCP_MAX_PIPELINE) {
-			/* Back-pressure: the rest waits in the socket buffer. */
+			/* Back-pressure: the rest waits in the socket buffer.
+			 */
 			bufferevent_disable(bev, EV_READ);
 			c->paused = true;
 			return;

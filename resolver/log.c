@@ -20,7 +20,8 @@ log_set_level(enum log_level level)
 int
 log_parse_level(const char *s)
 {
-	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]); i++)
+	for (size_t i = 0; i < sizeof(level_names) / sizeof(level_names[0]);
+	     i++)
 		if (strcasecmp(s, level_names[i]) == 0)
 			return (int)i;
 	if (strcasecmp(s, "warning") == 0)
@@ -78,9 +79,11 @@ log_write(enum log_level level, const char *sub, const char *fmt, ...)
 
 	/* The message is the text before the first " key=" pair. */
 	kv = NULL;
-	for (const char *p = strchr(body, ' '); p != NULL; p = strchr(p + 1, ' ')) {
+	for (const char *p = strchr(body, ' '); p != NULL;
+	     p = strchr(p + 1, ' ')) {
 		const char *q = p + 1;
-		while ((*q >= 'a' && *q <= 'z') || *q == '_' || (*q >= '0' && *q <= '9'))
+		while ((*q >= 'a' && *q <= 'z') || *q == '_' ||
+		    (*q >= '0' && *q <= '9'))
 			q++;
 		if (q > p + 1 && *q == '=') {
 			kv = p;
@@ -91,7 +94,8 @@ log_write(enum log_level level, const char *sub, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	n = snprintf(line, sizeof(line),
-	    "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s sub=%s msg=\"%.*s\"%s\n",
+	    "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s sub=%s "
+	    "msg=\"%.*s\"%s\n",
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
 	    tm.tm_sec, ts.tv_nsec / 1000000, log_level_name(level), sub,
 	    kv ? (int)(kv - body) : (int)strlen(body), body, kv ? kv : "");

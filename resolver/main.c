@@ -32,7 +32,7 @@
 
 struct daemon {
 	struct config cfg;
-	pthread_t loader;          /* loads the snapshot after listening */
+	pthread_t loader; /* loads the snapshot after listening */
 	bool loader_started;
 	struct event *ev_snapshot; /* periodic save, freed at exit */
 	struct fwd_zone zones[CONFIG_MAX_ZONES + 1];
@@ -74,19 +74,28 @@ static void
 upstream_metrics(struct daemon *d, struct evbuffer *out)
 {
 	static const char *const help[][3] = {
-		{"upstream_server_queries_total", "counter", "Queries sent to the server (probes excluded)."},
-		{"upstream_server_answers_total", "counter", "Usable answers from the server."},
-		{"upstream_server_timeouts_total", "counter", "Queries the server did not answer in time."},
-		{"upstream_server_errors_total", "counter", "SERVFAIL/REFUSED/unreachable/malformed from the server."},
-		{"upstream_server_rtt_seconds", "gauge", "Smoothed round-trip time estimate."},
-		{"upstream_server_rto_seconds", "gauge", "Retransmit (hedge) timeout."},
-		{"upstream_server_outstanding", "gauge", "Queries waiting for the server."},
-		{"upstream_server_circuit", "gauge", "Circuit state: 0 closed, 1 open, 2 half-open."},
+	    {"upstream_server_queries_total", "counter",
+		"Queries sent to the server (probes excluded)."},
+	    {"upstream_server_answers_total", "counter",
+		"Usable answers from the server."},
+	    {"upstream_server_timeouts_total", "counter",
+		"Queries the server did not answer in time."},
+	    {"upstream_server_errors_total", "counter",
+		"SERVFAIL/REFUSED/unreachable/malformed from the server."},
+	    {"upstream_server_rtt_seconds", "gauge",
+		"Smoothed round-trip time estimate."},
+	    {"upstream_server_rto_seconds", "gauge",
+		"Retransmit (hedge) timeout."},
+	    {"upstream_server_outstanding", "gauge",
+		"Queries waiting for the server."},
+	    {"upstream_server_circuit", "gauge",
+		"Circuit state: 0 closed, 1 open, 2 half-open."},
 	};
 	char zone[WIRE_NAME_MAX * 4 + 8];
 
 	for (size_t m = 0; m < sizeof(help) / sizeof(help[0]); m++) {
-		evbuffer_add_printf(out, "# HELP stubborn_%s %s\n# TYPE stubborn_%s %s\n",
+		evbuffer_add_printf(out,
+		    "# HELP stubborn_%s %s\n# TYPE stubborn_%s %s\n",
 		    help[m][0], help[m][2], help[m][0], help[m][1]);
 		for (size_t z = 0; z < d->nzones; z++) {
 			struct upstream_pool *pool = d->zones[z].pool;
@@ -95,17 +104,43 @@ upstream_metrics(struct daemon *d, struct evbuffer *out)
 			for (unsigned i = 0; i < upstream_count(pool); i++) {
 				struct upstream_stats st;
 				upstream_get_stats(pool, i, &st);
-				evbuffer_add_printf(out, "stubborn_%s{zone=\"%s\",server=\"%s\"} ",
-				    help[m][0], zone, upstream_addr(pool, i)->text);
+				evbuffer_add_printf(out,
+				    "stubborn_%s{zone=\"%s\",server=\"%s\"} ",
+				    help[m][0], zone,
+				    upstream_addr(pool, i)->text);
 				switch (m) {
-				case 0: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.queries); break;
-				case 1: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.answers); break;
-				case 2: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.timeouts); break;
-				case 3: evbuffer_add_printf(out, "%llu\n", (unsigned long long)st.errors); break;
-				case 4: evbuffer_add_printf(out, "%.6f\n", st.srtt_us / 1e6); break;
-				case 5: evbuffer_add_printf(out, "%.3f\n", st.rto_ms / 1e3); break;
-				case 6: evbuffer_add_printf(out, "%u\n", st.outstanding); break;
-				default: evbuffer_add_printf(out, "%d\n", (int)st.circuit); break;
+				case 0:
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)st.queries);
+					break;
+				case 1:
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)st.answers);
+					break;
+				case 2:
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)st.timeouts);
+					break;
+				case 3:
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)st.errors);
+					break;
+				case 4:
+					evbuffer_add_printf(
+					    out, "%.6f\n", st.srtt_us / 1e6);
+					break;
+				case 5:
+					evbuffer_add_printf(
+					    out, "%.3f\n", st.rto_ms / 1e3);
+					break;
+				case 6:
+					evbuffer_add_printf(
+					    out, "%u\n", st.outstanding);
+					break;
+				default:
+					evbuffer_add_printf(
+					    out, "%d\n", (int)st.circuit);
+					break;
 				}
 			}
 		}
@@ -226,8 +261,8 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 	p.max_outstanding = d->cfg.upstream_max_outstanding;
 	d->zones[0].name[0] = 0;
 	d->zones[0].len = 1;
-	d->zones[0].pool = upstream_pool_new(".", d->cfg.upstream,
-	    d->cfg.n_upstream, &p);
+	d->zones[0].pool =
+	    upstream_pool_new(".", d->cfg.upstream, d->cfg.n_upstream, &p);
 	if (d->zones[0].pool == NULL)
 		goto nomem;
 	d->nzones = 1;
@@ -236,13 +271,14 @@ build_pools(struct daemon *d, char *err, size_t errlen)
 		struct fwd_zone *z = &d->zones[d->nzones];
 		n = wire_name_from_text(cz->name, z->name);
 		if (n < 0) {
-			snprintf(err, errlen, "forward-zone %s: bad name", cz->name);
+			snprintf(
+			    err, errlen, "forward-zone %s: bad name", cz->name);
 			return -EINVAL;
 		}
 		z->len = (size_t)n;
 		wire_name_lower(z->name, z->len);
-		z->pool = upstream_pool_new(cz->name, cz->upstream,
-		    cz->n_upstream, &p);
+		z->pool = upstream_pool_new(
+		    cz->name, cz->upstream, cz->n_upstream, &p);
 		if (z->pool == NULL)
 			goto nomem;
 		d->nzones++;
@@ -286,12 +322,14 @@ load_snapshot(void *arg)
 	    clock_wall_s(), d->cfg.serve_stale ? d->cfg.stale_max_age : 0,
 	    &loaded, &skipped, err, sizeof(err));
 	if (r == -ENOENT)
-		log_info("snapshot", "no snapshot yet file=%s", d->cfg.snapshot);
+		log_info(
+		    "snapshot", "no snapshot yet file=%s", d->cfg.snapshot);
 	else if (r < 0)
 		log_warn("snapshot", "snapshot ignored file=%s error=\"%s\"",
 		    d->cfg.snapshot, err);
 	else
-		log_info("snapshot", "snapshot loaded file=%s entries=%zu skipped=%zu ms=%llu",
+		log_info("snapshot",
+		    "snapshot loaded file=%s entries=%zu skipped=%zu ms=%llu",
 		    d->cfg.snapshot, loaded, skipped,
 		    (unsigned long long)(clock_now_ms() - t0));
 	return NULL;
@@ -302,14 +340,16 @@ save_snapshot(struct daemon *d, const char *why)
 {
 	uint64_t t0 = clock_now_ms();
 	size_t n = 0;
-	int r = snapshot_save(d->cache, d->cfg.snapshot, clock_now_ms(),
-	    clock_wall_s(), &n);
+	int r = snapshot_save(
+	    d->cache, d->cfg.snapshot, clock_now_ms(), clock_wall_s(), &n);
 
 	if (r < 0)
-		log_error("snapshot", "cannot save the cache file=%s error=\"%s\" when=%s",
+		log_error("snapshot",
+		    "cannot save the cache file=%s error=\"%s\" when=%s",
 		    d->cfg.snapshot, strerror(-r), why);
 	else
-		log_info("snapshot", "cache saved file=%s entries=%zu ms=%llu when=%s",
+		log_info("snapshot",
+		    "cache saved file=%s entries=%zu ms=%llu when=%s",
 		    d->cfg.snapshot, n,
 		    (unsigned long long)(clock_now_ms() - t0), why);
 }
@@ -348,12 +388,14 @@ make_limits(struct daemon *d)
 
 	rng_bytes(key, sizeof(key));
 	if (d->cfg.client_qps > 0) {
-		d->shared.limits.miss = ratelimit_new(d->cfg.ratelimit_clients, key);
+		d->shared.limits.miss =
+		    ratelimit_new(d->cfg.ratelimit_clients, key);
 		if (d->shared.limits.miss == NULL)
 			return -ENOMEM;
 	}
 	if (d->cfg.cache_qps > 0) {
-		d->shared.limits.hit = ratelimit_new(d->cfg.ratelimit_clients, key);
+		d->shared.limits.hit =
+		    ratelimit_new(d->cfg.ratelimit_clients, key);
 		if (d->shared.limits.hit == NULL)
 			return -ENOMEM;
 	}
@@ -376,14 +418,16 @@ log_startup(const struct daemon *d)
 	for (size_t i = 0; i < d->cfg.n_listen && o < sizeof(list); i++)
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
 		    i ? "," : "", d->cfg.listen[i].text);
-	log_info("main", "listening listen=%s workers=%u", list, d->cfg.workers);
+	log_info(
+	    "main", "listening listen=%s workers=%u", list, d->cfg.workers);
 	o = 0;
 	list[0] = '\0';
 	for (size_t i = 0; i < d->cfg.n_upstream && o < sizeof(list); i++)
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
 		    i ? "," : "", d->cfg.upstream[i].text);
-	log_info("main", "forwarding upstreams=%s source=%s policy=%s zones=%zu",
-	    list, d->cfg.upstream_from_resolv ? d->cfg.resolv_conf : "config",
+	log_info("main",
+	    "forwarding upstreams=%s source=%s policy=%s zones=%zu", list,
+	    d->cfg.upstream_from_resolv ? d->cfg.resolv_conf : "config",
 	    upstream_policy_name((enum upstream_policy)d->cfg.policy),
 	    d->nzones - 1);
 }
@@ -413,14 +457,16 @@ main(int argc, char **argv)
 	log_set_level((enum log_level)d.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
 	if (rng_init() < 0 || evthread_use_pthreads() < 0) {
-		log_error("main", "cannot initialise libsodium or libevent threads");
+		log_error(
+		    "main", "cannot initialise libsodium or libevent threads");
 		return 1;
 	}
 	d.cache = cache_new(d.cfg.cache_size, CACHE_SHARDS,
 	    d.cfg.serve_stale ? d.cfg.stale_max_age : 0);
 	cookie_init();
 	if (make_limits(&d) < 0) {
-		log_error("main", "out of memory for the client rate limit tables");
+		log_error(
+		    "main", "out of memory for the client rate limit tables");
 		goto out;
 	}
 	d.metrics = metrics_new(d.cfg.workers);
@@ -450,8 +496,8 @@ main(int argc, char **argv)
 		goto out;
 	ev_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
 	ev_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
-	if (ev_term == NULL || ev_int == NULL || evsignal_add(ev_term, NULL) < 0 ||
-	    evsignal_add(ev_int, NULL) < 0)
+	if (ev_term == NULL || ev_int == NULL ||
+	    evsignal_add(ev_term, NULL) < 0 || evsignal_add(ev_int, NULL) < 0)
 		goto out;
 	log_startup(&d);
 	if (start_snapshots(&d) < 0) {

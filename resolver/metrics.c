@@ -27,40 +27,66 @@ struct counter_desc {
 
 /* Indexed by enum metrics_counter; the labels group related counters. */
 static const struct counter_desc counters[MET_COUNT] = {
-	[MET_QUERIES_UDP] = {"queries_total{transport=\"udp\"}", "Client queries received."},
-	[MET_QUERIES_TCP] = {"queries_total{transport=\"tcp\"}", NULL},
-	[MET_CACHE_HITS] = {"cache_hits_total", "Queries answered from fresh cache entries."},
-	[MET_CACHE_MISSES] = {"cache_misses_total", "Queries that needed an upstream."},
-	[MET_COALESCED] = {"coalesced_total", "Queries that joined an identical in-flight query."},
-	[MET_REPLIES_FORMERR] = {"replies_total{rcode=\"formerr\"}", "Error replies sent to clients, by RCODE."},
-	[MET_REPLIES_NOTIMP] = {"replies_total{rcode=\"notimp\"}", NULL},
-	[MET_REPLIES_BADVERS] = {"replies_total{rcode=\"badvers\"}", NULL},
-	[MET_REPLIES_REFUSED] = {"replies_total{rcode=\"refused\"}", NULL},
-	[MET_REPLIES_SERVFAIL] = {"replies_total{rcode=\"servfail\"}", NULL},
-	[MET_REPLIES_TRUNCATED] = {"replies_truncated_total", "UDP replies sent with TC=1."},
-	[MET_DROPPED] = {"dropped_total", "Client packets dropped without reply (short, QR=1)."},
-	[MET_UPSTREAM_QUERIES] = {"upstream_queries_total", "Queries sent to upstreams."},
-	[MET_UPSTREAM_ANSWERS] = {"upstream_answers_total", "Valid upstream answers."},
-	[MET_UPSTREAM_TIMEOUTS] = {"upstream_timeouts_total", "Upstream queries that timed out."},
-	[MET_UPSTREAM_ERRORS] = {"upstream_errors_total", "Upstream SERVFAIL/REFUSED/network errors."},
-	[MET_UPSTREAM_MISMATCHED] = {"upstream_mismatched_total", "Upstream replies dropped: wrong ID or question."},
-	[MET_UPSTREAM_MALFORMED] = {"upstream_malformed_total", "Upstream replies that did not parse."},
-	[MET_UPSTREAM_TCP_FALLBACKS] = {"upstream_tcp_fallbacks_total", "Truncated upstream answers retried over TCP."},
-	[MET_UPSTREAM_EDNS_FALLBACKS] = {"upstream_edns_fallbacks_total", "Queries retried without EDNS after FORMERR."},
-	[MET_TCP_ACCEPTED] = {"tcp_connections_total", "Client TCP connections accepted."},
-	[MET_TCP_REJECTED] = {"tcp_rejected_total", "Client TCP connections closed at the limit."},
-	[MET_TCP_IDLE_CLOSED] = {"tcp_idle_closed_total", "Client TCP connections closed when idle."},
-	[MET_INFLIGHT_OVERFLOW] = {"inflight_overflow_total", "Queries refused because the in-flight table was full."},
-	[MET_STALE_ANSWERS] = {"stale_answers_total", "Expired answers served (RFC 8767), EDE 3/19."},
-	[MET_REFRESHES] = {"refreshes_total", "Background refreshes started (refresh-ahead, keep-warm)."},
-	[MET_RATELIMITED_REFUSE] = {"ratelimited_total{action=\"refuse\"}", "Client queries over their limit, by action."},
-	[MET_RATELIMITED_DROP] = {"ratelimited_total{action=\"drop\"}", NULL},
-	[MET_RATELIMITED_TRUNCATE] = {"ratelimited_total{action=\"truncate\"}", NULL},
-	[MET_RATELIMITED_STALE] = {"ratelimited_total{action=\"stale\"}", NULL},
-	[MET_SHED_REFRESH_AHEAD] = {"shed_total{kind=\"refresh_ahead\"}", "Upstream work not started because the upstream budget was short, by kind."},
-	[MET_SHED_STALE_REFRESH] = {"shed_total{kind=\"stale_refresh\"}", NULL},
-	[MET_SHED_CLIENT] = {"shed_total{kind=\"client\"}", NULL},
-	[MET_FAILURE_CACHE_HITS] = {"failure_cache_hits_total", "Queries answered SERVFAIL from the failure cache (RFC 9520), EDE 13."},
+    [MET_QUERIES_UDP] = {"queries_total{transport=\"udp\"}",
+	"Client queries received."},
+    [MET_QUERIES_TCP] = {"queries_total{transport=\"tcp\"}", NULL},
+    [MET_CACHE_HITS] = {"cache_hits_total",
+	"Queries answered from fresh cache entries."},
+    [MET_CACHE_MISSES] = {"cache_misses_total",
+	"Queries that needed an upstream."},
+    [MET_COALESCED] = {"coalesced_total",
+	"Queries that joined an identical in-flight query."},
+    [MET_REPLIES_FORMERR] = {"replies_total{rcode=\"formerr\"}",
+	"Error replies sent to clients, by RCODE."},
+    [MET_REPLIES_NOTIMP] = {"replies_total{rcode=\"notimp\"}", NULL},
+    [MET_REPLIES_BADVERS] = {"replies_total{rcode=\"badvers\"}", NULL},
+    [MET_REPLIES_REFUSED] = {"replies_total{rcode=\"refused\"}", NULL},
+    [MET_REPLIES_SERVFAIL] = {"replies_total{rcode=\"servfail\"}", NULL},
+    [MET_REPLIES_TRUNCATED] = {"replies_truncated_total",
+	"UDP replies sent with TC=1."},
+    [MET_DROPPED] = {"dropped_total",
+	"Client packets dropped without reply (short, QR=1)."},
+    [MET_UPSTREAM_QUERIES] = {"upstream_queries_total",
+	"Queries sent to upstreams."},
+    [MET_UPSTREAM_ANSWERS] = {"upstream_answers_total",
+	"Valid upstream answers."},
+    [MET_UPSTREAM_TIMEOUTS] = {"upstream_timeouts_total",
+	"Upstream queries that timed out."},
+    [MET_UPSTREAM_ERRORS] = {"upstream_errors_total",
+	"Upstream SERVFAIL/REFUSED/network errors."},
+    [MET_UPSTREAM_MISMATCHED] = {"upstream_mismatched_total",
+	"Upstream replies dropped: wrong ID or question."},
+    [MET_UPSTREAM_MALFORMED] = {"upstream_malformed_total",
+	"Upstream replies that did not parse."},
+    [MET_UPSTREAM_TCP_FALLBACKS] = {"upstream_tcp_fallbacks_total",
+	"Truncated upstream answers retried over TCP."},
+    [MET_UPSTREAM_EDNS_FALLBACKS] = {"upstream_edns_fallbacks_total",
+	"Queries retried without EDNS after FORMERR."},
+    [MET_TCP_ACCEPTED] = {"tcp_connections_total",
+	"Client TCP connections accepted."},
+    [MET_TCP_REJECTED] = {"tcp_rejected_total",
+	"Client TCP connections closed at the limit."},
+    [MET_TCP_IDLE_CLOSED] = {"tcp_idle_closed_total",
+	"Client TCP connections closed when idle."},
+    [MET_INFLIGHT_OVERFLOW] = {"inflight_overflow_total",
+	"Queries refused because the in-flight table was full."},
+    [MET_STALE_ANSWERS] = {"stale_answers_total",
+	"Expired answers served (RFC 8767), EDE 3/19."},
+    [MET_REFRESHES] = {"refreshes_total",
+	"Background refreshes started (refresh-ahead, keep-warm)."},
+    [MET_RATELIMITED_REFUSE] = {"ratelimited_total{action=\"refuse\"}",
+	"Client queries over their limit, by action."},
+    [MET_RATELIMITED_DROP] = {"ratelimited_total{action=\"drop\"}", NULL},
+    [MET_RATELIMITED_TRUNCATE] = {"ratelimited_total{action=\"truncate\"}",
+	NULL},
+    [MET_RATELIMITED_STALE] = {"ratelimited_total{action=\"stale\"}", NULL},
+    [MET_SHED_REFRESH_AHEAD] = {"shed_total{kind=\"refresh_ahead\"}",
+	"Upstream work not started because the upstream budget was short, by "
+	"kind."},
+    [MET_SHED_STALE_REFRESH] = {"shed_total{kind=\"stale_refresh\"}", NULL},
+    [MET_SHED_CLIENT] = {"shed_total{kind=\"client\"}", NULL},
+    [MET_FAILURE_CACHE_HITS] = {"failure_cache_hits_total",
+	"Queries answered SERVFAIL from the failure cache (RFC 9520), EDE 13."},
 };
 
 static void metrics_cb(struct evhttp_request *req, void *arg);
@@ -119,11 +145,12 @@ metrics_write(struct metrics *m, struct evbuffer *out)
 		if (counters[c].help) {
 			evbuffer_add_printf(out, "# HELP stubborn_%.*s %s\n",
 			    (int)base, name, counters[c].help);
-			evbuffer_add_printf(out, "# TYPE stubborn_%.*s counter\n",
-			    (int)base, name);
+			evbuffer_add_printf(out,
+			    "# TYPE stubborn_%.*s counter\n", (int)base, name);
 		}
 		evbuffer_add_printf(out, "stubborn_%s %llu\n", name,
-		    (unsigned long long)metrics_sum(m, (enum metrics_counter)c));
+		    (unsigned long long)metrics_sum(
+			m, (enum metrics_counter)c));
 	}
 }
 
@@ -173,8 +200,8 @@ ready_cb(struct evhttp_request *req, void *arg)
 		return;
 	}
 	evbuffer_add_printf(out, ok ? "ready\n" : "not ready\n");
-	evhttp_send_reply(req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable",
-	    out);
+	evhttp_send_reply(
+	    req, ok ? 200 : 503, ok ? "OK" : "Service Unavailable", out);
 	evbuffer_free(out);
 }
 
@@ -189,7 +216,8 @@ metrics_start_http(struct metrics *m, struct event_base *base,
 	m->extra = extra;
 	m->ready = ready;
 	m->arg = arg;
-	fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(
+	    addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));

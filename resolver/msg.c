@@ -8,13 +8,20 @@
 #define TTL_HIGH_BIT 0x80000000u
 
 static uint32_t clamp_ttl(uint32_t ttl, const struct msg_policy *pol);
-static bool negative_ttl(const ldns_pkt *pkt, const struct msg_policy *pol,
-    uint32_t *ttl);
+static bool negative_ttl(
+    const ldns_pkt *pkt, const struct msg_policy *pol, uint32_t *ttl);
 static uint32_t min_section_ttl(const ldns_rr_list *list, uint32_t ttl);
 
 static const char *const kind_names[] = {
-	"answer", "nodata", "nxdomain", "servfail", "refused",
-	"formerr", "notimp", "other", "malformed",
+    "answer",
+    "nodata",
+    "nxdomain",
+    "servfail",
+    "refused",
+    "formerr",
+    "notimp",
+    "other",
+    "malformed",
 };
 
 const char *
@@ -124,7 +131,8 @@ msg_classify(const uint8_t *resp, size_t len, const struct msg_policy *pol,
 		out->ttl = ttl;
 		out->cacheable = ttl > 0;
 	} else if (out->kind == MSG_NODATA || out->kind == MSG_NXDOMAIN) {
-		out->cacheable = negative_ttl(pkt, pol, &out->ttl) && out->ttl > 0;
+		out->cacheable =
+		    negative_ttl(pkt, pol, &out->ttl) && out->ttl > 0;
 	}
 done:
 	ldns_pkt_free(pkt);

@@ -7,26 +7,25 @@
 
 #include "stubborn/ratelimit.h"
 
-#define RL_STRIPES 64          /* power of two */
-#define RL_PROBE 8             /* slots looked at per client */
-#define RL_MILLI 1000          /* tokens are counted in thousandths */
+#define RL_STRIPES 64 /* power of two */
+#define RL_PROBE 8    /* slots looked at per client */
+#define RL_MILLI 1000 /* tokens are counted in thousandths */
 
 struct slot {
-	uint64_t hash;           /* 0: empty */
-	uint64_t last_ms;        /* last refill, and last seen */
-	uint64_t tokens;         /* thousandths of a token */
-	bool over;               /* limited at the last check */
+	uint64_t hash;    /* 0: empty */
+	uint64_t last_ms; /* last refill, and last seen */
+	uint64_t tokens;  /* thousandths of a token */
+	bool over;        /* limited at the last check */
 };
 
 struct ratelimit {
-	size_t mask;             /* slots - 1 */
+	size_t mask; /* slots - 1 */
 	struct slot *slots;
 	pthread_mutex_t locks[RL_STRIPES];
 	unsigned char key[crypto_shorthash_KEYBYTES];
 };
 
-static struct slot *find_slot(struct ratelimit *rl, uint64_t hash,
-    bool *fresh);
+static struct slot *find_slot(struct ratelimit *rl, uint64_t hash, bool *fresh);
 
 struct ratelimit *
 ratelimit_new(size_t nclients, const uint8_t *hash_key)
@@ -74,7 +73,8 @@ ratelimit_prefix(const struct sockaddr *addr, unsigned v4_bits,
 
 	memset(out, 0, 17);
 	if (addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)addr;
+		const struct sockaddr_in6 *s6 =
+		    (const struct sockaddr_in6 *)addr;
 		a = s6->sin6_addr.s6_addr;
 		alen = 16;
 		bits = v6_bits > 128 ? 128 : v6_bits;
@@ -167,7 +167,8 @@ ratelimit_tracked(struct ratelimit *rl)
 	size_t n = 0;
 
 	for (size_t i = 0; i <= rl->mask; i++) {
-		pthread_mutex_t *lock = &rl->locks[(i / RL_PROBE) & (RL_STRIPES - 1)];
+		pthread_mutex_t *lock =
+		    &rl->locks[(i / RL_PROBE) & (RL_STRIPES - 1)];
 		pthread_mutex_lock(lock);
 		if (rl->slots[i].hash != 0)
 			n++;

@@ -39,10 +39,10 @@ struct writer {
 	int fd;
 	uint8_t *buf;
 	size_t used;
-	uint64_t off;      /* bytes handed to the file so far */
+	uint64_t off; /* bytes handed to the file so far */
 	uint64_t count;
 	uint64_t now_ms;
-	int err;           /* first failure, -errno; later writes are skipped */
+	int err; /* first failure, -errno; later writes are skipped */
 };
 
 struct snap_entry {
@@ -80,8 +80,8 @@ static int check_file(struct snap_file *, char *, size_t);
 static int check_entries(const struct snap_file *, char *, size_t);
 static size_t read_entry(const uint8_t *, size_t, struct snap_entry *);
 static bool key_matches(const struct snap_entry *);
-static bool entry_stored_ms(const struct snap_entry *, uint64_t, uint64_t,
-    uint32_t, uint64_t *);
+static bool entry_stored_ms(
+    const struct snap_entry *, uint64_t, uint64_t, uint32_t, uint64_t *);
 static int load_entries(struct cache *, const struct snap_file *, uint64_t,
     uint64_t, uint32_t, size_t *, size_t *, char *, size_t);
 
@@ -136,8 +136,8 @@ free_buf:
 
 int
 snapshot_load(struct cache *c, const char *path, uint64_t now_ms,
-    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded,
-    size_t *skipped, char *err, size_t errlen)
+    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded, size_t *skipped,
+    char *err, size_t errlen)
 {
 	struct snap_file f;
 	size_t nloaded = 0, nskipped = 0;
@@ -288,8 +288,8 @@ save_checksum(int fd, uint8_t *buf, uint64_t size, uint8_t *sum)
 
 	crypto_generichash_init(&st, NULL, 0, SNAP_SUM_LEN);
 	while (off < size) {
-		size_t want = size - off < SNAP_BUF_LEN ?
-		    (size_t)(size - off) : SNAP_BUF_LEN;
+		size_t want = size - off < SNAP_BUF_LEN ? (size_t)(size - off)
+							: SNAP_BUF_LEN;
 		ssize_t r = pread(fd, buf, want, (off_t)off);
 
 		if (r < 0 && errno == EINTR)
@@ -413,8 +413,8 @@ check_file(struct snap_file *f, char *err, size_t errlen)
 		    version, SNAPSHOT_VERSION);
 		return -EPROTO;
 	}
-	crypto_generichash(sum, sizeof(sum), f->map, f->size - SNAP_SUM_LEN,
-	    NULL, 0);
+	crypto_generichash(
+	    sum, sizeof(sum), f->map, f->size - SNAP_SUM_LEN, NULL, 0);
 	if (memcmp(sum, f->map + f->size - SNAP_SUM_LEN, SNAP_SUM_LEN) != 0) {
 		set_err(err, errlen, "bad checksum (truncated or corrupt)");
 		return -EBADMSG;
@@ -442,16 +442,18 @@ check_entries(const struct snap_file *f, char *err, size_t errlen)
 	for (i = 0; i < f->count; i++) {
 		n = read_entry(f->map + off, end - off, &e);
 		if (n == 0) {
-			set_err(err, errlen, "entry %" PRIu64 " at offset %zu "
-			    "overruns the file or has a bad key length", i,
-			    off);
+			set_err(err, errlen,
+			    "entry %" PRIu64 " at offset %zu "
+			    "overruns the file or has a bad key length",
+			    i, off);
 			return -EBADMSG;
 		}
 		off += n;
 	}
 	if (off != end) {
-		set_err(err, errlen, "%zu bytes after the %" PRIu64
-		    " entries the header counts", end - off, f->count);
+		set_err(err, errlen,
+		    "%zu bytes after the %" PRIu64 " entries the header counts",
+		    end - off, f->count);
 		return -EBADMSG;
 	}
 	return 0;
@@ -508,8 +510,7 @@ entry_stored_ms(const struct snap_entry *e, uint64_t now_ms, uint64_t gap_s,
 	uint64_t life_ms = ((uint64_t)e->ttl + stale_max_age_s) * 1000;
 	uint64_t age_ms;
 
-	if (gap_s > UINT64_MAX / 1000 ||
-	    e->age_ms > UINT64_MAX - gap_s * 1000)
+	if (gap_s > UINT64_MAX / 1000 || e->age_ms > UINT64_MAX - gap_s * 1000)
 		return false;
 	age_ms = e->age_ms + gap_s * 1000;
 	if (age_ms >= life_ms || age_ms > now_ms)
@@ -520,8 +521,8 @@ entry_stored_ms(const struct snap_entry *e, uint64_t now_ms, uint64_t gap_s,
 
 static int
 load_entries(struct cache *c, const struct snap_file *f, uint64_t now_ms,
-    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded,
-    size_t *skipped, char *err, size_t errlen)
+    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded, size_t *skipped,
+    char *err, size_t errlen)
 {
 	/* A clock set back since the save: the file is not from the future. */
 	uint64_t gap_s = wall_s > f->wall_s ? wall_s - f->wall_s : 0;
@@ -533,14 +534,15 @@ load_entries(struct cache *c, const struct snap_file *f, uint64_t now_ms,
 	/* check_entries() has bounded every entry. */
 	for (uint64_t i = 0; i < f->count; i++) {
 		off += read_entry(f->map + off, end - off, &e);
-		if (!key_matches(&e) || !entry_stored_ms(&e, now_ms, gap_s,
-		    stale_max_age_s, &stored_ms)) {
+		if (!key_matches(&e) ||
+		    !entry_stored_ms(
+			&e, now_ms, gap_s, stale_max_age_s, &stored_ms)) {
 			(*skipped)++;
 			continue;
 		}
 		/* Answers fetched since start-up are newer: keep them. */
-		rc = cache_store_new(c, e.key, e.klen, e.resp, e.len, e.ttl,
-		    stored_ms);
+		rc = cache_store_new(
+		    c, e.key, e.klen, e.resp, e.len, e.ttl, stored_ms);
 		if (rc == -ENOMEM) {
 			set_err(err, errlen, "out of memory after %zu entries",
 			    *loaded);

@@ -18,20 +18,20 @@
 struct server {
 	struct config_addr addr;
 	bool sampled;
-	double srtt;              /* ms */
-	double rttvar;            /* ms */
+	double srtt;   /* ms */
+	double rttvar; /* ms */
 	uint32_t outstanding;
 	enum upstream_circuit circuit;
-	uint32_t fails;           /* consecutive failures */
-	uint32_t successes;       /* in half-open */
-	uint32_t backoff_ms;      /* current probe backoff while open */
-	uint64_t next_probe_ms;   /* open/half-open: when to probe next */
+	uint32_t fails;         /* consecutive failures */
+	uint32_t successes;     /* in half-open */
+	uint32_t backoff_ms;    /* current probe backoff while open */
+	uint64_t next_probe_ms; /* open/half-open: when to probe next */
 	bool probe_pending;
-	uint32_t probe_rnd;       /* jitter for the backoff after this probe */
+	uint32_t probe_rnd; /* jitter for the backoff after this probe */
 	uint64_t last_sent_ms;
-	int64_t rate_tokens;      /* BUDGET_UNITs; upstream-qps bucket */
-	uint64_t rate_ms;         /* last refill; 0 before the first */
-	uint64_t ramp_start_ms;   /* circuit closed at: slow start from here */
+	int64_t rate_tokens;    /* BUDGET_UNITs; upstream-qps bucket */
+	uint64_t rate_ms;       /* last refill; 0 before the first */
+	uint64_t ramp_start_ms; /* circuit closed at: slow start from here */
 	uint64_t queries, answers, timeouts, errors;
 };
 
@@ -40,35 +40,35 @@ struct upstream_pool {
 	char name[64];
 	struct upstream_params p;
 	size_t n;
-	unsigned rr;              /* round-robin cursor */
-	int64_t tokens;           /* retry budget, in BUDGET_UNITs */
-	uint64_t slow_until_ms;   /* see upstream_mark_slow */
-	uint64_t tokens_ms;       /* last floor refill; 0 before the first */
+	unsigned rr;            /* round-robin cursor */
+	int64_t tokens;         /* retry budget, in BUDGET_UNITs */
+	uint64_t slow_until_ms; /* see upstream_mark_slow */
+	uint64_t tokens_ms;     /* last floor refill; 0 before the first */
 	struct server s[UPSTREAM_MAX];
 };
 
-static uint32_t rto_of(const struct upstream_pool *pool,
-    const struct server *s);
+static uint32_t rto_of(
+    const struct upstream_pool *pool, const struct server *s);
 static double score(const struct upstream_pool *pool, const struct server *s);
 static void set_circuit(struct upstream_pool *pool, struct server *s,
     enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd);
 static uint32_t jitter(uint32_t ms, uint32_t rnd);
-static int candidates(struct upstream_pool *pool, uint32_t exclude,
-    bool strict, enum upstream_prio prio, uint64_t now, int *cand,
-    int *best, bool *budget_short);
+static int candidates(struct upstream_pool *pool, uint32_t exclude, bool strict,
+    enum upstream_prio prio, uint64_t now, int *cand, int *best,
+    bool *budget_short);
 static int64_t rate_burst(const struct upstream_pool *pool);
-static void rate_refill(struct upstream_pool *pool, struct server *s,
-    uint64_t now);
+static void rate_refill(
+    struct upstream_pool *pool, struct server *s, uint64_t now);
 static bool rate_allows(struct upstream_pool *pool, struct server *s,
     enum upstream_prio prio, uint64_t now);
-static uint64_t ramp_rate(const struct upstream_pool *pool,
-    const struct server *s, uint64_t now);
-static int64_t ramp_burst(const struct upstream_pool *pool,
-    const struct server *s, uint64_t now);
+static uint64_t ramp_rate(
+    const struct upstream_pool *pool, const struct server *s, uint64_t now);
+static int64_t ramp_burst(
+    const struct upstream_pool *pool, const struct server *s, uint64_t now);
 
 static const char *const circuit_names[] = {"closed", "open", "half-open"};
-static const char *const policy_names[] = {"fastest", "sequential",
-    "round-robin", "random"};
+static const char *const policy_names[] = {
+    "fastest", "sequential", "round-robin", "random"};
 
 const char *
 upstream_circuit_name(enum upstream_circuit c)
@@ -113,8 +113,8 @@ upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms)
 }
 
 struct upstream_pool *
-upstream_pool_new(const char *name, const struct config_addr *addrs,
-    size_t n, const struct upstream_params *p)
+upstream_pool_new(const char *name, const struct config_addr *addrs, size_t n,
+    const struct upstream_params *p)
 {
 	struct upstream_pool *pool;
 
@@ -179,8 +179,8 @@ rto_of(const struct upstream_pool *pool, const struct server *s)
 static double
 score(const struct upstream_pool *pool, const struct server *s)
 {
-	double base = s->sampled ? s->srtt + 2.0 * s->rttvar :
-				   (double)pool->p.rto_initial_ms;
+	double base = s->sampled ? s->srtt + 2.0 * s->rttvar
+				 : (double)pool->p.rto_initial_ms;
 
 	return base * (1.0 + (double)s->outstanding / 64.0);
 }
@@ -205,18 +205,22 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 		 */
 		bool flapping = s->circuit == UPSTREAM_HALF_OPEN ||
 		    (s->ramp_start_ms != 0 && now < s->ramp_start_ms + 10000);
-		s->backoff_ms = flapping && s->backoff_ms > 0 ?
-		    (s->backoff_ms * 2 > pool->p.probe_max_ms ?
-			    pool->p.probe_max_ms : s->backoff_ms * 2) :
-		    pool->p.probe_min_ms;
+		s->backoff_ms = flapping && s->backoff_ms > 0
+		    ? (s->backoff_ms * 2 > pool->p.probe_max_ms
+			      ? pool->p.probe_max_ms
+			      : s->backoff_ms * 2)
+		    : pool->p.probe_min_ms;
 		s->next_probe_ms = now + jitter(s->backoff_ms, rnd);
-		log_warn("upstream", "circuit open zone=%s up=%s reason=%s failures=%u next_probe_ms=%u",
+		log_warn("upstream",
+		    "circuit open zone=%s up=%s reason=%s failures=%u "
+		    "next_probe_ms=%u",
 		    pool->name, s->addr.text, why, s->fails, s->backoff_ms);
 	} else if (c == UPSTREAM_HALF_OPEN) {
 		s->successes = 0;
 		s->next_probe_ms = now;
-		log_info("upstream", "circuit half-open zone=%s up=%s reason=%s",
-		    pool->name, s->addr.text, why);
+		log_info("upstream",
+		    "circuit half-open zone=%s up=%s reason=%s", pool->name,
+		    s->addr.text, why);
 	} else {
 		s->fails = 0;
 		/* Back from an outage: ramp the rate up instead of a burst. */
@@ -254,8 +258,8 @@ rate_burst(const struct upstream_pool *pool)
  * hit by the whole backlog at once.
  */
 static uint64_t
-ramp_rate(const struct upstream_pool *pool, const struct server *s,
-    uint64_t now)
+ramp_rate(
+    const struct upstream_pool *pool, const struct server *s, uint64_t now)
 {
 	uint64_t rate = pool->p.qps, since = now - s->ramp_start_ms;
 
@@ -270,8 +274,8 @@ ramp_rate(const struct upstream_pool *pool, const struct server *s,
 
 /* The bucket's size now: the burst, scaled down while ramping. */
 static int64_t
-ramp_burst(const struct upstream_pool *pool, const struct server *s,
-    uint64_t now)
+ramp_burst(
+    const struct upstream_pool *pool, const struct server *s, uint64_t now)
 {
 	int64_t b = rate_burst(pool);
 
@@ -310,7 +314,8 @@ rate_allows(struct upstream_pool *pool, struct server *s,
 	if (pool->p.max_outstanding > 0 &&
 	    s->outstanding >= pool->p.max_outstanding &&
 	    !(prio == UPSTREAM_PRIO_CLIENT &&
-		s->outstanding < pool->p.max_outstanding + pool->p.max_outstanding / 4))
+		s->outstanding <
+		    pool->p.max_outstanding + pool->p.max_outstanding / 4))
 		return false;
 	if (pool->p.qps == 0)
 		return true;
@@ -373,13 +378,14 @@ upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
 
 	*explore = false;
 	pthread_mutex_lock(&pool->lock);
-	nc = candidates(pool, exclude, true, prio, now, cand, &best,
-	    &budget_short);
+	nc = candidates(
+	    pool, exclude, true, prio, now, cand, &best, &budget_short);
 	if (nc == 0)
 		nc = candidates(pool, exclude, false, prio, now, cand, &best,
 		    &budget_short);
 	if (nc == 0) {
-		/* Nothing closed: a half-open server beats failing the query. */
+		/* Nothing closed: a half-open server beats failing the query.
+		 */
 		for (size_t i = 0; i < pool->n; i++)
 			if (!((exclude >> i) & 1) &&
 			    pool->s[i].circuit == UPSTREAM_HALF_OPEN) {
@@ -482,7 +488,8 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 
 	pthread_mutex_lock(&pool->lock);
 	/* Servers failing in the same millisecond still spread their probes. */
-	rnd = probe ? s->probe_rnd : (uint32_t)(now * 2654435761u) ^ s->probe_rnd;
+	rnd =
+	    probe ? s->probe_rnd : (uint32_t)(now * 2654435761u) ^ s->probe_rnd;
 	if (!probe && s->outstanding > 0)
 		s->outstanding--;
 	if (outcome == UPSTREAM_OK) {
@@ -501,8 +508,8 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 		}
 		s->fails = 0;
 		if (s->circuit == UPSTREAM_OPEN)
-			set_circuit(pool, s, UPSTREAM_HALF_OPEN, "probe answered",
-			    now, rnd);
+			set_circuit(pool, s, UPSTREAM_HALF_OPEN,
+			    "probe answered", now, rnd);
 		else if (s->circuit == UPSTREAM_HALF_OPEN &&
 		    ++s->successes >= pool->p.close_after)
 			set_circuit(pool, s, UPSTREAM_CLOSED, "answers again",
@@ -521,13 +528,14 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 		s->probe_pending = false;
 	if (s->circuit == UPSTREAM_HALF_OPEN ||
 	    (s->circuit == UPSTREAM_CLOSED && s->fails >= pool->p.open_after)) {
-		static const char *const why[] = {"ok", "timeout",
-		    "unreachable", "error-rcode", "malformed"};
+		static const char *const why[] = {
+		    "ok", "timeout", "unreachable", "error-rcode", "malformed"};
 		set_circuit(pool, s, UPSTREAM_OPEN, why[outcome], now, rnd);
 	} else if (s->circuit == UPSTREAM_OPEN && probe) {
 		/* Still down: back off further. */
-		s->backoff_ms = s->backoff_ms * 2 > pool->p.probe_max_ms ?
-		    pool->p.probe_max_ms : s->backoff_ms * 2;
+		s->backoff_ms = s->backoff_ms * 2 > pool->p.probe_max_ms
+		    ? pool->p.probe_max_ms
+		    : s->backoff_ms * 2;
 		s->next_probe_ms = now + jitter(s->backoff_ms, rnd);
 	}
 	pthread_mutex_unlock(&pool->lock);
@@ -542,7 +550,8 @@ upstream_budget_take(struct upstream_pool *pool, uint64_t now)
 	if (pool->tokens_ms == 0) {
 		pool->tokens_ms = now;
 	} else if (now > pool->tokens_ms) {
-		/* The floor: budget_floor retries per second, whatever the load. */
+		/* The floor: budget_floor retries per second, whatever the
+		 * load. */
 		pool->tokens += (int64_t)((now - pool->tokens_ms) *
 		    pool->p.budget_floor * BUDGET_UNIT / 1000);
 		pool->tokens_ms = now;
@@ -638,8 +647,8 @@ upstream_any_usable(struct upstream_pool *pool)
 }
 
 void
-upstream_get_stats(struct upstream_pool *pool, unsigned idx,
-    struct upstream_stats *out)
+upstream_get_stats(
+    struct upstream_pool *pool, unsigned idx, struct upstream_stats *out)
 {
 	const struct server *s = &pool->s[idx];
 

@@ -7,10 +7,10 @@
 #define WIRE_MAX_JUMPS 128
 #define WIRE_RR_FIXED 10 /* type, class, ttl, rdlength */
 
-static int parse_opt(const uint8_t *msg, const struct wire_rr *rr,
-    struct wire_query *q);
-static void find_opt_lenient(const uint8_t *msg, size_t len,
-    struct wire_query *q);
+static int parse_opt(
+    const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q);
+static void find_opt_lenient(
+    const uint8_t *msg, size_t len, struct wire_query *q);
 static int put_question(uint8_t *out, size_t cap, size_t off,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass);
 
@@ -43,8 +43,8 @@ wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
 }
 
 int
-wire_read_name(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
-    bool lower)
+wire_read_name(
+    const uint8_t *msg, size_t len, size_t off, uint8_t *out, bool lower)
 {
 	size_t o = 0, end = len;
 	int jumps = 0;
@@ -56,10 +56,12 @@ wire_read_name(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
 		if ((l & 0xc0) == 0xc0) {
 			if (off + 1 >= end || ++jumps > WIRE_MAX_JUMPS)
 				return -EBADMSG;
-			size_t target = ((size_t)(l & 0x3f) << 8) | msg[off + 1];
+			size_t target =
+			    ((size_t)(l & 0x3f) << 8) | msg[off + 1];
 			/*
-			 * Only backwards, and what the pointer leads to must end
-			 * before the pointer: no loops, no overlapping tricks.
+			 * Only backwards, and what the pointer leads to must
+			 * end before the pointer: no loops, no overlapping
+			 * tricks.
 			 */
 			if (target >= off || target < WIRE_HDR_LEN)
 				return -EBADMSG;
@@ -131,7 +133,8 @@ wire_name_text(const uint8_t *name, size_t len, char *out, size_t cap)
 				out[o++] = '\\';
 				out[o++] = (char)c;
 			} else if (c <= 0x20 || c >= 0x7f) {
-				o += (size_t)snprintf(out + o, cap - o, "\\%03u", c);
+				o += (size_t)snprintf(
+				    out + o, cap - o, "\\%03u", c);
 			} else {
 				out[o++] = (char)c;
 			}
@@ -178,11 +181,12 @@ wire_name_from_text(const char *text, uint8_t *out)
 		if (c == '\\') {
 			/* Presentation escapes: \X and \DDD (RFC 1035 5.1). */
 			if (p[0] >= '0' && p[0] <= '9') {
-				if (!(p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
-					p[2] <= '9'))
+				if (!(p[1] >= '0' && p[1] <= '9' &&
+					p[2] >= '0' && p[2] <= '9'))
 					return -EINVAL;
 				c = (unsigned)(p[0] - '0') * 100 +
-				    (unsigned)(p[1] - '0') * 10 + (unsigned)(p[2] - '0');
+				    (unsigned)(p[1] - '0') * 10 +
+				    (unsigned)(p[2] - '0');
 				if (c > 255)
 					return -EINVAL;
 				p += 3;
@@ -208,14 +212,15 @@ wire_name_from_text(const char *text, uint8_t *out)
 }
 
 bool
-wire_name_in_zone(const uint8_t *name, size_t nlen, const uint8_t *zone,
-    size_t zlen)
+wire_name_in_zone(
+    const uint8_t *name, size_t nlen, const uint8_t *zone, size_t zlen)
 {
 	size_t off = 0;
 
 	if (zlen > nlen)
 		return false;
-	/* Walk label boundaries so "xexample.com" is not under "example.com". */
+	/* Walk label boundaries so "xexample.com" is not under "example.com".
+	 */
 	while (off < nlen) {
 		if (nlen - off == zlen)
 			return wire_name_equal(name + off, zlen, zone, zlen);
@@ -240,7 +245,8 @@ wire_read_question(const uint8_t *msg, size_t len, struct wire_question *q)
 		uint8_t l = msg[off];
 		if (l & 0xc0)
 			return -EBADMSG;
-		if (off + 1 + l > len || off + 1 + l - WIRE_HDR_LEN > WIRE_NAME_MAX)
+		if (off + 1 + l > len ||
+		    off + 1 + l - WIRE_HDR_LEN > WIRE_NAME_MAX)
 			return -EBADMSG;
 		off += (size_t)l + 1;
 		if (l == 0)
@@ -326,7 +332,8 @@ parse_opt(const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q)
 		if (off + olen > rr->end)
 			return -EBADMSG;
 		if (code == WIRE_OPT_COOKIE) {
-			/* RFC 7873 5.2.2: client cookie 8, server part 8..32. */
+			/* RFC 7873 5.2.2: client cookie 8, server part 8..32.
+			 */
 			if (olen != 8 && (olen < 16 || olen > 40))
 				return -EBADMSG;
 			if (q->has_cookie)
@@ -402,7 +409,8 @@ wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q)
 		if (rr.type != WIRE_TYPE_OPT)
 			continue;
 		/* One OPT, owned by the root (RFC 6891 6.1.1). */
-		if (q->has_opt || msg[rr.off] != 0 || parse_opt(msg, &rr, q) < 0)
+		if (q->has_opt || msg[rr.off] != 0 ||
+		    parse_opt(msg, &rr, q) < 0)
 			return WIRE_FORMERR;
 	}
 	if (r < 0)
@@ -443,11 +451,12 @@ wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
 	wire_put16(out, id);
 	wire_put16(out + 2, flags & (WIRE_RD | WIRE_CD));
 	wire_put16(out + 4, 1);
-	n = put_question(out, cap, WIRE_HDR_LEN, qname, qname_len, qtype, qclass);
+	n = put_question(
+	    out, cap, WIRE_HDR_LEN, qname, qname_len, qtype, qclass);
 	if (n < 0 || edns_size == 0)
 		return n;
-	return wire_append_opt(out, (size_t)n, cap, edns_size, 0, do_bit, -1,
-	    NULL);
+	return wire_append_opt(
+	    out, (size_t)n, cap, edns_size, 0, do_bit, -1, NULL);
 }
 
 int
@@ -527,8 +536,9 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 		if (rr.type == WIRE_TYPE_OPT) {
 			*opt_ext_rcode = (uint8_t)(rr.ttl >> 24);
 			/*
-			 * Dropping the records after the OPT as well keeps every
-			 * compression pointer valid; additional data is optional.
+			 * Dropping the records after the OPT as well keeps
+			 * every compression pointer valid; additional data is
+			 * optional.
 			 */
 			wire_put16(msg + 10, (uint16_t)kept);
 			return (int)rr.off;
@@ -584,8 +594,8 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	memcpy(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN, qlen - WIRE_HDR_LEN);
 	wire_put16(buf, q->id);
 	flags = WIRE_FLAGS(buf);
-	flags &= (uint16_t) ~(WIRE_AA | WIRE_AD | WIRE_RD | WIRE_CD | WIRE_TC |
-	    WIRE_Z);
+	flags &= (uint16_t) ~(
+	    WIRE_AA | WIRE_AD | WIRE_RD | WIRE_CD | WIRE_TC | WIRE_Z);
 	flags |= WIRE_QR | WIRE_RA | (q->flags & (WIRE_RD | WIRE_CD));
 	wire_put16(buf + 2, flags);
 	wire_put16(buf + 4, 1);
@@ -595,13 +605,13 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	} else {
 		uint16_t arcount = WIRE_ARCOUNT(buf);
 		if (ede_code >= 0)
-			n = wire_append_opt(buf, len, cap, edns_size, 0, q->do_bit,
-			    ede_code, ede_text);
+			n = wire_append_opt(buf, len, cap, edns_size, 0,
+			    q->do_bit, ede_code, ede_text);
 		/* Over the client's size, EDE goes first (RFC 8914 3). */
 		if (n < 0 || (size_t)n > limit) {
 			wire_put16(buf + 10, arcount);
-			n = wire_append_opt(buf, len, cap, edns_size, 0,
-			    q->do_bit, -1, NULL);
+			n = wire_append_opt(
+			    buf, len, cap, edns_size, 0, q->do_bit, -1, NULL);
 		}
 		if (n >= 0 && (size_t)n <= limit)
 			return n;
@@ -614,8 +624,8 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	memset(buf + 6, 0, 6);
 	n = (int)qlen;
 	if (q->has_opt)
-		n = wire_append_opt(buf, qlen, cap, edns_size, 0, q->do_bit, -1,
-		    NULL);
+		n = wire_append_opt(
+		    buf, qlen, cap, edns_size, 0, q->do_bit, -1, NULL);
 	return n;
 }
 
@@ -632,7 +642,8 @@ wire_build_error(uint8_t *out, size_t cap, const uint8_t *query, size_t qlen,
 	memset(out, 0, WIRE_HDR_LEN);
 	memcpy(out, query, 2);
 	flags = (uint16_t)(WIRE_QR | WIRE_RA |
-	    (wire_u16(query + 2) & (WIRE_RD | WIRE_CD | 0x7800)) | (rcode & 0xf));
+	    (wire_u16(query + 2) & (WIRE_RD | WIRE_CD | 0x7800)) |
+	    (rcode & 0xf));
 	wire_put16(out + 2, flags);
 	if (q->q.end > WIRE_HDR_LEN && q->q.end <= qlen && q->q.end <= cap) {
 		memcpy(out + WIRE_HDR_LEN, query + WIRE_HDR_LEN,

@@ -30,8 +30,8 @@ struct worker {
 	unsigned idx;
 	const struct config *cfg;
 	const struct worker_shared *sh;
-	struct event *ev_probe;    /* worker 0 only: periodic, freed with w */
-	struct event *ev_warm;     /* worker 0 only: periodic, freed with w */
+	struct event *ev_probe; /* worker 0 only: periodic, freed with w */
+	struct event *ev_warm;  /* worker 0 only: periodic, freed with w */
 	pthread_t thread;
 	bool started;
 	struct event_base *base;
@@ -73,10 +73,12 @@ worker_new(unsigned idx, const struct worker_shared *sh,
 		if (w->ev_probe == NULL || event_add(w->ev_probe, &tv) < 0)
 			goto nomem;
 		if (cfg->n_keep_warm > 0) {
-			struct timeval wtv = {WORKER_KEEP_WARM_TICK_MS / 1000, 0};
-			w->ev_warm = event_new(w->base, -1, EV_PERSIST,
-			    keep_warm_cb, w);
-			if (w->ev_warm == NULL || event_add(w->ev_warm, &wtv) < 0)
+			struct timeval wtv = {
+			    WORKER_KEEP_WARM_TICK_MS / 1000, 0};
+			w->ev_warm =
+			    event_new(w->base, -1, EV_PERSIST, keep_warm_cb, w);
+			if (w->ev_warm == NULL ||
+			    event_add(w->ev_warm, &wtv) < 0)
 				goto nomem;
 		}
 	}
@@ -84,8 +86,8 @@ worker_new(unsigned idx, const struct worker_shared *sh,
 	w->ev_deadline = evtimer_new(w->base, deadline_cb, w);
 	if (w->fwd == NULL || w->ev_stop == NULL || w->ev_deadline == NULL)
 		goto nomem;
-	w->lis = listen_new(w->base, cfg, w->fwd, cache, met, &sh->limits,
-	    err, errlen, errnum);
+	w->lis = listen_new(
+	    w->base, cfg, w->fwd, cache, met, &sh->limits, err, errlen, errnum);
 	if (w->lis == NULL) {
 		worker_free(w);
 		return NULL;
@@ -176,8 +178,9 @@ keep_warm_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = arg;
 	const struct config *cfg = w->cfg;
 	uint64_t now = clock_now_ms();
-	uint32_t pct = cfg->refresh_ahead > WORKER_KEEP_WARM_PERCENT ?
-	    cfg->refresh_ahead : WORKER_KEEP_WARM_PERCENT;
+	uint32_t pct = cfg->refresh_ahead > WORKER_KEEP_WARM_PERCENT
+	    ? cfg->refresh_ahead
+	    : WORKER_KEEP_WARM_PERCENT;
 
 	if (w->stopping)
 		return;
@@ -190,8 +193,8 @@ keep_warm_cb(evutil_socket_t fd, short what, void *arg)
 
 		if (n < 0)
 			continue;
-		klen = cache_make_key(key, name, (size_t)n, cfg->keep_warm[i].type,
-		    WIRE_CLASS_IN, 0);
+		klen = cache_make_key(key, name, (size_t)n,
+		    cfg->keep_warm[i].type, WIRE_CLASS_IN, 0);
 		r = cache_lookup(w->sh->cache, key, klen, now, cfg->stale_ttl,
 		    NULL, 0, NULL, &hit);
 		if (hit.hold_until_ms > now)
@@ -219,7 +222,9 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 
-	log_warn("worker", "shutdown timeout: dropping queries still in flight worker=%u inflight=%zu",
+	log_warn("worker",
+	    "shutdown timeout: dropping queries still in flight worker=%u "
+	    "inflight=%zu",
 	    w->idx, forward_inflight(w->fwd));
 	event_base_loopexit(w->base, NULL);
 }

@@ -59,20 +59,20 @@ enum mode {
 };
 
 static const char *const mode_names[MODE_COUNT] = {
-	[MODE_NORMAL] = "normal",
-	[MODE_DROP] = "drop",
-	[MODE_DELAY] = "delay",
-	[MODE_SERVFAIL] = "servfail",
-	[MODE_REFUSED] = "refused",
-	[MODE_NXDOMAIN] = "nxdomain",
-	[MODE_TRUNCATE] = "truncate",
-	[MODE_WRONGID] = "wrongid",
-	[MODE_WRONGQUESTION] = "wrongquestion",
-	[MODE_GARBAGE] = "garbage",
-	[MODE_FORMERR_EDNS] = "formerr-edns",
-	[MODE_WRONGPORT] = "wrongport",
-	[MODE_CLOSE] = "close",
-	[MODE_LOWERCASE] = "lowercase",
+    [MODE_NORMAL] = "normal",
+    [MODE_DROP] = "drop",
+    [MODE_DELAY] = "delay",
+    [MODE_SERVFAIL] = "servfail",
+    [MODE_REFUSED] = "refused",
+    [MODE_NXDOMAIN] = "nxdomain",
+    [MODE_TRUNCATE] = "truncate",
+    [MODE_WRONGID] = "wrongid",
+    [MODE_WRONGQUESTION] = "wrongquestion",
+    [MODE_GARBAGE] = "garbage",
+    [MODE_FORMERR_EDNS] = "formerr-edns",
+    [MODE_WRONGPORT] = "wrongport",
+    [MODE_CLOSE] = "close",
+    [MODE_LOWERCASE] = "lowercase",
 };
 
 /* What the transport should do with a query once it has been looked at. */
@@ -131,13 +131,13 @@ static struct {
 	unsigned garbage_turn;
 	struct listener *listeners;
 } g = {
-	.mode = MODE_NORMAL,
-	.zone_ttl = 300,
-	.neg_ttl = 60,
+    .mode = MODE_NORMAL,
+    .zone_ttl = 300,
+    .neg_ttl = 60,
 };
 
-static void
-die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 static void
 die(const char *fmt, ...)
@@ -152,8 +152,7 @@ die(const char *fmt, ...)
 	exit(2);
 }
 
-static void
-warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warnmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 warnmsg(const char *fmt, ...)
@@ -317,9 +316,10 @@ soa_rr(const ldns_rdf *zone)
 	ldns_rr_push_rdf(rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_INT32, 1));
 	ldns_rr_push_rdf(rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD, 3600));
 	ldns_rr_push_rdf(rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD, 600));
-	ldns_rr_push_rdf(rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD, 86400));
-	ldns_rr_push_rdf(rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD,
-						   g.neg_ttl));
+	ldns_rr_push_rdf(
+	    rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD, 86400));
+	ldns_rr_push_rdf(
+	    rr, ldns_native2rdf_int32(LDNS_RDF_TYPE_PERIOD, g.neg_ttl));
 	return rr;
 }
 
@@ -338,8 +338,8 @@ push_negative_soa(ldns_pkt *p, const ldns_rdf *name)
 static void
 push_a(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, uint32_t h, int last)
 {
-	uint8_t a[4] = { 10, (uint8_t)(h >> 16), (uint8_t)(h >> 8),
-			 last < 0 ? (uint8_t)h : (uint8_t)last };
+	uint8_t a[4] = {10, (uint8_t)(h >> 16), (uint8_t)(h >> 8),
+	    last < 0 ? (uint8_t)h : (uint8_t)last};
 	ldns_rr *rr = new_rr(owner, LDNS_RR_TYPE_A, ttl);
 
 	ldns_rr_push_rdf(rr, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_A, 4, a));
@@ -347,10 +347,10 @@ push_a(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, uint32_t h, int last)
 }
 
 static void
-push_aaaa(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, uint32_t h,
-	  int last)
+push_aaaa(
+    ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, uint32_t h, int last)
 {
-	uint8_t a[16] = { 0xfd };
+	uint8_t a[16] = {0xfd};
 	ldns_rr *rr = new_rr(owner, LDNS_RR_TYPE_AAAA, ttl);
 
 	if (last < 0) {
@@ -371,7 +371,7 @@ push_aaaa(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, uint32_t h,
 
 static void
 push_txt(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, const char *text,
-	 size_t len)
+    size_t len)
 {
 	uint8_t buf[256];
 	ldns_rr *rr = new_rr(owner, LDNS_RR_TYPE_TXT, ttl);
@@ -380,8 +380,8 @@ push_txt(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, const char *text,
 		len = 255;
 	buf[0] = (uint8_t)len;
 	memcpy(buf + 1, text, len);
-	ldns_rr_push_rdf(rr, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_STR, len + 1,
-						   buf));
+	ldns_rr_push_rdf(
+	    rr, ldns_rdf_new_frm_data(LDNS_RDF_TYPE_STR, len + 1, buf));
 	ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
 }
 
@@ -392,7 +392,7 @@ push_txt(ldns_pkt *p, const ldns_rdf *owner, uint32_t ttl, const char *text,
  */
 static size_t
 push_data(ldns_pkt *p, const ldns_rdf *name, ldns_rr_type qtype, uint32_t ttl,
-	  bool big)
+    bool big)
 {
 	uint32_t h = name_hash(name);
 
@@ -441,8 +441,8 @@ push_data(ldns_pkt *p, const ldns_rdf *name, ldns_rr_type qtype, uint32_t ttl,
 	case LDNS_RR_TYPE_MX: {
 		ldns_rr *rr = new_rr(name, LDNS_RR_TYPE_MX, ttl);
 
-		ldns_rr_push_rdf(rr, ldns_native2rdf_int16(LDNS_RDF_TYPE_INT16,
-							   10));
+		ldns_rr_push_rdf(
+		    rr, ldns_native2rdf_int16(LDNS_RDF_TYPE_INT16, 10));
 		ldns_rr_push_rdf(rr, ldns_rdf_clone(name));
 		ldns_pkt_push_rr(p, LDNS_SECTION_ANSWER, rr);
 		return 1;
@@ -458,7 +458,7 @@ has_prefix_label(const char *label, const char *word)
 	size_t n = strlen(word);
 
 	return strncmp(label, word, n) == 0 &&
-	       (label[n] == '\0' || label[n] == '-');
+	    (label[n] == '\0' || label[n] == '-');
 }
 
 /* TTL from a first label "ttlN"; false when the label is not that. */
@@ -519,7 +519,8 @@ synthesize(ldns_pkt *p, const ldns_rdf *qname, ldns_rr_type qtype)
 		ldns_rdf_deep_free(target);
 		return;
 	}
-	if (push_data(p, qname, qtype, ttl, has_prefix_label(label, "big")) == 0)
+	if (push_data(p, qname, qtype, ttl, has_prefix_label(label, "big")) ==
+	    0)
 		push_negative_soa(p, qname);
 }
 
@@ -527,8 +528,8 @@ synthesize(ldns_pkt *p, const ldns_rdf *qname, ldns_rr_type qtype)
 
 /* Header and question of a reply to `q`, without any records yet. */
 static ldns_pkt *
-reply_skeleton(const ldns_pkt *q, const ldns_rdf *qname, uint8_t rcode,
-	       bool with_opt)
+reply_skeleton(
+    const ldns_pkt *q, const ldns_rdf *qname, uint8_t rcode, bool with_opt)
 {
 	const ldns_rr *qrr = ldns_rr_list_rr(ldns_pkt_question(q), 0);
 	ldns_pkt *p = ldns_pkt_new();
@@ -603,8 +604,8 @@ log_query(bool tcp, const ldns_pkt *q, const ldns_rr *qrr)
 		return;
 	name = ldns_rdf2str(ldns_rr_owner(qrr));
 	type = ldns_rr_type2str(ldns_rr_get_type(qrr));
-	fprintf(g.log, "%s %s %s %u\n", tcp ? "tcp" : "udp",
-		name ? name : "?", type ? type : "?", ldns_pkt_id(q));
+	fprintf(g.log, "%s %s %s %u\n", tcp ? "tcp" : "udp", name ? name : "?",
+	    type ? type : "?", ldns_pkt_id(q));
 	fflush(g.log);
 	free(name);
 	free(type);
@@ -615,8 +616,8 @@ log_query(bool tcp, const ldns_pkt *q, const ldns_rr *qrr)
  * mode.  On ACT_REPLY *out is a malloc'd message of *outlen bytes.
  */
 static enum action
-handle_query(const uint8_t *msg, size_t len, bool tcp, uint8_t **out,
-	     size_t *outlen)
+handle_query(
+    const uint8_t *msg, size_t len, bool tcp, uint8_t **out, size_t *outlen)
 {
 	ldns_pkt *q = NULL, *p = NULL;
 	const ldns_rr *qrr;
@@ -700,10 +701,10 @@ handle_query(const uint8_t *msg, size_t len, bool tcp, uint8_t **out,
 		if (has_opt && ldns_pkt_edns_udp_size(q) > limit)
 			limit = ldns_pkt_edns_udp_size(q);
 		if (*outlen > limit) {
-			/* What real servers do: keep only header and question. */
-			ldns_pkt *t = reply_skeleton(q, qname,
-						     ldns_pkt_get_rcode(p),
-						     has_opt);
+			/* What real servers do: keep only header and question.
+			 */
+			ldns_pkt *t = reply_skeleton(
+			    q, qname, ldns_pkt_get_rcode(p), has_opt);
 
 			ldns_pkt_set_tc(t, true);
 			free(*out);
@@ -735,7 +736,7 @@ out:
 static void
 tcp_send(struct tcp_conn *c, const uint8_t *wire, size_t len)
 {
-	uint8_t pfx[2] = { (uint8_t)(len >> 8), (uint8_t)len };
+	uint8_t pfx[2] = {(uint8_t)(len >> 8), (uint8_t)len};
 	struct evbuffer *o = bufferevent_get_output(c->bev);
 
 	evbuffer_add(o, pfx, 2);
@@ -744,7 +745,7 @@ tcp_send(struct tcp_conn *c, const uint8_t *wire, size_t len)
 
 static void
 udp_send(int fd, const struct sockaddr *peer, socklen_t peerlen,
-	 const uint8_t *wire, size_t len)
+    const uint8_t *wire, size_t len)
 {
 	if (sendto(fd, wire, len, 0, peer, peerlen) < 0 && errno != EAGAIN &&
 	    errno != EWOULDBLOCK)
@@ -781,7 +782,7 @@ pending_fire(evutil_socket_t fd, short what, void *arg)
 		tcp_send(c, pd->wire, pd->len);
 	} else {
 		udp_send(pd->fd, (struct sockaddr *)&pd->peer, pd->peerlen,
-			 pd->wire, pd->len);
+		    pd->wire, pd->len);
 	}
 	pending_free(pd);
 	/* The write callback closes a half-closed connection when drained. */
@@ -790,12 +791,12 @@ pending_fire(evutil_socket_t fd, short what, void *arg)
 /* Takes ownership of wire. */
 static void
 schedule_reply(uint8_t *wire, size_t len, struct tcp_conn *c, int fd,
-	       const struct sockaddr *peer, socklen_t peerlen)
+    const struct sockaddr *peer, socklen_t peerlen)
 {
 	struct pending *pd = calloc(1, sizeof(*pd));
 	struct timeval tv = {
-		.tv_sec = g.delay_ms / 1000,
-		.tv_usec = (g.delay_ms % 1000) * 1000,
+	    .tv_sec = g.delay_ms / 1000,
+	    .tv_usec = (g.delay_ms % 1000) * 1000,
 	};
 
 	if (pd == NULL) {
@@ -838,7 +839,7 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		struct sockaddr_storage peer;
 		socklen_t peerlen = sizeof(peer);
 		ssize_t n = recvfrom(fd, buf, sizeof(buf), 0,
-				     (struct sockaddr *)&peer, &peerlen);
+		    (struct sockaddr *)&peer, &peerlen);
 		uint8_t *wire;
 		size_t len;
 		int out_fd;
@@ -855,7 +856,7 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		out_fd = g.mode == MODE_WRONGPORT ? l->alt_fd : l->udp_fd;
 		if (g.mode == MODE_DELAY) {
 			schedule_reply(wire, len, NULL, out_fd,
-				       (struct sockaddr *)&peer, peerlen);
+			    (struct sockaddr *)&peer, peerlen);
 			continue;
 		}
 		udp_send(out_fd, (struct sockaddr *)&peer, peerlen, wire, len);
@@ -896,8 +897,8 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 		if (mlen == 0)
 			continue;
 		msg = evbuffer_pullup(in, (ev_ssize_t)mlen);
-		act = msg ? handle_query(msg, mlen, true, &wire, &len)
-			  : ACT_NONE;
+		act =
+		    msg ? handle_query(msg, mlen, true, &wire, &len) : ACT_NONE;
 		evbuffer_drain(in, mlen);
 		if (act == ACT_CLOSE) {
 			tcp_conn_free(c);
@@ -934,7 +935,8 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {
-		/* A client may half-close after its query; still owe replies. */
+		/* A client may half-close after its query; still owe replies.
+		 */
 		c->closing = true;
 		if (c->pending == NULL &&
 		    evbuffer_get_length(bufferevent_get_output(bev)) == 0)
@@ -944,7 +946,7 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void
 tcp_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
-	      struct sockaddr *sa, int salen, void *arg)
+    struct sockaddr *sa, int salen, void *arg)
 {
 	struct tcp_conn *c;
 
@@ -990,18 +992,19 @@ ctl_command(struct ctl_conn *cc, char *line)
 	while (n > 0 && (cmd[n - 1] == ' ' || cmd[n - 1] == '\t'))
 		cmd[--n] = '\0';
 
-	if (strncmp(cmd, "mode", 4) == 0 && (cmd[4] == '\0' || cmd[4] == ' ' ||
-					     cmd[4] == '\t')) {
+	if (strncmp(cmd, "mode", 4) == 0 &&
+	    (cmd[4] == '\0' || cmd[4] == ' ' || cmd[4] == '\t')) {
 		char *arg = cmd + 4 + strspn(cmd + 4, " \t");
 		enum mode m;
 		unsigned ms = g.delay_ms;
 
 		if (*arg == '\0') {
 			if (g.mode == MODE_DELAY)
-				evbuffer_add_printf(o, "delay %u\n", g.delay_ms);
+				evbuffer_add_printf(
+				    o, "delay %u\n", g.delay_ms);
 			else
-				evbuffer_add_printf(o, "%s\n",
-						    mode_names[g.mode]);
+				evbuffer_add_printf(
+				    o, "%s\n", mode_names[g.mode]);
 		} else if (parse_mode(arg, &m, &ms) == 0) {
 			g.mode = m;
 			g.delay_ms = ms;
@@ -1011,7 +1014,7 @@ ctl_command(struct ctl_conn *cc, char *line)
 		}
 	} else if (strcmp(cmd, "stats") == 0) {
 		evbuffer_add_printf(o, "queries %llu udp %llu tcp %llu\n",
-				    g.n_udp + g.n_tcp, g.n_udp, g.n_tcp);
+		    g.n_udp + g.n_tcp, g.n_udp, g.n_tcp);
 	} else if (strcmp(cmd, "reset") == 0) {
 		g.n_udp = g.n_tcp = 0;
 		evbuffer_add_printf(o, "ok\n");
@@ -1034,7 +1037,7 @@ ctl_read_cb(struct bufferevent *bev, void *arg)
 	size_t n;
 
 	while (!cc->quitting &&
-	       (line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) != NULL) {
+	    (line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) != NULL) {
 		ctl_command(cc, line);
 		free(line);
 	}
@@ -1069,7 +1072,7 @@ ctl_event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void
 ctl_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
-	      struct sockaddr *sa, int salen, void *arg)
+    struct sockaddr *sa, int salen, void *arg)
 {
 	struct ctl_conn *cc = calloc(1, sizeof(*cc));
 
@@ -1102,15 +1105,15 @@ parse_addr(const char *s, struct sockaddr_storage *ss, int *sslen)
 		die("bad address '%s' (want 127.0.0.1:5300 or [::1]:5300)", s);
 	/* UDP and TCP must share one port, so no ephemeral port 0. */
 	if ((ss->ss_family == AF_INET &&
-	     ((struct sockaddr_in *)ss)->sin_port == 0) ||
+		((struct sockaddr_in *)ss)->sin_port == 0) ||
 	    (ss->ss_family == AF_INET6 &&
-	     ((struct sockaddr_in6 *)ss)->sin6_port == 0))
+		((struct sockaddr_in6 *)ss)->sin6_port == 0))
 		die("address '%s' needs a non-zero port", s);
 }
 
 static int
-bound_socket(const struct sockaddr *sa, socklen_t salen, int type,
-	     const char *what)
+bound_socket(
+    const struct sockaddr *sa, socklen_t salen, int type, const char *what)
 {
 	int one = 1;
 	int fd = socket(sa->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1129,14 +1132,13 @@ bound_socket(const struct sockaddr *sa, socklen_t salen, int type,
 
 static struct evconnlistener *
 tcp_listen(const struct sockaddr *sa, socklen_t salen, evconnlistener_cb cb,
-	   const char *what)
+    const char *what)
 {
 	int fd = bound_socket(sa, salen, SOCK_STREAM, what);
 	struct evconnlistener *lev;
 
 	lev = evconnlistener_new(g.base, cb, NULL,
-				 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 128,
-				 fd);
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 128, fd);
 	if (lev == NULL)
 		die("%s listen: %s", what, strerror(errno));
 	return lev;
@@ -1152,22 +1154,22 @@ add_listener(const char *spec)
 	if (l == NULL)
 		die("out of memory");
 	parse_addr(spec, &ss, &sslen);
-	l->udp_fd = bound_socket((struct sockaddr *)&ss, (socklen_t)sslen,
-				 SOCK_DGRAM, spec);
+	l->udp_fd = bound_socket(
+	    (struct sockaddr *)&ss, (socklen_t)sslen, SOCK_DGRAM, spec);
 	/* Same address, any other port: for wrongport. */
 	alt = ss;
 	if (alt.ss_family == AF_INET)
 		((struct sockaddr_in *)&alt)->sin_port = 0;
 	else
 		((struct sockaddr_in6 *)&alt)->sin6_port = 0;
-	l->alt_fd = bound_socket((struct sockaddr *)&alt, (socklen_t)sslen,
-				 SOCK_DGRAM, spec);
-	l->udp_ev = event_new(g.base, l->udp_fd, EV_READ | EV_PERSIST,
-			      udp_read_cb, l);
+	l->alt_fd = bound_socket(
+	    (struct sockaddr *)&alt, (socklen_t)sslen, SOCK_DGRAM, spec);
+	l->udp_ev =
+	    event_new(g.base, l->udp_fd, EV_READ | EV_PERSIST, udp_read_cb, l);
 	if (l->udp_ev == NULL || event_add(l->udp_ev, NULL) != 0)
 		die("cannot watch UDP socket");
-	l->tcp = tcp_listen((struct sockaddr *)&ss, (socklen_t)sslen,
-			    tcp_accept_cb, spec);
+	l->tcp = tcp_listen(
+	    (struct sockaddr *)&ss, (socklen_t)sslen, tcp_accept_cb, spec);
 	l->next = g.listeners;
 	g.listeners = l;
 }
@@ -1215,29 +1217,37 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: fakeup --listen ADDR:PORT [--listen ADDR:PORT ...]\n"
-		"              [--control ADDR:PORT] [--zone-ttl N] "
-		"[--neg-ttl N]\n"
-		"              [--mode MODE] [--pidfile FILE] [--log FILE]\n"
-		"ADDR:PORT is 127.0.0.1:5300 or [::1]:5300.  "
-		"See tools/fakeup.md.\n");
+	    "usage: fakeup --listen ADDR:PORT [--listen ADDR:PORT ...]\n"
+	    "              [--control ADDR:PORT] [--zone-ttl N] "
+	    "[--neg-ttl N]\n"
+	    "              [--mode MODE] [--pidfile FILE] [--log FILE]\n"
+	    "ADDR:PORT is 127.0.0.1:5300 or [::1]:5300.  "
+	    "See tools/fakeup.md.\n");
 }
 
 int
 main(int argc, char **argv)
 {
-	enum { O_LISTEN = 256, O_CONTROL, O_ZONE_TTL, O_NEG_TTL, O_PIDFILE,
-	       O_LOG, O_MODE, O_HELP };
+	enum {
+		O_LISTEN = 256,
+		O_CONTROL,
+		O_ZONE_TTL,
+		O_NEG_TTL,
+		O_PIDFILE,
+		O_LOG,
+		O_MODE,
+		O_HELP
+	};
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "control", required_argument, NULL, O_CONTROL },
-		{ "zone-ttl", required_argument, NULL, O_ZONE_TTL },
-		{ "neg-ttl", required_argument, NULL, O_NEG_TTL },
-		{ "pidfile", required_argument, NULL, O_PIDFILE },
-		{ "log", required_argument, NULL, O_LOG },
-		{ "mode", required_argument, NULL, O_MODE },
-		{ "help", no_argument, NULL, O_HELP },
-		{ NULL, 0, NULL, 0 },
+	    {"listen", required_argument, NULL, O_LISTEN},
+	    {"control", required_argument, NULL, O_CONTROL},
+	    {"zone-ttl", required_argument, NULL, O_ZONE_TTL},
+	    {"neg-ttl", required_argument, NULL, O_NEG_TTL},
+	    {"pidfile", required_argument, NULL, O_PIDFILE},
+	    {"log", required_argument, NULL, O_LOG},
+	    {"mode", required_argument, NULL, O_MODE},
+	    {"help", no_argument, NULL, O_HELP},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *listen_specs[64];
 	int n_listen = 0;
@@ -1248,8 +1258,9 @@ main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case O_LISTEN:
-			if (n_listen == (int)(sizeof(listen_specs) /
-					      sizeof(listen_specs[0])))
+			if (n_listen ==
+			    (int)(sizeof(listen_specs) /
+				sizeof(listen_specs[0])))
 				die("too many --listen");
 			listen_specs[n_listen++] = optarg;
 			break;
@@ -1306,7 +1317,7 @@ main(int argc, char **argv)
 
 		parse_addr(control, &ss, &sslen);
 		tcp_listen((struct sockaddr *)&ss, (socklen_t)sslen,
-			   ctl_accept_cb, control);
+		    ctl_accept_cb, control);
 	}
 	sigterm = evsignal_new(g.base, SIGTERM, on_signal, NULL);
 	sigint = evsignal_new(g.base, SIGINT, on_signal, NULL);

@@ -34,11 +34,11 @@ enum cache_result {
 };
 
 struct cache_hit {
-	uint32_t ttl_left;   /* seconds of TTL left (0 when stale) */
-	uint32_t stale_s;    /* seconds since expiry (0 when fresh) */
-	uint32_t ttl;        /* the TTL it was stored with */
-	uint8_t rcode;       /* RCODE of the stored response */
-	bool positive;       /* NOERROR with records in the answer section */
+	uint32_t ttl_left;      /* seconds of TTL left (0 when stale) */
+	uint32_t stale_s;       /* seconds since expiry (0 when fresh) */
+	uint32_t ttl;           /* the TTL it was stored with */
+	uint8_t rcode;          /* RCODE of the stored response */
+	bool positive;          /* NOERROR with records in the answer section */
 	uint64_t hold_until_ms; /* do not ask upstream before (0: no hold) */
 	uint64_t neg_since_ms;  /* first negative answer seen for this
 				   positive entry (stale-on-negative), or 0 */
@@ -52,7 +52,7 @@ struct cache_stats {
 	uint64_t misses;
 	uint64_t stores;
 	uint64_t evictions;
-	uint64_t failed_hits;  /* lookups of held failures (RFC 9520) */
+	uint64_t failed_hits; /* lookups of held failures (RFC 9520) */
 };
 
 /*
@@ -60,20 +60,18 @@ struct cache_stats {
  * the lower-cased wire name, qtype, qclass and flags (CACHE_KEY_*).
  * Returns the key length.  qname_len <= WIRE_NAME_MAX.
  */
-size_t
-cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
+size_t cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
     uint16_t qtype, uint16_t qclass, unsigned flags);
 
 /*
  * A cache of at most max_bytes (entries plus their bookkeeping), split into
  * shards (rounded up to a power of two, >= 1).  Returns NULL on ENOMEM.
  */
-struct cache *
-cache_new(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s);
+struct cache *cache_new(
+    uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s);
 
 /* Frees the cache and every entry; NULL is fine. */
-void
-cache_free(struct cache *c);
+void cache_free(struct cache *c);
 
 /*
  * Stores a copy of resp (a whole DNS message without OPT) under key for ttl
@@ -83,16 +81,14 @@ cache_free(struct cache *c);
  * -EBADMSG (resp does not parse), -E2BIG (larger than a shard's budget),
  * -EINVAL (ttl 0) or -ENOMEM.
  */
-int
-cache_store(struct cache *c, const uint8_t *key, size_t klen,
+int cache_store(struct cache *c, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms);
 
 /*
  * As cache_store, but only when key has no entry yet (-EEXIST otherwise):
  * a snapshot loaded while serving must not replace newer answers or holds.
  */
-int
-cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
+int cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t now_ms);
 
 /*
@@ -105,10 +101,9 @@ cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
  * CACHE_FAILED: a held failure without data (see cache_fail); *hit tells
  * until when.
  */
-enum cache_result
-cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
-    uint32_t stale_ttl, uint8_t *out, size_t cap, size_t *out_len,
-    struct cache_hit *hit);
+enum cache_result cache_lookup(struct cache *c, const uint8_t *key, size_t klen,
+    uint64_t now_ms, uint32_t stale_ttl, uint8_t *out, size_t cap,
+    size_t *out_len, struct cache_hit *hit);
 
 /*
  * Records that resolving key failed at now_ms (RFC 9520): the key is held,
@@ -119,9 +114,8 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
  * with hit->hold_until_ms set).  A successful cache_store clears it all.
  * Returns the hold's end, or 0 on ENOMEM.
  */
-uint64_t
-cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
-    uint32_t min_s, uint32_t max_s);
+uint64_t cache_fail(struct cache *c, const uint8_t *key, size_t klen,
+    uint64_t now_ms, uint32_t min_s, uint32_t max_s);
 
 /*
  * Holds a key that has data until until_ms (never shortens a hold): while a
@@ -129,8 +123,8 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
  * instead of sending the same query.  Returns false when the key has no
  * data entry.
  */
-bool
-cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms);
+bool cache_hold(
+    struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms);
 
 /*
  * For a key holding a positive answer: notes that upstream now says
@@ -138,8 +132,7 @@ cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms);
  * and returns when the first such answer was seen (now_ms if this is the
  * first).  Returns 0 when the key has no positive answer.
  */
-uint64_t
-cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
+uint64_t cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
     uint64_t now_ms, uint64_t hold_until_ms);
 
 /*
@@ -151,15 +144,12 @@ cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
 typedef void (*cache_walk_fn)(void *arg, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t stored_ms);
 
-void
-cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
+void cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
 
 /* Removes the entry under key, if any.  Returns true if one was removed. */
-bool
-cache_remove(struct cache *c, const uint8_t *key, size_t klen);
+bool cache_remove(struct cache *c, const uint8_t *key, size_t klen);
 
 /* Sums the shards' counters (each shard read under its lock). */
-void
-cache_get_stats(struct cache *c, struct cache_stats *out);
+void cache_get_stats(struct cache *c, struct cache_stats *out);
 
 #endif

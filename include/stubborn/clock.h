@@ -8,15 +8,12 @@
 #include <stdint.h>
 
 /* Milliseconds since an arbitrary start; never goes backwards. */
-uint64_t
-clock_now_ms(void);
+uint64_t clock_now_ms(void);
 
 /* Seconds since the epoch (wall clock). */
-uint64_t
-clock_wall_s(void);
+uint64_t clock_wall_s(void);
 
 /* Test override: while set (non-zero), clock_now_ms() returns it. */
-void
-clock_set_fake_ms(uint64_t ms);
+void clock_set_fake_ms(uint64_t ms);
 
 #endif

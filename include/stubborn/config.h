@@ -22,22 +22,22 @@
 #define CONFIG_MAX_KEEP_WARM 64
 
 struct config_addr {
-	struct sockaddr_storage ss;  /* AF_INET or AF_INET6, port set */
+	struct sockaddr_storage ss; /* AF_INET or AF_INET6, port set */
 	socklen_t len;
-	char text[64];               /* "127.0.0.1:53" or "[::1]:53" */
+	char text[64]; /* "127.0.0.1:53" or "[::1]:53" */
 };
 
 /* forward-zone = ZONE ADDR[:PORT] [ADDR[:PORT]...] */
 struct config_zone {
-	char name[256];              /* lower-case, trailing dot: "cluster.local." */
+	char name[256]; /* lower-case, trailing dot: "cluster.local." */
 	struct config_addr upstream[CONFIG_MAX_UPSTREAM];
 	size_t n_upstream;
 };
 
 /* keep-warm = NAME TYPE */
 struct config_name_type {
-	char name[256];              /* lower-case, trailing dot */
-	uint16_t type;               /* numeric qtype */
+	char name[256]; /* lower-case, trailing dot */
+	uint16_t type;  /* numeric qtype */
 };
 
 /* What an over-limit client gets. */
@@ -52,18 +52,18 @@ struct config_name_type {
 #define CONFIG_POLICY_RANDOM 3
 
 struct config {
-	char config_file[1024];      /* "" when none */
+	char config_file[1024]; /* "" when none */
 	struct config_addr listen[CONFIG_MAX_LISTEN];
 	size_t n_listen;
 	struct config_addr upstream[CONFIG_MAX_UPSTREAM];
 	size_t n_upstream;
-	bool upstream_from_resolv;   /* upstreams came from resolv_conf */
+	bool upstream_from_resolv; /* upstreams came from resolv_conf */
 	char resolv_conf[1024];
-	unsigned workers;            /* >= 1 after config_load */
+	unsigned workers; /* >= 1 after config_load */
 	bool metrics_on;
 	struct config_addr metrics;
-	uint64_t cache_size;         /* bytes */
-	int log_level;               /* enum log_level */
+	uint64_t cache_size; /* bytes */
+	int log_level;       /* enum log_level */
 	uint32_t min_ttl;
 	uint32_t max_ttl;
 	uint32_t max_negative_ttl;
@@ -71,8 +71,8 @@ struct config {
 	uint32_t upstream_timeout_ms;
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_max_connections;
-	uint32_t tcp_max_per_client;   /* connections from one address */
-	bool upstream_0x20;            /* random qname case upstream */
+	uint32_t tcp_max_per_client; /* connections from one address */
+	bool upstream_0x20;          /* random qname case upstream */
 	uint32_t shutdown_timeout_ms;
 	struct config_zone zones[CONFIG_MAX_ZONES];
 	size_t n_zones;
@@ -84,42 +84,42 @@ struct config {
 	uint32_t probe_max_interval_ms;
 	/* serve-stale and the cache across restarts */
 	bool serve_stale;
-	uint32_t stale_ttl;          /* s, TTL of stale answers */
-	uint32_t stale_max_age;      /* s, keep expired entries this long */
-	uint32_t stale_recheck;      /* s, hold a name after a failed refresh */
+	uint32_t stale_ttl;     /* s, TTL of stale answers */
+	uint32_t stale_max_age; /* s, keep expired entries this long */
+	uint32_t stale_recheck; /* s, hold a name after a failed refresh */
 	uint32_t stale_client_timeout_ms; /* answer stale after this wait */
-	uint32_t refresh_ahead;      /* percent of TTL left that triggers a
-					background refresh; 0 = off */
+	uint32_t refresh_ahead;           /* percent of TTL left that triggers a
+					     background refresh; 0 = off */
 	struct config_name_type keep_warm[CONFIG_MAX_KEEP_WARM];
 	size_t n_keep_warm;
 	char stale_on_negative[CONFIG_MAX_ZONES][256]; /* zones, trailing dot */
 	size_t n_stale_on_negative;
 	uint32_t stale_on_negative_window; /* s */
-	char snapshot[1024];         /* "" = no snapshot */
-	uint32_t snapshot_interval;  /* s */
+	char snapshot[1024];               /* "" = no snapshot */
+	uint32_t snapshot_interval;        /* s */
 	/* retry-storm dampening */
-	uint32_t client_qps;         /* per client prefix, queries needing
-					upstream; burst 2x */
-	uint32_t client_qps_cookie;  /* the same for clients with a valid
-					server cookie */
-	uint32_t cache_qps;          /* per client prefix, cache hits; 0 = off */
-	uint32_t client_prefix_v4;   /* bits */
-	uint32_t client_prefix_v6;   /* bits */
-	int ratelimit_action;        /* CONFIG_RL_* */
-	uint32_t ratelimit_clients;  /* client prefixes tracked (memory bound) */
-	uint32_t upstream_qps;       /* per upstream server */
+	uint32_t client_qps;        /* per client prefix, queries needing
+				       upstream; burst 2x */
+	uint32_t client_qps_cookie; /* the same for clients with a valid
+				       server cookie */
+	uint32_t cache_qps;         /* per client prefix, cache hits; 0 = off */
+	uint32_t client_prefix_v4;  /* bits */
+	uint32_t client_prefix_v6;  /* bits */
+	int ratelimit_action;       /* CONFIG_RL_* */
+	uint32_t ratelimit_clients; /* client prefixes tracked (memory bound) */
+	uint32_t upstream_qps;      /* per upstream server */
 	uint32_t upstream_max_outstanding; /* per upstream server */
-	uint32_t max_waiters;        /* clients waiting on one in-flight query */
-	uint32_t failure_hold_min;   /* s, RFC 9520 hold after a failure */
-	uint32_t failure_hold_max;   /* s */
+	uint32_t max_waiters;      /* clients waiting on one in-flight query */
+	uint32_t failure_hold_min; /* s, RFC 9520 hold after a failure */
+	uint32_t failure_hold_max; /* s */
 	bool check_config;
 };
 
 /* What main should do after config_load(). */
 enum config_outcome {
-	CONFIG_RUN = 0,       /* start serving (or check: see check_config) */
-	CONFIG_EXIT_OK,       /* --help or --version was printed to stdout */
-	CONFIG_EXIT_BAD,      /* err holds "file:line: problem" or "--flag: ..." */
+	CONFIG_RUN = 0,  /* start serving (or check: see check_config) */
+	CONFIG_EXIT_OK,  /* --help or --version was printed to stdout */
+	CONFIG_EXIT_BAD, /* err holds "file:line: problem" or "--flag: ..." */
 };
 
 /*
@@ -129,29 +129,26 @@ enum config_outcome {
  * listen addresses; none left is an error.  err (errlen bytes) receives one
  * line naming the problem.  argv is not modified.
  */
-enum config_outcome
-config_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+enum config_outcome config_load(
+    struct config *cfg, int argc, char **argv, char *err, size_t errlen);
 
 /*
  * Parses "ADDR", "ADDR:PORT", "[V6]:PORT" or a bare IPv6 address into *out,
  * using default_port when none is given.  Returns 0 or -EINVAL.
  */
-int
-config_parse_addr(const char *s, uint16_t default_port, struct config_addr *out);
+int config_parse_addr(
+    const char *s, uint16_t default_port, struct config_addr *out);
 
 /*
  * Parses a byte count with an optional k/M/G suffix (powers of 1024).
  * Returns 0 or -EINVAL.
  */
-int
-config_parse_size(const char *s, uint64_t *out);
+int config_parse_size(const char *s, uint64_t *out);
 
 /* Writes the effective configuration in config-file syntax, one key a line. */
-void
-config_print(const struct config *cfg, FILE *f);
+void config_print(const struct config *cfg, FILE *f);
 
 /* Writes the --help text (every option, its default and meaning). */
-void
-config_usage(FILE *f);
+void config_usage(FILE *f);
 
 #endif

@@ -23,19 +23,16 @@
 #define COOKIE_SERVER_LEN 16
 
 /* Draws the first secret. */
-void
-cookie_init(void);
+void cookie_init(void);
 
 /* Draws a new secret; cookies made with the one before stay valid. */
-void
-cookie_rotate(void);
+void cookie_rotate(void);
 
 /*
  * Writes the 16-byte server cookie for client cookie cc (8 bytes) from peer
  * at wall-clock time now_s into out.
  */
-void
-cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
+void cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
     uint32_t now_s, uint8_t *out);
 
 /*
@@ -43,17 +40,15 @@ cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
  * this client cookie and address, no more than an hour ago and no more than
  * five minutes ahead (RFC 9018 4.3).
  */
-bool
-cookie_valid_query(const struct wire_query *q,
-    const struct sockaddr_storage *peer);
+bool cookie_valid_query(
+    const struct wire_query *q, const struct sockaddr_storage *peer);
 
 /*
  * Adds a COOKIE option (client cookie + a fresh server cookie) to the OPT
  * that ends the reply in buf, if the query q had a cookie and the result
  * stays within limit.  Returns the new length (len when nothing was added).
  */
-size_t
-cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
+size_t cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
     const struct wire_query *q, const struct sockaddr_storage *peer);
 
 #endif

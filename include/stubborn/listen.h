@@ -18,8 +18,8 @@ struct listen;
 
 /* Per-client limits shared by every worker's listener (may be NULL). */
 struct listen_limits {
-	struct ratelimit *miss;   /* queries that need an upstream */
-	struct ratelimit *hit;    /* cache hits (cache-qps) */
+	struct ratelimit *miss; /* queries that need an upstream */
+	struct ratelimit *hit;  /* cache hits (cache-qps) */
 };
 
 /*
@@ -28,11 +28,9 @@ struct listen_limits {
  * gets the errno (EADDRINUSE, EACCES, ...).  cfg, fwd, cache and met must
  * outlive the listener.
  */
-struct listen *
-listen_new(struct event_base *base, const struct config *cfg,
+struct listen *listen_new(struct event_base *base, const struct config *cfg,
     struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    const struct listen_limits *limits, char *err, size_t errlen,
-    int *errnum);
+    const struct listen_limits *limits, char *err, size_t errlen, int *errnum);
 
 /*
  * Checks that no other process holds any listen address, by binding each
@@ -41,22 +39,18 @@ listen_new(struct event_base *base, const struct config *cfg,
  * second stubborn silently split the traffic with the first.  Returns 0, or
  * -errno with err naming the address.
  */
-int
-listen_probe(const struct config *cfg, char *err, size_t errlen);
+int listen_probe(const struct config *cfg, char *err, size_t errlen);
 
 /*
  * Stops reading new queries: closes the listening sockets; TCP connections
  * close once their in-flight queries are answered.
  */
-void
-listen_stop(struct listen *l);
+void listen_stop(struct listen *l);
 
 /* Number of client TCP connections still open. */
-size_t
-listen_tcp_open(const struct listen *l);
+size_t listen_tcp_open(const struct listen *l);
 
 /* Closes everything and frees l; NULL is fine. */
-void
-listen_free(struct listen *l);
+void listen_free(struct listen *l);
 
 #endif

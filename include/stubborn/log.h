@@ -22,24 +22,20 @@ enum log_level {
 extern int log_level_current;
 
 /* Sets the threshold; lines above it are not formatted. */
-void
-log_set_level(enum log_level level);
+void log_set_level(enum log_level level);
 
 /* Parses "error|warn|info|debug"; returns the level or -EINVAL. */
-int
-log_parse_level(const char *s);
+int log_parse_level(const char *s);
 
 /* Name of a level ("error", ...). */
-const char *
-log_level_name(enum log_level level);
+const char *log_level_name(enum log_level level);
 
 /*
  * Writes one line.  fmt is the message text, optionally followed by
  * " key=value" pairs: everything up to the first " key=" goes inside msg="".
  * Use log_error() and friends rather than calling this directly.
  */
-void
-log_write(enum log_level level, const char *sub, const char *fmt, ...)
+void log_write(enum log_level level, const char *sub, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
@@ -47,8 +43,7 @@ log_write(enum log_level level, const char *sub, const char *fmt, ...)
  * backslashes and non-printable bytes so client-controlled text cannot forge
  * fields or lines.  Returns dst.
  */
-char *
-log_escape(char *dst, size_t cap, const char *src, size_t len);
+char *log_escape(char *dst, size_t cap, const char *src, size_t len);
 
 #define LOG_AT(lvl, sub, ...)                                                  \
 	do {                                                                   \

@@ -67,16 +67,13 @@ typedef void (*metrics_extra_fn)(void *arg, struct evbuffer *out);
 typedef bool (*metrics_ready_fn)(void *arg);
 
 /* Counters for nworkers workers; NULL on ENOMEM. */
-struct metrics *
-metrics_new(unsigned nworkers);
+struct metrics *metrics_new(unsigned nworkers);
 
 /* Frees the counters and the HTTP server, if started; NULL is fine. */
-void
-metrics_free(struct metrics *m);
+void metrics_free(struct metrics *m);
 
 /* The slot of worker i (i < nworkers); valid until metrics_free. */
-struct metrics_worker *
-metrics_worker(struct metrics *m, unsigned i);
+struct metrics_worker *metrics_worker(struct metrics *m, unsigned i);
 
 static inline void
 metrics_inc(struct metrics_worker *w, enum metrics_counter c)
@@ -87,20 +84,17 @@ metrics_inc(struct metrics_worker *w, enum metrics_counter c)
 }
 
 /* Sum of one counter over all workers. */
-uint64_t
-metrics_sum(struct metrics *m, enum metrics_counter c);
+uint64_t metrics_sum(struct metrics *m, enum metrics_counter c);
 
 /*
  * Serves /metrics, /health and /ready on addr with evhttp on base.  extra and
  * ready may be NULL.  Returns 0, or -errno with err (errlen) naming the cause.
  */
-int
-metrics_start_http(struct metrics *m, struct event_base *base,
+int metrics_start_http(struct metrics *m, struct event_base *base,
     const struct sockaddr *addr, socklen_t alen, metrics_extra_fn extra,
     metrics_ready_fn ready, void *arg, char *err, size_t errlen);
 
 /* Appends every counter in Prometheus text format (stubborn_ prefix). */
-void
-metrics_write(struct metrics *m, struct evbuffer *out);
+void metrics_write(struct metrics *m, struct evbuffer *out);
 
 #endif

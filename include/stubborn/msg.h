@@ -17,23 +17,23 @@ struct msg_policy {
 };
 
 enum msg_kind {
-	MSG_ANSWER = 0,   /* NOERROR with records in the answer section */
-	MSG_NODATA,       /* NOERROR, empty answer */
+	MSG_ANSWER = 0, /* NOERROR with records in the answer section */
+	MSG_NODATA,     /* NOERROR, empty answer */
 	MSG_NXDOMAIN,
 	MSG_SERVFAIL,
 	MSG_REFUSED,
 	MSG_FORMERR,
 	MSG_NOTIMP,
-	MSG_OTHER,        /* any other RCODE */
-	MSG_MALFORMED,    /* does not parse: garbage, counts overrun the data */
+	MSG_OTHER,     /* any other RCODE */
+	MSG_MALFORMED, /* does not parse: garbage, counts overrun the data */
 };
 
 struct msg_info {
 	enum msg_kind kind;
-	uint16_t rcode;   /* 12-bit RCODE (OPT extended bits included) */
+	uint16_t rcode; /* 12-bit RCODE (OPT extended bits included) */
 	bool tc;
-	bool cacheable;   /* a TTL could be derived and is > 0 */
-	uint32_t ttl;     /* seconds to cache, valid when cacheable */
+	bool cacheable; /* a TTL could be derived and is > 0 */
+	uint32_t ttl;   /* seconds to cache, valid when cacheable */
 };
 
 /*
@@ -45,12 +45,10 @@ struct msg_info {
  * Truncated answers and error RCODEs are never cacheable here.
  * Returns 0 (out filled) or -EBADMSG (out->kind = MSG_MALFORMED).
  */
-int
-msg_classify(const uint8_t *resp, size_t len, const struct msg_policy *pol,
+int msg_classify(const uint8_t *resp, size_t len, const struct msg_policy *pol,
     struct msg_info *out);
 
 /* A short name for a kind ("answer", "nxdomain", ...), for logs. */
-const char *
-msg_kind_name(enum msg_kind kind);
+const char *msg_kind_name(enum msg_kind kind);
 
 #endif

@@ -18,8 +18,8 @@ struct ratelimit;
 /* What one check found. */
 enum ratelimit_verdict {
 	RATELIMIT_PASS = 0,
-	RATELIMIT_LIMITED,        /* over the limit */
-	RATELIMIT_LIMITED_FIRST,  /* over the limit, and it was not before */
+	RATELIMIT_LIMITED,       /* over the limit */
+	RATELIMIT_LIMITED_FIRST, /* over the limit, and it was not before */
 };
 
 /*
@@ -27,18 +27,15 @@ enum ratelimit_verdict {
  * prefixes; hash_key (16 bytes) keys SipHash so clients cannot collide on
  * purpose.  NULL on ENOMEM or nclients 0.
  */
-struct ratelimit *
-ratelimit_new(size_t nclients, const uint8_t *hash_key);
+struct ratelimit *ratelimit_new(size_t nclients, const uint8_t *hash_key);
 
-void
-ratelimit_free(struct ratelimit *rl);
+void ratelimit_free(struct ratelimit *rl);
 
 /*
  * Writes the client's prefix of addr (v4: the first v4_bits, v6: the first
  * v6_bits) into out (17 bytes: family byte + address) and returns its length.
  */
-size_t
-ratelimit_prefix(const struct sockaddr *addr, unsigned v4_bits,
+size_t ratelimit_prefix(const struct sockaddr *addr, unsigned v4_bits,
     unsigned v6_bits, uint8_t *out);
 
 /*
@@ -46,12 +43,11 @@ ratelimit_prefix(const struct sockaddr *addr, unsigned v4_bits,
  * tokens per second, at most burst in the bucket (a new client starts
  * full).  rate 0 means unlimited.
  */
-enum ratelimit_verdict
-ratelimit_check(struct ratelimit *rl, const uint8_t *prefix, size_t len,
-    uint32_t rate, uint32_t burst, uint64_t now_ms);
+enum ratelimit_verdict ratelimit_check(struct ratelimit *rl,
+    const uint8_t *prefix, size_t len, uint32_t rate, uint32_t burst,
+    uint64_t now_ms);
 
 /* Clients currently tracked (for metrics and tests). */
-size_t
-ratelimit_tracked(struct ratelimit *rl);
+size_t ratelimit_tracked(struct ratelimit *rl);
 
 #endif

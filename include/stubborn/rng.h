@@ -10,23 +10,18 @@
 #include <stdint.h>
 
 /* Initialises libsodium; returns 0 or -EIO.  Call once before threads. */
-int
-rng_init(void);
+int rng_init(void);
 
 /* Uniform in [0, upper); upper 0 returns 0. */
-uint32_t
-rng_uniform(uint32_t upper);
+uint32_t rng_uniform(uint32_t upper);
 
 /* A fresh 16-bit DNS message ID. */
-uint16_t
-rng_id(void);
+uint16_t rng_id(void);
 
 /* A source port uniform in [1024, 65535]. */
-uint16_t
-rng_port(void);
+uint16_t rng_port(void);
 
 /* Fills buf with random bytes (hash keys, secrets). */
-void
-rng_bytes(void *buf, size_t len);
+void rng_bytes(void *buf, size_t len);
 
 #endif

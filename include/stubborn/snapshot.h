@@ -48,8 +48,7 @@
  * A failure before the rename leaves path as it was and removes path.tmp;
  * only a failed sync of the directory is reported after path was replaced.
  */
-int
-snapshot_save(struct cache *c, const char *path, uint64_t now_ms,
+int snapshot_save(struct cache *c, const char *path, uint64_t now_ms,
     uint64_t wall_s, size_t *count);
 
 /*
@@ -70,9 +69,8 @@ snapshot_save(struct cache *c, const char *path, uint64_t now_ms,
  * *loaded and *skipped (either may be NULL), or -ENOMEM part way through.
  * The file is mapped, not copied.
  */
-int
-snapshot_load(struct cache *c, const char *path, uint64_t now_ms,
-    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded,
-    size_t *skipped, char *err, size_t errlen);
+int snapshot_load(struct cache *c, const char *path, uint64_t now_ms,
+    uint64_t wall_s, uint32_t stale_max_age_s, size_t *loaded, size_t *skipped,
+    char *err, size_t errlen);
 
 #endif

@@ -26,10 +26,10 @@
 #define UPSTREAM_MAX CONFIG_MAX_UPSTREAM
 
 enum upstream_policy {
-	UPSTREAM_FASTEST = 0,  /* best expected latency, a little exploration */
-	UPSTREAM_SEQUENTIAL,   /* first usable in configured order */
-	UPSTREAM_ROUND_ROBIN,  /* rotate over usable servers */
-	UPSTREAM_RANDOM,       /* uniform over usable servers */
+	UPSTREAM_FASTEST = 0, /* best expected latency, a little exploration */
+	UPSTREAM_SEQUENTIAL,  /* first usable in configured order */
+	UPSTREAM_ROUND_ROBIN, /* rotate over usable servers */
+	UPSTREAM_RANDOM,      /* uniform over usable servers */
 };
 
 enum upstream_circuit {
@@ -39,7 +39,7 @@ enum upstream_circuit {
 };
 
 enum upstream_outcome {
-	UPSTREAM_OK = 0,      /* a usable answer (NOERROR, NXDOMAIN, ...) */
+	UPSTREAM_OK = 0, /* a usable answer (NOERROR, NXDOMAIN, ...) */
 	UPSTREAM_TIMEOUT,
 	UPSTREAM_REFUSED_NET, /* ICMP unreachable, TCP reset */
 	UPSTREAM_RCODE,       /* SERVFAIL, REFUSED, FORMERR */
@@ -48,20 +48,20 @@ enum upstream_outcome {
 
 struct upstream_params {
 	enum upstream_policy policy;
-	uint32_t rto_min_ms;        /* floor of the retransmit timeout */
-	uint32_t rto_max_ms;        /* ceiling, normally upstream-timeout */
-	uint32_t rto_initial_ms;    /* before the first sample */
-	uint32_t explore_permille;  /* share of picks that go to others */
-	uint32_t open_after;        /* consecutive failures that open */
-	uint32_t close_after;       /* successes in half-open that close */
-	uint32_t probe_min_ms;      /* first probe delay after opening */
-	uint32_t probe_max_ms;      /* backoff ceiling */
-	uint32_t idle_probe_ms;     /* probe a closed server unused this long */
-	uint32_t budget_percent;    /* retries+hedges per 100 queries */
-	uint32_t budget_floor;      /* retries+hedges per second, always */
-	uint32_t qps;               /* queries per second per server, 0 = any */
-	uint32_t max_outstanding;   /* per server, 0 = any */
-	uint32_t ramp_ms;           /* slow start after a circuit closes */
+	uint32_t rto_min_ms;       /* floor of the retransmit timeout */
+	uint32_t rto_max_ms;       /* ceiling, normally upstream-timeout */
+	uint32_t rto_initial_ms;   /* before the first sample */
+	uint32_t explore_permille; /* share of picks that go to others */
+	uint32_t open_after;       /* consecutive failures that open */
+	uint32_t close_after;      /* successes in half-open that close */
+	uint32_t probe_min_ms;     /* first probe delay after opening */
+	uint32_t probe_max_ms;     /* backoff ceiling */
+	uint32_t idle_probe_ms;    /* probe a closed server unused this long */
+	uint32_t budget_percent;   /* retries+hedges per 100 queries */
+	uint32_t budget_floor;     /* retries+hedges per second, always */
+	uint32_t qps;              /* queries per second per server, 0 = any */
+	uint32_t max_outstanding;  /* per server, 0 = any */
+	uint32_t ramp_ms;          /* slow start after a circuit closes */
 };
 
 /*
@@ -69,14 +69,14 @@ struct upstream_params {
  * work is shed first so a client miss is never starved (issue: retry storms).
  */
 enum upstream_prio {
-	UPSTREAM_PRIO_CLIENT = 0,   /* a client waits, nothing else to give */
-	UPSTREAM_PRIO_STALE,        /* a client waits, a stale answer exists */
-	UPSTREAM_PRIO_BACKGROUND,   /* refresh-ahead, keep-warm */
+	UPSTREAM_PRIO_CLIENT = 0, /* a client waits, nothing else to give */
+	UPSTREAM_PRIO_STALE,      /* a client waits, a stale answer exists */
+	UPSTREAM_PRIO_BACKGROUND, /* refresh-ahead, keep-warm */
 };
 
 /* upstream_pick results below 0 */
-#define UPSTREAM_NONE_USABLE (-1)  /* every circuit open (or excluded) */
-#define UPSTREAM_NONE_BUDGET (-2)  /* usable, but over their rate budget */
+#define UPSTREAM_NONE_USABLE (-1) /* every circuit open (or excluded) */
+#define UPSTREAM_NONE_BUDGET (-2) /* usable, but over their rate budget */
 
 /* What /metrics shows for one server. */
 struct upstream_stats {
@@ -90,26 +90,22 @@ struct upstream_stats {
 struct upstream_pool;
 
 /* Fills *p with the defaults (policy fastest, rto 10..rto_max, ...). */
-void
-upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms);
+void upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms);
 
 /*
  * A pool of n (1..UPSTREAM_MAX) servers named by addrs (copied); name is the
  * zone it serves, for logs.  NULL on ENOMEM or bad n.
  */
-struct upstream_pool *
-upstream_pool_new(const char *name, const struct config_addr *addrs,
-    size_t n, const struct upstream_params *p);
+struct upstream_pool *upstream_pool_new(const char *name,
+    const struct config_addr *addrs, size_t n, const struct upstream_params *p);
 
-void
-upstream_pool_free(struct upstream_pool *pool);
+void upstream_pool_free(struct upstream_pool *pool);
 
-size_t
-upstream_count(const struct upstream_pool *pool);
+size_t upstream_count(const struct upstream_pool *pool);
 
 /* The server's address (valid as long as the pool). */
-const struct config_addr *
-upstream_addr(const struct upstream_pool *pool, unsigned idx);
+const struct config_addr *upstream_addr(
+    const struct upstream_pool *pool, unsigned idx);
 
 /*
  * Chooses a server for a new attempt, skipping those whose bit is set in
@@ -122,21 +118,17 @@ upstream_addr(const struct upstream_pool *pool, unsigned idx);
  * *explore is set when the pick is an exploration (not the best server), so
  * the caller hedges at the best server's RTO rather than the pick's.
  */
-int
-upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
+int upstream_pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now,
     uint32_t rnd, enum upstream_prio prio, bool *explore);
 
 /* The retransmit timeout of idx (ms): when to hedge an attempt to it. */
-uint32_t
-upstream_rto(struct upstream_pool *pool, unsigned idx);
+uint32_t upstream_rto(struct upstream_pool *pool, unsigned idx);
 
 /* The lowest RTO among closed servers (ms), or rto_initial if none. */
-uint32_t
-upstream_best_rto(struct upstream_pool *pool);
+uint32_t upstream_best_rto(struct upstream_pool *pool);
 
 /* A query was sent to idx (counts it outstanding, spends a rate token). */
-void
-upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now);
+void upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now);
 
 /*
  * The attempt to idx ended with outcome after rtt_ms (for UPSTREAM_OK).
@@ -144,8 +136,7 @@ upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now);
  * probe marks health-check queries (their answers close circuits but do
  * not count as traffic).
  */
-void
-upstream_done(struct upstream_pool *pool, unsigned idx,
+void upstream_done(struct upstream_pool *pool, unsigned idx,
     enum upstream_outcome outcome, uint32_t rtt_ms, bool probe, uint64_t now);
 
 /*
@@ -153,13 +144,10 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
  * nothing) when the budget is spent.  Every upstream_sent of a first
  * attempt adds budget_percent/100 of a token.
  */
-bool
-upstream_budget_take(struct upstream_pool *pool, uint64_t now);
-
+bool upstream_budget_take(struct upstream_pool *pool, uint64_t now);
 
 /* Every first attempt earns budget_percent/100 of a retry token. */
-void
-upstream_budget_earn(struct upstream_pool *pool);
+void upstream_budget_earn(struct upstream_pool *pool);
 
 /*
  * Returns the index of a server that needs a health probe now (an open
@@ -167,8 +155,7 @@ upstream_budget_earn(struct upstream_pool *pool);
  * idle_probe_ms), marking the probe as sent; -1 when none does.  rnd jitters
  * the next backoff.  Call repeatedly until -1.
  */
-int
-upstream_probe_due(struct upstream_pool *pool, uint64_t now, uint32_t rnd);
+int upstream_probe_due(struct upstream_pool *pool, uint64_t now, uint32_t rnd);
 
 /*
  * Marks the pool slow until until_ms: a client just waited
@@ -176,29 +163,22 @@ upstream_probe_due(struct upstream_pool *pool, uint64_t now, uint32_t rnd);
  * answer get it at once (one refresh per name still goes out); any usable
  * answer from the pool ends it.
  */
-void
-upstream_mark_slow(struct upstream_pool *pool, uint64_t until_ms);
+void upstream_mark_slow(struct upstream_pool *pool, uint64_t until_ms);
 
-bool
-upstream_is_slow(struct upstream_pool *pool, uint64_t now);
+bool upstream_is_slow(struct upstream_pool *pool, uint64_t now);
 
 /* True when at least one server's circuit is not open. */
-bool
-upstream_any_usable(struct upstream_pool *pool);
+bool upstream_any_usable(struct upstream_pool *pool);
 
-void
-upstream_get_stats(struct upstream_pool *pool, unsigned idx,
-    struct upstream_stats *out);
+void upstream_get_stats(
+    struct upstream_pool *pool, unsigned idx, struct upstream_stats *out);
 
 /* "closed", "open", "half-open". */
-const char *
-upstream_circuit_name(enum upstream_circuit c);
+const char *upstream_circuit_name(enum upstream_circuit c);
 
 /* "fastest", ... ; and the reverse (-EINVAL for unknown names). */
-const char *
-upstream_policy_name(enum upstream_policy p);
+const char *upstream_policy_name(enum upstream_policy p);
 
-int
-upstream_policy_parse(const char *s);
+int upstream_policy_parse(const char *s);
 
 #endif

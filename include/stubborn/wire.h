@@ -26,7 +26,7 @@
 #define WIRE_AD 0x0020
 #define WIRE_CD 0x0010
 #define WIRE_OPCODE(flags) (((flags) >> 11) & 0xf)
-#define WIRE_RCODE(flags) ((flags) & 0xf)
+#define WIRE_RCODE(flags) ((flags)&0xf)
 
 #define WIRE_RCODE_NOERROR 0
 #define WIRE_RCODE_FORMERR 1
@@ -102,11 +102,11 @@ wire_put32(uint8_t *p, uint32_t v)
 
 /* The one question of a message.  Its name is never compressed here. */
 struct wire_question {
-	size_t name_off;  /* offset of the first label length byte */
-	size_t name_len;  /* wire length including the root byte */
+	size_t name_off; /* offset of the first label length byte */
+	size_t name_len; /* wire length including the root byte */
 	uint16_t qtype;
 	uint16_t qclass;
-	size_t end;       /* offset just past QCLASS */
+	size_t end; /* offset just past QCLASS */
 };
 
 /* What a client query asked for, as far as the listener cares. */
@@ -115,23 +115,23 @@ struct wire_query {
 	uint16_t flags;
 	struct wire_question q;
 	bool has_opt;
-	uint16_t udp_size;     /* the client's advertised size, as sent */
+	uint16_t udp_size; /* the client's advertised size, as sent */
 	uint8_t edns_version;
 	bool do_bit;
 	bool has_cookie;
-	uint8_t cookie[40];    /* client cookie (8) + server cookie, as sent */
+	uint8_t cookie[40]; /* client cookie (8) + server cookie, as sent */
 	uint8_t cookie_len;
-	bool keepalive;        /* an edns-tcp-keepalive option was present */
+	bool keepalive; /* an edns-tcp-keepalive option was present */
 };
 
 /* Outcome of wire_parse_query(), an instruction to the listener. */
 enum wire_verdict {
-	WIRE_ACCEPT = 0,  /* answer normally */
-	WIRE_DROP,        /* no reply at all: too short, QR=1 */
-	WIRE_FORMERR,     /* reply FORMERR (question echoed if it parsed) */
-	WIRE_NOTIMP,      /* reply NOTIMP: opcode other than QUERY */
-	WIRE_BADVERS,     /* reply BADVERS: EDNS version > 0 */
-	WIRE_REFUSED,     /* reply REFUSED: zone transfers and the like */
+	WIRE_ACCEPT = 0, /* answer normally */
+	WIRE_DROP,       /* no reply at all: too short, QR=1 */
+	WIRE_FORMERR,    /* reply FORMERR (question echoed if it parsed) */
+	WIRE_NOTIMP,     /* reply NOTIMP: opcode other than QUERY */
+	WIRE_BADVERS,    /* reply BADVERS: EDNS version > 0 */
+	WIRE_REFUSED,    /* reply REFUSED: zone transfers and the like */
 };
 
 /*
@@ -142,15 +142,14 @@ enum wire_verdict {
  * Fills *q as far as parsing got (q->q.end is 0 if the question did not
  * parse).  Never reads past len.
  */
-enum wire_verdict
-wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q);
+enum wire_verdict wire_parse_query(
+    const uint8_t *msg, size_t len, struct wire_query *q);
 
 /*
  * Reads the question at offset 12 (the first one).  Returns 0 or -EBADMSG
  * (QDCOUNT 0, compressed or overlong name, bad label type, truncated).
  */
-int
-wire_read_question(const uint8_t *msg, size_t len, struct wire_question *q);
+int wire_read_question(const uint8_t *msg, size_t len, struct wire_question *q);
 
 /*
  * Skips the possibly compressed name at off; *next is the offset after it
@@ -158,57 +157,51 @@ wire_read_question(const uint8_t *msg, size_t len, struct wire_question *q);
  * earlier offset than the one being read; at most 128 jumps.  Returns 0 or
  * -EBADMSG.
  */
-int
-wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next);
+int wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next);
 
 /*
  * Expands the (possibly compressed) name at off into out (>= 255 bytes,
  * uncompressed wire form, lower-cased when lower is true).  Returns the
  * name's wire length or -EBADMSG.
  */
-int
-wire_read_name(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
-    bool lower);
+int wire_read_name(
+    const uint8_t *msg, size_t len, size_t off, uint8_t *out, bool lower);
 
 /* Case-insensitive equality of two uncompressed wire names. */
-bool
-wire_name_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+bool wire_name_equal(
+    const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 
 /* Lower-cases an uncompressed wire name in place (labels only). */
-void
-wire_name_lower(uint8_t *name, size_t len);
+void wire_name_lower(uint8_t *name, size_t len);
 
 /*
  * Writes the presentation form of an uncompressed wire name ("www.example.",
  * "." for the root) into out, escaping unprintable bytes.  Returns out.
  */
-char *
-wire_name_text(const uint8_t *name, size_t len, char *out, size_t cap);
+char *wire_name_text(const uint8_t *name, size_t len, char *out, size_t cap);
 
 /*
  * Converts presentation form ("www.example.com" or with a trailing dot) to
  * uncompressed wire form in out (>= 255 bytes).  Returns the wire length or
  * -EINVAL.
  */
-int
-wire_name_from_text(const char *text, uint8_t *out);
+int wire_name_from_text(const char *text, uint8_t *out);
 
 /* True if name is equal to zone or below it (case-insensitive, wire form). */
-bool
-wire_name_in_zone(const uint8_t *name, size_t nlen, const uint8_t *zone,
-    size_t zlen);
+bool wire_name_in_zone(
+    const uint8_t *name, size_t nlen, const uint8_t *zone, size_t zlen);
 
 /* One resource record seen by the iterator. */
 struct wire_rr {
-	int section;        /* 1 answer, 2 authority, 3 additional */
-	size_t off;         /* start of the owner name */
-	size_t type_off;    /* offset of TYPE; TTL is at type_off + 4 */
+	int section;     /* 1 answer, 2 authority, 3 additional */
+	size_t off;      /* start of the owner name */
+	size_t type_off; /* offset of TYPE; TTL is at type_off + 4 */
 	uint16_t type;
 	uint16_t rclass;
 	uint32_t ttl;
 	uint16_t rdlen;
 	size_t rdata_off;
-	size_t end;         /* offset just past the RDATA */
+	size_t end; /* offset just past the RDATA */
 };
 
 /* Iterates over every RR after the question section(s). */
@@ -216,25 +209,22 @@ struct wire_iter {
 	const uint8_t *msg;
 	size_t len;
 	size_t off;
-	unsigned left[3];   /* RRs left in answer, authority, additional */
+	unsigned left[3]; /* RRs left in answer, authority, additional */
 	int section;
 };
 
 /* Positions the iterator after the question section.  0 or -EBADMSG. */
-int
-wire_iter_init(struct wire_iter *it, const uint8_t *msg, size_t len);
+int wire_iter_init(struct wire_iter *it, const uint8_t *msg, size_t len);
 
 /* Reads the next RR into *rr: 1 if one was read, 0 at the end, -EBADMSG. */
-int
-wire_iter_next(struct wire_iter *it, struct wire_rr *rr);
+int wire_iter_next(struct wire_iter *it, struct wire_rr *rr);
 
 /*
  * Builds a query: header (given ID, RD and CD from flags), one question
  * (name copied as given), and, when edns_size > 0, an OPT with that UDP size
  * and the DO bit when do_bit.  Returns the length or -ENOSPC.
  */
-int
-wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
+int wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass,
     uint16_t edns_size, bool do_bit);
 
@@ -244,8 +234,7 @@ wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
  * When ede_code >= 0 an EDE option with ede_text (may be NULL) is included.
  * Returns the new length or -ENOSPC.
  */
-int
-wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
+int wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
     uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text);
 
 /*
@@ -254,8 +243,7 @@ wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
  * RDLENGTH.  Returns the new length, -ENOENT if the message does not end in
  * an OPT, -ENOSPC or -EBADMSG.  On error buf is unchanged.
  */
-int
-wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
+int wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
     const uint8_t *data, size_t dlen);
 
 /*
@@ -265,8 +253,7 @@ wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
  * gets the OPT's extended RCODE bits (0 if none) and the new length is
  * returned; -EBADMSG if the message does not parse.
  */
-int
-wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
+int wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
 
 /*
  * Sets the TTL of every RR but OPT to ttl, in place.  A forwarder applies
@@ -274,8 +261,7 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
  * whole message so a miss and a later hit tell the client the same.
  * Returns 0 or -EBADMSG.
  */
-int
-wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
+int wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
 
 /*
  * Makes a stored or upstream response (OPT already stripped) into the reply
@@ -286,8 +272,7 @@ wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
  * result exceeds limit bytes, the reply becomes header + question + OPT with
  * TC=1 and no records.  Returns the new length or -ENOSPC/-EBADMSG.
  */
-int
-wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
+int wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
     const uint8_t *query, const struct wire_query *q, uint16_t edns_size,
     int ede_code, const char *ede_text);
 
@@ -297,13 +282,12 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
  * had one (or always for BADVERS, which needs it).  Returns the length or
  * -ENOSPC.
  */
-int
-wire_build_error(uint8_t *out, size_t cap, const uint8_t *query, size_t qlen,
-    const struct wire_query *q, int rcode, uint16_t edns_size, int ede_code,
-    const char *ede_text);
+int wire_build_error(uint8_t *out, size_t cap, const uint8_t *query,
+    size_t qlen, const struct wire_query *q, int rcode, uint16_t edns_size,
+    int ede_code, const char *ede_text);
 
-/* Size limit for a UDP reply to q: 512 without EDNS, else clamp(size, 512, max). */
-size_t
-wire_udp_limit(const struct wire_query *q, size_t max);
+/* Size limit for a UDP reply to q: 512 without EDNS, else clamp(size, 512,
+ * max). */
+size_t wire_udp_limit(const struct wire_query *q, size_t max);
 
 #endif

@@ -22,12 +22,12 @@ struct worker;
 struct worker_shared {
 	const struct config *cfg;
 	struct cache *cache;
-	const struct fwd_zone *zones;   /* zones[0] is the root */
+	const struct fwd_zone *zones; /* zones[0] is the root */
 	size_t nzones;
 	uint8_t probe_name[WIRE_NAME_MAX];
 	size_t probe_len;
 	uint16_t probe_type;
-	struct listen_limits limits;    /* per-client buckets, shared */
+	struct listen_limits limits; /* per-client buckets, shared */
 };
 
 /*
@@ -36,27 +36,22 @@ struct worker_shared {
  * probes the pools ask for.  sh must outlive the worker.  NULL on failure
  * with err (errlen) naming the cause and *errnum its errno.
  */
-struct worker *
-worker_new(unsigned idx, const struct worker_shared *sh,
+struct worker *worker_new(unsigned idx, const struct worker_shared *sh,
     struct metrics_worker *met, char *err, size_t errlen, int *errnum);
 
 /* Starts the thread.  Returns 0 or -errno. */
-int
-worker_start(struct worker *w);
+int worker_start(struct worker *w);
 
 /*
  * Asks the worker (from any thread) to stop: it stops reading, finishes what
  * is in flight within cfg->shutdown_timeout_ms, then its thread ends.
  */
-void
-worker_stop(struct worker *w);
+void worker_stop(struct worker *w);
 
 /* Waits for the thread to end (after worker_stop). */
-void
-worker_join(struct worker *w);
+void worker_join(struct worker *w);
 
 /* Frees the worker (joined or never started); NULL is fine. */
-void
-worker_free(struct worker *w);
+void worker_free(struct worker *w);
 
 #endif

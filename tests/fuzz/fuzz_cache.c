@@ -103,14 +103,14 @@ expect(const uint8_t *msg, size_t len, uint32_t ttl, uint8_t *buf)
 
 static void
 check_lookup(struct cache *c, const uint8_t *key, size_t klen,
-    const uint8_t *data, size_t size, uint64_t now_ms,
-    enum cache_result want_r, uint32_t want_ttl)
+    const uint8_t *data, size_t size, uint64_t now_ms, enum cache_result want_r,
+    uint32_t want_ttl)
 {
 	struct cache_hit hit;
 	size_t out_len = 0;
 
 	if (cache_lookup(c, key, klen, now_ms, 30, out, sizeof(out), &out_len,
-	    &hit) != want_r)
+		&hit) != want_r)
 		abort();
 	if (want_r == CACHE_MISS)
 		return;
@@ -140,8 +140,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (c == NULL)
 			abort();
 	}
-	klen = cache_make_key(key, qname, sizeof(qname), WIRE_TYPE_A,
-	    WIRE_CLASS_IN, 0);
+	klen = cache_make_key(
+	    key, qname, sizeof(qname), WIRE_TYPE_A, WIRE_CLASS_IN, 0);
 	(void)cache_remove(c, key, klen);
 
 	rc = cache_store(c, key, klen, data, size, TTL, T0);
@@ -161,11 +161,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 
 	check_lookup(c, key, klen, data, size, T0 + 1500, CACHE_FRESH, TTL - 1);
-	if (cache_lookup(c, key, klen, T0, 30, out, size - 1, &out_len,
-	    &hit) != CACHE_MISS)
+	if (cache_lookup(c, key, klen, T0, 30, out, size - 1, &out_len, &hit) !=
+	    CACHE_MISS)
 		abort();
-	check_lookup(c, key, klen, data, size, T0 + TTL * 1000 + 5, CACHE_STALE,
-	    30);
+	check_lookup(
+	    c, key, klen, data, size, T0 + TTL * 1000 + 5, CACHE_STALE, 30);
 	check_lookup(c, key, klen, data, size, T0 + (TTL + STALE_MAX) * 1000,
 	    CACHE_MISS, 0);
 	cache_get_stats(c, &st);

@@ -61,15 +61,15 @@ print_to_string(const struct config *c, size_t *len)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *argv[] = {"stubborn", "--config", path, "--upstream",
-	    "127.0.0.1", NULL};
+	char *argv[] = {
+	    "stubborn", "--config", path, "--upstream", "127.0.0.1", NULL};
 	char *argv2[] = {"stubborn", "--config", path2, NULL};
 	char err[1200], *text, *text2;
 	size_t len, len2;
 
 	if (path[0] == '\0') {
-		snprintf(path, sizeof(path), "/tmp/fuzz_config.%d",
-		    (int)getpid());
+		snprintf(
+		    path, sizeof(path), "/tmp/fuzz_config.%d", (int)getpid());
 		snprintf(path2, sizeof(path2), "/tmp/fuzz_config.%d.back",
 		    (int)getpid());
 		atexit(cleanup);

@@ -28,16 +28,16 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
-#define CHECK(c)                                                             \
-	do {                                                                 \
-		if (!(c)) {                                                  \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",     \
-			    __FILE__, __LINE__, #c);                         \
-			abort();                                             \
-		}                                                            \
+#define CHECK(c)                                                               \
+	do {                                                                   \
+		if (!(c)) {                                                    \
+			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
+			    __FILE__, __LINE__, #c);                           \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
-#define T0 1000000000ull  /* cache clock at store time, ms */
+#define T0 1000000000ull /* cache clock at store time, ms */
 #define STALE_TTL 30
 #define STALE_MAX 86400
 #define EDNS_SIZE 1232
@@ -57,19 +57,18 @@ struct client {
 struct source {
 	const uint8_t *msg;
 	size_t len;
-	int ede;            /* EDE the listener adds (stale), or -1 */
+	int ede; /* EDE the listener adds (stale), or -1 */
 	const char *text;
-	size_t cap;         /* the reply buffer's capacity */
+	size_t cap; /* the reply buffer's capacity */
 };
 
 static const struct msg_policy policies[4] = {
-	{ 0, 86400, 3600 },       /* the defaults */
-	{ 300, 3600, 60 },
-	{ 0, 604800, 0 },         /* negative answers never cached */
-	{ 86400, 86400, 86400 },  /* min-ttl = max-ttl */
+    {0, 86400, 3600},                /* the defaults */
+    {300, 3600, 60}, {0, 604800, 0}, /* negative answers never cached */
+    {86400, 86400, 86400},           /* min-ttl = max-ttl */
 };
 
-static const size_t limits[] = { 512, 1232, WIRE_MSG_MAX };
+static const size_t limits[] = {512, 1232, WIRE_MSG_MAX};
 
 static const uint8_t fixed_qname[] = "\4fuzz\7example";
 
@@ -82,18 +81,18 @@ static uint8_t out[2 * WIRE_MSG_MAX + 2048];
 
 static void check_info(const uint8_t *data, size_t size,
     const struct msg_policy *pol, int rc, const struct msg_info *info);
-static bool walk_clean(const uint8_t *msg, size_t len, unsigned *nopt,
-    struct wire_rr *last);
+static bool walk_clean(
+    const uint8_t *msg, size_t len, unsigned *nopt, struct wire_rr *last);
 static void check_ttls(const uint8_t *msg, size_t len, uint32_t ttl);
 static bool names_read_ttls(const uint8_t *msg, size_t len);
-static void expect_copy(const uint8_t *msg, size_t len, uint32_t ttl,
-    uint8_t *dst);
+static void expect_copy(
+    const uint8_t *msg, size_t len, uint32_t ttl, uint8_t *dst);
 static bool make_client(struct client *c, int variant, const uint8_t *qname,
     size_t qname_len, uint16_t qtype, uint16_t qclass, bool v6);
-static void answer(const struct source *src, const struct client *c,
-    bool strict);
-static void check_reply(const uint8_t *r, size_t n, size_t base_n,
-    size_t limit, const struct source *src, const struct client *c);
+static void answer(
+    const struct source *src, const struct client *c, bool strict);
+static void check_reply(const uint8_t *r, size_t n, size_t base_n, size_t limit,
+    const struct source *src, const struct client *c);
 
 static void
 check_info(const uint8_t *data, size_t size, const struct msg_policy *pol,
@@ -110,8 +109,8 @@ check_info(const uint8_t *data, size_t size, const struct msg_policy *pol,
 	CHECK((info->rcode & 0xf) == WIRE_RCODE(WIRE_FLAGS(data)));
 	CHECK(info->rcode <= 0xfff);
 	if (info->rcode == WIRE_RCODE_NOERROR)
-		CHECK(info->kind == (WIRE_ANCOUNT(data) > 0 ? MSG_ANSWER :
-							     MSG_NODATA));
+		CHECK(info->kind ==
+		    (WIRE_ANCOUNT(data) > 0 ? MSG_ANSWER : MSG_NODATA));
 	if (!info->cacheable)
 		return;
 	CHECK(!info->tc);
@@ -126,8 +125,7 @@ check_info(const uint8_t *data, size_t size, const struct msg_policy *pol,
 
 /* Walks msg; true if every byte belongs to a record that parsed. */
 static bool
-walk_clean(const uint8_t *msg, size_t len, unsigned *nopt,
-    struct wire_rr *last)
+walk_clean(const uint8_t *msg, size_t len, unsigned *nopt, struct wire_rr *last)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -233,9 +231,9 @@ static bool
 make_client(struct client *c, int variant, const uint8_t *qname,
     size_t qname_len, uint16_t qtype, uint16_t qclass, bool v6)
 {
-	static const uint16_t flags[NVARIANTS] = { WIRE_RD,
-		WIRE_RD | WIRE_Z | WIRE_AD, WIRE_RD | WIRE_CD, 0 };
-	static const uint16_t sizes[NVARIANTS] = { 0, 1232, 4096, 512 };
+	static const uint16_t flags[NVARIANTS] = {
+	    WIRE_RD, WIRE_RD | WIRE_Z | WIRE_AD, WIRE_RD | WIRE_CD, 0};
+	static const uint16_t sizes[NVARIANTS] = {0, 1232, 4096, 512};
 	uint8_t name[WIRE_NAME_MAX], cookie[24];
 	size_t cookie_len = 0, off = 0;
 	int n;
@@ -258,7 +256,8 @@ make_client(struct client *c, int variant, const uint8_t *qname,
 		size_t l = name[off];
 		for (size_t i = off + 1; i <= off + l && i < qname_len; i++) {
 			uint8_t ch = name[i];
-			bool up = ch >= 'A' && ch <= 'Z', lo = ch >= 'a' && ch <= 'z';
+			bool up = ch >= 'A' && ch <= 'Z',
+			     lo = ch >= 'a' && ch <= 'z';
 			if (variant == 1 && (up || lo))
 				ch ^= 0x20;
 			else if (variant == 2 && up)
@@ -269,9 +268,9 @@ make_client(struct client *c, int variant, const uint8_t *qname,
 		}
 		off += l + 1;
 	}
-	n = wire_build_query(c->pkt, sizeof(c->pkt), (uint16_t)(0x5150 + variant),
-	    flags[variant], name, qname_len, qtype, qclass, sizes[variant],
-	    variant == 1);
+	n = wire_build_query(c->pkt, sizeof(c->pkt),
+	    (uint16_t)(0x5150 + variant), flags[variant], name, qname_len,
+	    qtype, qclass, sizes[variant], variant == 1);
 	CHECK(n > 0);
 	/* wire_build_query keeps RD and CD only: add the rest by hand. */
 	wire_put16(c->pkt + 2, flags[variant]);
@@ -321,11 +320,12 @@ check_reply(const uint8_t *r, size_t n, size_t base_n, size_t limit,
 	CHECK(WIRE_ID(r) == q->id);
 	CHECK(WIRE_QDCOUNT(r) == 1);
 	CHECK(memcmp(r + WIRE_HDR_LEN, c->pkt + WIRE_HDR_LEN,
-	    qend - WIRE_HDR_LEN) == 0);
+		  qend - WIRE_HDR_LEN) == 0);
 	CHECK(flags & WIRE_QR);
 	CHECK(flags & WIRE_RA);
 	CHECK(!(flags & (WIRE_AA | WIRE_AD | WIRE_Z)));
-	CHECK((flags & (WIRE_RD | WIRE_CD)) == (q->flags & (WIRE_RD | WIRE_CD)));
+	CHECK(
+	    (flags & (WIRE_RD | WIRE_CD)) == (q->flags & (WIRE_RD | WIRE_CD)));
 	CHECK(WIRE_RCODE(flags) == WIRE_RCODE(sflags));
 	CHECK(WIRE_OPCODE(flags) == WIRE_OPCODE(sflags));
 	/* The upstream's OPT never reaches the client; ours ends the reply. */
@@ -428,7 +428,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* reply_matches(): the question the response must repeat. */
 	if (size >= WIRE_HDR_LEN && (WIRE_FLAGS(data) & WIRE_QR) &&
-	    WIRE_QDCOUNT(data) == 1 && wire_read_question(data, size, &wq) == 0) {
+	    WIRE_QDCOUNT(data) == 1 &&
+	    wire_read_question(data, size, &wq) == 0) {
 		qname = data + wq.name_off;
 		qname_len = wq.name_len;
 		qtype = wq.qtype;
@@ -436,8 +437,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		matches = true;
 	}
 	for (int v = 0; v < NVARIANTS; v++)
-		ok[v] = make_client(&clients[v], v, qname, qname_len, qtype,
-		    qclass, v6);
+		ok[v] = make_client(
+		    &clients[v], v, qname, qname_len, qtype, qclass, v6);
 
 	/* finish_answer(): strip the OPT, one TTL for all, store. */
 	if (size > 0)
@@ -467,7 +468,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* Straight from upstream to every waiting client. */
 	for (int v = 0; v < NVARIANTS; v++) {
-		struct source s = { resp, rlen, -1, NULL, rlen + 1024 };
+		struct source s = {resp, rlen, -1, NULL, rlen + 1024};
 		if (ok[v])
 			answer(&s, &clients[v], matches);
 	}
@@ -506,12 +507,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(memcmp(hit_stale, want, rlen) == 0);
 
 		for (int v = 0; v < NVARIANTS; v++) {
-			struct source fresh = { hit_fresh, flen, -1, NULL,
-				WIRE_MSG_MAX + 1024 };
-			struct source stale = { hit_stale, slen,
-				hit.rcode == WIRE_RCODE_NXDOMAIN ?
-				    WIRE_EDE_STALE_NXDOMAIN : WIRE_EDE_STALE,
-				"stale answer", WIRE_MSG_MAX + 1024 };
+			struct source fresh = {
+			    hit_fresh, flen, -1, NULL, WIRE_MSG_MAX + 1024};
+			struct source stale = {hit_stale, slen,
+			    hit.rcode == WIRE_RCODE_NXDOMAIN
+				? WIRE_EDE_STALE_NXDOMAIN
+				: WIRE_EDE_STALE,
+			    "stale answer", WIRE_MSG_MAX + 1024};
 			if (!ok[v])
 				continue;
 			answer(&fresh, &clients[v], true);

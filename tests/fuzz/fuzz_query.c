@@ -28,22 +28,22 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
-#define CHECK(c)                                                             \
-	do {                                                                 \
-		if (!(c)) {                                                  \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",     \
-			    __FILE__, __LINE__, #c);                         \
-			abort();                                             \
-		}                                                            \
+#define CHECK(c)                                                               \
+	do {                                                                   \
+		if (!(c)) {                                                    \
+			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
+			    __FILE__, __LINE__, #c);                           \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
-#define T0 1000000000ull  /* cache clock at store time, ms */
+#define T0 1000000000ull /* cache clock at store time, ms */
 #define TTL 300
 #define STALE_TTL 30
 #define STALE_MAX 86400
 #define EDNS_SIZE 1232
-#define OUT_CAP (WIRE_MSG_MAX + 1024)  /* listen.c: sizeof(l->out) */
-#define KEY_SYNTH 0x80                 /* key flag of per-input entries */
+#define OUT_CAP (WIRE_MSG_MAX + 1024) /* listen.c: sizeof(l->out) */
+#define KEY_SYNTH 0x80                /* key flag of per-input entries */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -62,8 +62,8 @@ static uint8_t out[OUT_CAP + 64];
 static uint8_t hit[WIRE_MSG_MAX + 1];
 static uint8_t synth[WIRE_MSG_MAX + 1];
 
-static bool walk_clean(const uint8_t *msg, size_t len, unsigned *nopt,
-    struct wire_rr *last);
+static bool walk_clean(
+    const uint8_t *msg, size_t len, unsigned *nopt, struct wire_rr *last);
 static void check_opt(const uint8_t *r, size_t n, const struct wire_rr *opt,
     const struct wire_query *q, int rcode);
 static void check_cookie(const uint8_t *r, size_t before, size_t after,
@@ -71,21 +71,19 @@ static void check_cookie(const uint8_t *r, size_t before, size_t after,
 static void answer_error(const uint8_t *data, size_t size,
     const struct wire_query *q, int rcode, int ede, const char *text,
     size_t limit, const struct sockaddr_storage *peer, bool tc);
-static void check_reply(const uint8_t *r, size_t n, size_t base_n,
-    size_t limit, const struct source *src, const uint8_t *data,
-    const struct wire_query *q);
+static void check_reply(const uint8_t *r, size_t n, size_t base_n, size_t limit,
+    const struct source *src, const uint8_t *data, const struct wire_query *q);
 static void reply_cached(const struct source *src, const uint8_t *data,
     const struct wire_query *q, size_t limit,
     const struct sockaddr_storage *peer);
 static size_t make_answer(uint8_t *m, const uint8_t *data,
     const struct wire_query *q, unsigned nrr, bool nxdomain);
 static void fill_cache(struct cache *c);
-static void check_cookies(const struct wire_query *q,
-    const struct sockaddr_storage *peer);
+static void check_cookies(
+    const struct wire_query *q, const struct sockaddr_storage *peer);
 
 static bool
-walk_clean(const uint8_t *msg, size_t len, unsigned *nopt,
-    struct wire_rr *last)
+walk_clean(const uint8_t *msg, size_t len, unsigned *nopt, struct wire_rr *last)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -154,8 +152,8 @@ answer_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	int r;
 
 	memset(out, 0xa5, sizeof(out));
-	r = wire_build_error(out, OUT_CAP, data, size, q, rcode, EDNS_SIZE, ede,
-	    text);
+	r = wire_build_error(
+	    out, OUT_CAP, data, size, q, rcode, EDNS_SIZE, ede, text);
 	CHECK(r >= WIRE_HDR_LEN && r <= OUT_CAP);
 	for (size_t i = (size_t)r; i < (size_t)r + 64; i++)
 		CHECK(out[i] == 0xa5);
@@ -186,7 +184,7 @@ answer_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	if (WIRE_QDCOUNT(out) == 1) {
 		CHECK(q->q.end > WIRE_HDR_LEN && q->q.end <= size);
 		CHECK(memcmp(out + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-		    q->q.end - WIRE_HDR_LEN) == 0);
+			  q->q.end - WIRE_HDR_LEN) == 0);
 	} else {
 		CHECK(WIRE_QDCOUNT(out) == 0);
 	}
@@ -209,11 +207,12 @@ check_reply(const uint8_t *r, size_t n, size_t base_n, size_t limit,
 	CHECK(WIRE_ID(r) == q->id);
 	CHECK(WIRE_QDCOUNT(r) == 1);
 	CHECK(memcmp(r + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-	    qend - WIRE_HDR_LEN) == 0);
+		  qend - WIRE_HDR_LEN) == 0);
 	CHECK(flags & WIRE_QR);
 	CHECK(flags & WIRE_RA);
 	CHECK(!(flags & (WIRE_AA | WIRE_AD | WIRE_Z)));
-	CHECK((flags & (WIRE_RD | WIRE_CD)) == (q->flags & (WIRE_RD | WIRE_CD)));
+	CHECK(
+	    (flags & (WIRE_RD | WIRE_CD)) == (q->flags & (WIRE_RD | WIRE_CD)));
 	CHECK(WIRE_RCODE(flags) == WIRE_RCODE(sflags));
 	CHECK(nopt == (q->has_opt ? 1u : 0u));
 	if (q->has_opt)
@@ -271,14 +270,16 @@ make_answer(uint8_t *m, const uint8_t *data, const struct wire_query *q,
 	uint16_t rdlen = q->q.qtype == WIRE_TYPE_AAAA ? 16 : 4;
 
 	memcpy(m, data, n);
-	wire_put16(m + 2, (uint16_t)(WIRE_QR | WIRE_AA | WIRE_RD | WIRE_RA |
-	    (nxdomain ? WIRE_RCODE_NXDOMAIN : 0)));
+	wire_put16(m + 2,
+	    (uint16_t)(WIRE_QR | WIRE_AA | WIRE_RD | WIRE_RA |
+		(nxdomain ? WIRE_RCODE_NXDOMAIN : 0)));
 	wire_put16(m + 4, 1);
 	wire_put16(m + 6, (uint16_t)(nxdomain ? 0 : nrr));
 	wire_put16(m + 8, nxdomain ? 1 : 0);
 	wire_put16(m + 10, 0);
 	if (nxdomain) {
-		static const uint8_t soa_rdata[] = "\2ns\300\14\12hostmaster\300\14"
+		static const uint8_t soa_rdata[] =
+		    "\2ns\300\14\12hostmaster\300\14"
 		    "\0\0\0\1\0\0\16\20\0\0\2\130\0\1\121\200\0\0\0\74";
 		/* Owner: the root, or the qname's parent via a pointer. */
 		if (m[WIRE_HDR_LEN] != 0) {
@@ -414,8 +415,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < 2; i++) {
 		switch (v) {
 		case WIRE_NOTIMP:
-			answer_error(data, size, &q, WIRE_RCODE_NOTIMP, -1, NULL,
-			    limits[i], &peer, false);
+			answer_error(data, size, &q, WIRE_RCODE_NOTIMP, -1,
+			    NULL, limits[i], &peer, false);
 			continue;
 		case WIRE_BADVERS:
 			answer_error(data, size, &q, WIRE_RCODE_BADVERS, -1,
@@ -440,8 +441,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    &peer, false);
 		answer_error(data, size, &q, WIRE_RCODE_REFUSED, WIRE_EDE_OTHER,
 		    "rate limited", limits[i], &peer, false);
-		answer_error(data, size, &q, WIRE_RCODE_SERVFAIL, WIRE_EDE_OTHER,
-		    "too many queries in flight", limits[i], &peer, false);
+		answer_error(data, size, &q, WIRE_RCODE_SERVFAIL,
+		    WIRE_EDE_OTHER, "too many queries in flight", limits[i],
+		    &peer, false);
 		answer_error(data, size, &q, WIRE_RCODE_NOERROR, -1, NULL,
 		    limits[i], &peer, true);
 	}
@@ -451,12 +453,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* The fixed entry, if this query is for it. */
 	kflags = (q.do_bit ? CACHE_KEY_DO : 0) |
 	    ((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0);
-	klen = cache_make_key(key, data + q.q.name_off, q.q.name_len,
-	    q.q.qtype, q.q.qclass, kflags);
+	klen = cache_make_key(key, data + q.q.name_off, q.q.name_len, q.q.qtype,
+	    q.q.qclass, kflags);
 	CHECK(klen == q.q.name_len + 5);
 	if (cache_lookup(cache, key, klen, T0 + 1000, STALE_TTL, hit,
-	    sizeof(hit), &slen, NULL) == CACHE_FRESH) {
-		struct source s = { hit, slen, -1, NULL };
+		sizeof(hit), &slen, NULL) == CACHE_FRESH) {
+		struct source s = {hit, slen, -1, NULL};
 		CHECK(kflags == 0 && q.q.qtype == WIRE_TYPE_A);
 		for (int i = 0; i < 2; i++)
 			reply_cached(&s, data, &q, limits[i], &peer);
@@ -476,17 +478,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    sizeof(hit), &slen, &h);
 		CHECK(r == CACHE_FRESH && slen == n && h.ttl_left == TTL - 1);
 		for (int i = 0; i < 2; i++) {
-			struct source s = { hit, slen, -1, NULL };
+			struct source s = {hit, slen, -1, NULL};
 			reply_cached(&s, data, &q, limits[i], &peer);
 		}
-		r = cache_lookup(cache, key, klen, T0 + TTL * 1000 + 1, STALE_TTL,
-		    hit, sizeof(hit), &slen, &h);
+		r = cache_lookup(cache, key, klen, T0 + TTL * 1000 + 1,
+		    STALE_TTL, hit, sizeof(hit), &slen, &h);
 		CHECK(r == CACHE_STALE && slen == n);
 		for (int i = 0; i < 2; i++) {
-			struct source s = { hit, slen,
-				h.rcode == WIRE_RCODE_NXDOMAIN ?
-				    WIRE_EDE_STALE_NXDOMAIN : WIRE_EDE_STALE,
-				"stale answer" };
+			struct source s = {hit, slen,
+			    h.rcode == WIRE_RCODE_NXDOMAIN
+				? WIRE_EDE_STALE_NXDOMAIN
+				: WIRE_EDE_STALE,
+			    "stale answer"};
 			reply_cached(&s, data, &q, limits[i], &peer);
 		}
 		CHECK(cache_remove(cache, key, klen));

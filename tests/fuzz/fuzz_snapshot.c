@@ -44,8 +44,8 @@ static void cleanup(void);
 static void write_file(const char *, const uint8_t *, size_t, bool);
 static void walk_cb(void *, const uint8_t *, size_t, const uint8_t *, size_t,
     uint32_t, uint64_t);
-static void check_loaded(struct cache *, const uint8_t *, size_t, size_t,
-    size_t);
+static void check_loaded(
+    struct cache *, const uint8_t *, size_t, size_t, size_t);
 
 static void
 cleanup(void)
@@ -84,8 +84,7 @@ walk_cb(void *arg, const uint8_t *key, size_t klen, const uint8_t *resp,
 	uint8_t want[CACHE_KEY_MAX];
 	struct wire_question q;
 
-	if (ttl == 0 || stored_ms > NOW_MS || klen == 0 ||
-	    klen > CACHE_KEY_MAX)
+	if (ttl == 0 || stored_ms > NOW_MS || klen == 0 || klen > CACHE_KEY_MAX)
 		abort();
 	if (wire_read_question(resp, len, &q) < 0 || q.name_len + 5 != klen)
 		abort();
@@ -102,8 +101,8 @@ walk_cb(void *arg, const uint8_t *key, size_t klen, const uint8_t *resp,
 }
 
 static void
-check_loaded(struct cache *c, const uint8_t *file, size_t fsize,
-    size_t loaded, size_t skipped)
+check_loaded(struct cache *c, const uint8_t *file, size_t fsize, size_t loaded,
+    size_t skipped)
 {
 	struct cache_stats st;
 	struct cache *c2;
@@ -112,8 +111,9 @@ check_loaded(struct cache *c, const uint8_t *file, size_t fsize,
 	enum cache_result r;
 
 	/* Accepted files have a whole header. */
-	if (fsize < 64 || loaded + skipped !=
-	    ((uint64_t)wire_u32(file + 24) << 32 | wire_u32(file + 28)))
+	if (fsize < 64 ||
+	    loaded + skipped !=
+		((uint64_t)wire_u32(file + 24) << 32 | wire_u32(file + 28)))
 		abort();
 	cache_get_stats(c, &st);
 	if (st.entries > loaded)
@@ -134,7 +134,8 @@ check_loaded(struct cache *c, const uint8_t *file, size_t fsize,
 	    n != st.entries)
 		abort();
 	if (snapshot_load(c2, path2, NOW_MS, WALL_S, STALE_MAX, &loaded2, NULL,
-	    NULL, 0) != 0 || loaded2 != n)
+		NULL, 0) != 0 ||
+	    loaded2 != n)
 		abort();
 	cache_free(c2);
 }
@@ -151,8 +152,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (path[0] == '\0') {
 		/* tmpfs if there is one: accepted inputs save and fsync. */
-		const char *d = access("/dev/shm", W_OK) == 0 ? "/dev/shm" :
-		    "/tmp";
+		const char *d =
+		    access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
 
 		if (rng_init() < 0)
 			abort();

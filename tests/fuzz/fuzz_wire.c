@@ -19,13 +19,13 @@
 #define CANARY 0xa5
 #define TEXT_MAX (4 * WIRE_NAME_MAX + 16)
 
-#define CHECK(c)                                                             \
-	do {                                                                 \
-		if (!(c)) {                                                  \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",     \
-			    __FILE__, __LINE__, #c);                         \
-			abort();                                             \
-		}                                                            \
+#define CHECK(c)                                                               \
+	do {                                                                   \
+		if (!(c)) {                                                    \
+			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
+			    __FILE__, __LINE__, #c);                           \
+			abort();                                               \
+		}                                                              \
 	} while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -35,12 +35,12 @@ static bool canary_intact(const uint8_t *buf, size_t from, size_t n);
 static unsigned check_walk(const uint8_t *msg, size_t len, bool *clean,
     size_t *end, unsigned *opts_in_ar, struct wire_rr *last_opt);
 static void check_name_text(const uint8_t *name, size_t len);
-static void fuzz_parse(const uint8_t *data, size_t size,
-    struct wire_query *q, enum wire_verdict *v);
+static void fuzz_parse(const uint8_t *data, size_t size, struct wire_query *q,
+    enum wire_verdict *v);
 static void fuzz_error(const uint8_t *data, size_t size,
     const struct wire_query *q, enum wire_verdict v);
-static void fuzz_reply(const uint8_t *data, size_t size,
-    const struct wire_query *q);
+static void fuzz_reply(
+    const uint8_t *data, size_t size, const struct wire_query *q);
 static void check_reply(const uint8_t *r, size_t n, size_t limit,
     const uint8_t *data, const struct wire_query *q);
 static void fuzz_build_query(const struct wire_query *q, const uint8_t *data);
@@ -105,8 +105,8 @@ check_walk(const uint8_t *msg, size_t len, bool *clean, size_t *end,
 		return 0;
 	CHECK(len >= WIRE_HDR_LEN);
 	CHECK(it.off >= WIRE_HDR_LEN && it.off <= len);
-	total = (unsigned)WIRE_ANCOUNT(msg) + WIRE_NSCOUNT(msg) +
-	    WIRE_ARCOUNT(msg);
+	total =
+	    (unsigned)WIRE_ANCOUNT(msg) + WIRE_NSCOUNT(msg) + WIRE_ARCOUNT(msg);
 	prev_end = it.off;
 	while ((r = wire_iter_next(&it, &rr)) == 1) {
 		uint8_t name[WIRE_NAME_MAX];
@@ -199,8 +199,9 @@ fuzz_parse(const uint8_t *data, size_t size, struct wire_query *q,
 		CHECK(memcmp(name, data + WIRE_HDR_LEN, q->q.name_len) == 0);
 	}
 	if (q->has_cookie)
-		CHECK(q->has_opt && (q->cookie_len == 8 ||
-		    (q->cookie_len >= 16 && q->cookie_len <= 40)));
+		CHECK(q->has_opt &&
+		    (q->cookie_len == 8 ||
+			(q->cookie_len >= 16 && q->cookie_len <= 40)));
 	if (*v == WIRE_ACCEPT || *v == WIRE_BADVERS || *v == WIRE_REFUSED) {
 		CHECK(q->q.end != 0);
 		CHECK(WIRE_QDCOUNT(data) == 1);
@@ -220,7 +221,7 @@ static void
 fuzz_error(const uint8_t *data, size_t size, const struct wire_query *q,
     enum wire_verdict v)
 {
-	static const char *const texts[] = { NULL, "", "stubborn", "x" };
+	static const char *const texts[] = {NULL, "", "stubborn", "x"};
 	int rcode = rcode_for(v);
 	int ede = size % 3 == 0 ? -1 : (int)(data[size - 1] % 30);
 	const char *text = texts[size % 4];
@@ -233,8 +234,8 @@ fuzz_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	if (rcode < 0)
 		return;
 	memset(buf, CANARY, FUZZ_CAP + 64);
-	n = wire_build_error(buf, FUZZ_CAP, data, size, q, rcode, 1232, ede,
-	    text);
+	n = wire_build_error(
+	    buf, FUZZ_CAP, data, size, q, rcode, 1232, ede, text);
 	CHECK(n >= WIRE_HDR_LEN && n <= FUZZ_CAP);
 	CHECK(canary_intact(buf, (size_t)n, 64));
 	CHECK(WIRE_ID(buf) == q->id);
@@ -249,7 +250,7 @@ fuzz_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	if (WIRE_QDCOUNT(buf) == 1) {
 		CHECK(q->q.end != 0);
 		CHECK(memcmp(buf + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-		    q->q.end - WIRE_HDR_LEN) == 0);
+			  q->q.end - WIRE_HDR_LEN) == 0);
 	} else {
 		CHECK(WIRE_QDCOUNT(buf) == 0);
 	}
@@ -288,11 +289,11 @@ check_reply(const uint8_t *r, size_t n, size_t limit, const uint8_t *data,
 	CHECK(flags & WIRE_QR);
 	CHECK(flags & WIRE_RA);
 	CHECK(!(flags & (WIRE_AA | WIRE_AD | WIRE_Z)));
-	CHECK((flags & (WIRE_RD | WIRE_CD)) ==
-	    (q->flags & (WIRE_RD | WIRE_CD)));
+	CHECK(
+	    (flags & (WIRE_RD | WIRE_CD)) == (q->flags & (WIRE_RD | WIRE_CD)));
 	CHECK(WIRE_QDCOUNT(r) == 1);
 	CHECK(memcmp(r + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-	    q->q.end - WIRE_HDR_LEN) == 0);
+		  q->q.end - WIRE_HDR_LEN) == 0);
 	if (flags & WIRE_TC) {
 		CHECK(WIRE_ANCOUNT(r) == 0 && WIRE_NSCOUNT(r) == 0);
 		CHECK(WIRE_ARCOUNT(r) == (q->has_opt ? 1 : 0));
@@ -330,8 +331,8 @@ fuzz_reply(const uint8_t *data, size_t size, const struct wire_query *q)
 	memcpy(buf2, buf, (size_t)len);
 
 	memset(buf + len, CANARY, FUZZ_CAP + 64 - (size_t)len);
-	n = wire_make_reply(buf, (size_t)len, FUZZ_CAP, 512, data, q, 1232, ede,
-	    "serve-stale");
+	n = wire_make_reply(
+	    buf, (size_t)len, FUZZ_CAP, 512, data, q, 1232, ede, "serve-stale");
 	CHECK(n >= 0 && n <= FUZZ_CAP);
 	CHECK(canary_intact(buf, FUZZ_CAP, 64));
 	check_reply(buf, (size_t)n, 512, data, q);
@@ -341,8 +342,8 @@ fuzz_reply(const uint8_t *data, size_t size, const struct wire_query *q)
 	cap = (size_t)len + (size_t)data[size / 2] % 40;
 	memcpy(buf, buf2, (size_t)len);
 	memset(buf + len, CANARY, FUZZ_CAP + 64 - (size_t)len);
-	n = wire_make_reply(buf, (size_t)len, cap, limit, data, q, 1232, ede,
-	    "serve-stale");
+	n = wire_make_reply(
+	    buf, (size_t)len, cap, limit, data, q, 1232, ede, "serve-stale");
 	CHECK(n == -ENOSPC || (n >= 0 && (size_t)n <= cap));
 	CHECK(canary_intact(buf, cap, 64));
 	if (n >= 0)
@@ -369,7 +370,7 @@ fuzz_build_query(const struct wire_query *q, const uint8_t *data)
 	    q2.q.qclass == q->q.qclass);
 	CHECK(memcmp(buf, data, 2) == 0);
 	CHECK(memcmp(buf + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-	    q->q.end - WIRE_HDR_LEN) == 0);
+		  q->q.end - WIRE_HDR_LEN) == 0);
 	CHECK(q2.has_opt == (size > 0));
 	if (size > 0) {
 		CHECK(q2.udp_size == size);
@@ -409,7 +410,7 @@ fuzz_strip(const uint8_t *data, size_t size)
 	CHECK(n >= WIRE_HDR_LEN && (size_t)n <= size);
 	CHECK(memcmp(buf, data, 10) == 0);
 	CHECK(memcmp(buf + WIRE_HDR_LEN, data + WIRE_HDR_LEN,
-	    (size_t)n - WIRE_HDR_LEN) == 0);
+		  (size_t)n - WIRE_HDR_LEN) == 0);
 	CHECK(WIRE_ARCOUNT(buf) <= WIRE_ARCOUNT(data));
 	if (clean && opts == 0) {
 		/* Nothing to strip: all records kept, junk after them cut. */
@@ -509,10 +510,10 @@ fuzz_names(const uint8_t *data, size_t size)
 			/* The parent (first label off) is a zone a is in. */
 			size_t l = (size_t)a[0] + 1;
 
-			CHECK(wire_name_in_zone(a, (size_t)ra, a + l,
-			    (size_t)ra - l));
-			CHECK(!wire_name_in_zone(a + l, (size_t)ra - l, a,
-			    (size_t)ra));
+			CHECK(wire_name_in_zone(
+			    a, (size_t)ra, a + l, (size_t)ra - l));
+			CHECK(!wire_name_in_zone(
+			    a + l, (size_t)ra - l, a, (size_t)ra));
 		}
 		check_name_text(a, (size_t)ra);
 	}

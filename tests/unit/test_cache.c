@@ -1,4 +1,5 @@
-/* Unit tests for the cache: responses are built by hand, time is an argument. */
+/* Unit tests for the cache: responses are built by hand, time is an argument.
+ */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -10,22 +11,22 @@
 #include "stubborn/wire.h"
 #include "unit.h"
 
-#define T0 1000000ULL  /* an arbitrary monotonic start, not 0 */
+#define T0 1000000ULL /* an arbitrary monotonic start, not 0 */
 #define BIG (1u << 20)
 
 static size_t name_wire(const char *, uint8_t *);
-static size_t put_header(uint8_t *, uint16_t, uint16_t, uint16_t, uint16_t,
-    uint16_t);
+static size_t put_header(
+    uint8_t *, uint16_t, uint16_t, uint16_t, uint16_t, uint16_t);
 static size_t build_a(uint8_t *, const char *, unsigned, const uint32_t *);
 static size_t build_nxdomain(uint8_t *, const char *, uint32_t);
 static size_t build_nodata(uint8_t *, const char *, uint32_t);
 static size_t key_for(uint8_t *, const char *, uint16_t, unsigned);
-static void check_same_but_ttl(const uint8_t *, const uint8_t *, size_t,
-    uint32_t);
+static void check_same_but_ttl(
+    const uint8_t *, const uint8_t *, size_t, uint32_t);
 static struct cache *new_cache(uint64_t, unsigned, uint32_t);
 static void *smoke_thread(void *);
-static void walk_cb(void *, const uint8_t *, size_t, const uint8_t *,
-    size_t, uint32_t, uint64_t);
+static void walk_cb(void *, const uint8_t *, size_t, const uint8_t *, size_t,
+    uint32_t, uint64_t);
 static uint64_t mono_ms(void);
 static Suite *make_suite(void);
 
@@ -67,8 +68,8 @@ put_header(uint8_t *m, uint16_t flags, uint16_t qd, uint16_t an, uint16_t ns,
 static size_t
 build_a(uint8_t *m, const char *qname, unsigned n, const uint32_t *ttls)
 {
-	size_t o = put_header(m, WIRE_QR | WIRE_RD | WIRE_RA, 1, (uint16_t)n,
-	    0, 0);
+	size_t o =
+	    put_header(m, WIRE_QR | WIRE_RD | WIRE_RA, 1, (uint16_t)n, 0, 0);
 
 	o += name_wire(qname, m + o);
 	wire_put16(m + o, WIRE_TYPE_A);
@@ -93,8 +94,8 @@ build_a(uint8_t *m, const char *qname, unsigned n, const uint32_t *ttls)
 static size_t
 build_nxdomain(uint8_t *m, const char *qname, uint32_t soa_ttl)
 {
-	size_t o = put_header(m, WIRE_QR | WIRE_RD | WIRE_RA |
-	    WIRE_RCODE_NXDOMAIN, 1, 0, 1, 0);
+	size_t o = put_header(
+	    m, WIRE_QR | WIRE_RD | WIRE_RA | WIRE_RCODE_NXDOMAIN, 1, 0, 1, 0);
 	size_t rdlen_off;
 
 	o += name_wire(qname, m + o);
@@ -126,8 +127,8 @@ key_for(uint8_t *key, const char *qname, uint16_t qtype, unsigned flags)
 
 /* got must be orig with ID 0 and every non-OPT TTL equal to ttl. */
 static void
-check_same_but_ttl(const uint8_t *orig, const uint8_t *got, size_t len,
-    uint32_t ttl)
+check_same_but_ttl(
+    const uint8_t *orig, const uint8_t *got, size_t len, uint32_t ttl)
 {
 	uint8_t want[WIRE_MSG_MAX];
 	struct wire_iter it;
@@ -164,7 +165,8 @@ START_TEST(test_store_lookup_roundtrip)
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 300, T0), 0);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &out_len, &hit), CACHE_FRESH);
+			     &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(WIRE_ID(out), 0);
 	check_same_but_ttl(resp, out, len, 300);
@@ -187,21 +189,25 @@ START_TEST(test_ttl_countdown)
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 300, T0), 0);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1500, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 299);
 	check_same_but_ttl(resp, out, len, 299);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 299900, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 1);
 	check_same_but_ttl(resp, out, len, 1);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 300000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_STALE);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.ttl_left, 0);
 	ck_assert_uint_eq(hit.stale_s, 0);
 	check_same_but_ttl(resp, out, len, 30);
 	/* A clock read before the store (another worker) is age 0. */
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 - 5, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 300);
 	cache_free(c);
 }
@@ -217,16 +223,18 @@ START_TEST(test_stale_rewrites_every_rr)
 	struct cache_hit hit;
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 12345, 30,
-	    out, sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 12345, 30, out,
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(hit.stale_s, 12);
 	ck_assert_uint_eq(hit.ttl_left, 0);
 	ck_assert_uint_eq(hit.ttl, 60);
 	check_same_but_ttl(resp, out, len, 30);
 	/* Last millisecond of stale_max_age still serves. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 599999, 7,
-	    out, sizeof(out), &out_len, &hit), CACHE_STALE);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 60000 + 599999, 7, out,
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.stale_s, 599);
 	check_same_but_ttl(resp, out, len, 7);
 	cache_free(c);
@@ -249,14 +257,16 @@ START_TEST(test_past_stale_max_age_removed)
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 2);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 160000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_uint_eq(out_len, 0);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 1);
 	ck_assert_uint_eq(st.misses, 1);
 	/* Gone for good: even an earlier clock no longer finds it. */
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &out_len, &hit), CACHE_MISS);
+			     &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert(!cache_remove(c, key, klen));
 	ck_assert(cache_remove(c, key2, klen2));
 	cache_get_stats(c, &st);
@@ -276,7 +286,8 @@ START_TEST(test_nxdomain_soa)
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 900, T0), 0);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 100999, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NXDOMAIN);
 	ck_assert_uint_eq(hit.ttl_left, 800);
 	ck_assert_uint_eq(out_len, len);
@@ -304,7 +315,8 @@ START_TEST(test_opt_ttl_untouched)
 	len += 11;
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &out_len, &hit), CACHE_FRESH);
+			     &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(wire_u32(out + len - 6), WIRE_EDNS_DO);
 	check_same_but_ttl(resp, out, len, 60);
@@ -358,8 +370,8 @@ START_TEST(test_key_flags_and_type_differ)
 	uint32_t ttls[2] = {60, 60};
 	uint8_t resp[512], out[512], key[4][CACHE_KEY_MAX];
 	size_t klen[4], len, out_len;
-	unsigned flags[4] = {0, CACHE_KEY_DO, CACHE_KEY_CD,
-	    CACHE_KEY_DO | CACHE_KEY_CD};
+	unsigned flags[4] = {
+	    0, CACHE_KEY_DO, CACHE_KEY_CD, CACHE_KEY_DO | CACHE_KEY_CD};
 	struct cache_hit hit;
 
 	for (int i = 0; i < 4; i++)
@@ -370,14 +382,18 @@ START_TEST(test_key_flags_and_type_differ)
 	len = build_a(resp, "f.example", 2, ttls);
 	ck_assert_int_eq(cache_store(c, key[1], klen[1], resp, len, 60, T0), 0);
 	ck_assert_int_eq(cache_lookup(c, key[0], klen[0], T0, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_int_eq(cache_lookup(c, key[2], klen[2], T0, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_int_eq(cache_lookup(c, key[1], klen[1], T0, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	klen[0] = key_for(key[0], "f.example", WIRE_TYPE_AAAA, CACHE_KEY_DO);
 	ck_assert_int_eq(cache_lookup(c, key[0], klen[0], T0, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	cache_free(c);
 }
 END_TEST
@@ -400,9 +416,11 @@ START_TEST(test_replace_same_key)
 	ck_assert_uint_eq(st.entries, 1);
 	ck_assert_uint_eq(st.stores, 2);
 	ck_assert_uint_eq(st.evictions, 0);
-	ck_assert_uint_eq(st.bytes, st1.bytes + (l2 - l1) + 2 * sizeof(uint16_t));
+	ck_assert_uint_eq(
+	    st.bytes, st1.bytes + (l2 - l1) + 2 * sizeof(uint16_t));
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, l2);
 	ck_assert_uint_eq(hit.ttl, 120);
 	check_same_but_ttl(r2, out, l2, 120);
@@ -429,10 +447,12 @@ START_TEST(test_eviction_keeps_recently_used)
 		snprintf(name, sizeof(name), "n%d.example", i);
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		len = build_a(resp, name, 4, ttls);
-		ck_assert_int_eq(cache_store(c, key, klen, resp, len, 600,
-		    T0 + (uint64_t)i), 0);
+		ck_assert_int_eq(
+		    cache_store(c, key, klen, resp, len, 600, T0 + (uint64_t)i),
+		    0);
 		ck_assert_int_eq(cache_lookup(c, hot, hlen, T0 + (uint64_t)i,
-		    30, out, sizeof(out), &out_len, &hit), CACHE_FRESH);
+				     30, out, sizeof(out), &out_len, &hit),
+		    CACHE_FRESH);
 		cache_get_stats(c, &st);
 		ck_assert_uint_le(st.bytes, max);
 	}
@@ -446,9 +466,9 @@ START_TEST(test_eviction_keeps_recently_used)
 		snprintf(name, sizeof(name), "n%d.example", i);
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
-		    sizeof(out), &out_len, &hit),
+				     sizeof(out), &out_len, &hit),
 		    i >= (int)(500 - (st.entries - 1)) ? CACHE_FRESH
-							: CACHE_MISS);
+						       : CACHE_MISS);
 	}
 	cache_free(c);
 }
@@ -491,24 +511,23 @@ START_TEST(test_bad_messages)
 
 	/* ANCOUNT overruns the records that are there. */
 	wire_put16(resp + 6, 4);
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len, 60, T0), -EBADMSG);
 	wire_put16(resp + 6, 3);
 	/* Cut inside the last RDATA. */
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len - 1, 60, T0),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len - 1, 60, T0), -EBADMSG);
 	/* Trailing bytes nobody parsed. */
 	resp[len] = 0;
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len + 1, 60, T0),
-	    -EBADMSG);
-	ck_assert_int_eq(cache_store(c, key, klen, resp, 11, 60, T0),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len + 1, 60, T0), -EBADMSG);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, 11, 60, T0), -EBADMSG);
 	ck_assert_int_eq(cache_store(c, key, klen, resp, 0, 60, T0), -EBADMSG);
 	/* TTL 0 means "do not cache"; a caller storing it is a bug. */
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 0, T0), -EINVAL);
 	ck_assert_int_eq(cache_store(c, key, 0, resp, len, 60, T0), -EINVAL);
-	ck_assert_int_eq(cache_store(c, key, CACHE_KEY_MAX + 1, resp, len, 60,
-	    T0), -EINVAL);
+	ck_assert_int_eq(
+	    cache_store(c, key, CACHE_KEY_MAX + 1, resp, len, 60, T0), -EINVAL);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 0);
 	ck_assert_uint_eq(st.stores, 0);
@@ -529,13 +548,16 @@ START_TEST(test_out_too_small)
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
 	memset(out, 0xaa, sizeof(out));
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, len - 1,
-	    &out_len, &hit), CACHE_MISS);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, out, len - 1, &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_uint_eq(out_len, 0);
 	ck_assert_uint_eq(out[0], 0xaa);
-	/* Still there: a small buffer is the caller's problem, not the entry's. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, len, &out_len,
-	    &hit), CACHE_FRESH);
+	/* Still there: a small buffer is the caller's problem, not the entry's.
+	 */
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, out, len, &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.misses, 1);
@@ -560,7 +582,8 @@ START_TEST(test_stats_counters)
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		len = build_a(resp, name, 1, ttls);
 		ck_assert_int_eq(cache_store(c, key, klen, resp, len,
-		    (uint32_t)(11 + i), T0), 0);
+				     (uint32_t)(11 + i), T0),
+		    0);
 	}
 	/* At +20 s: c0..c9 (TTL <= 20) stale, c10..c19 fresh; two each. */
 	for (int i = 0; i < 20; i++) {
@@ -568,8 +591,9 @@ START_TEST(test_stats_counters)
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		len = build_a(resp, name, 1, ttls);
 		for (int n = 0; n < 2; n++)
-			ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 20000,
-			    30, out, sizeof(out), &out_len, &hit),
+			ck_assert_int_eq(
+			    cache_lookup(c, key, klen, T0 + 20000, 30, out,
+				sizeof(out), &out_len, &hit),
 			    i < 10 ? CACHE_STALE : CACHE_FRESH);
 		bytes += len + klen + 1 * sizeof(uint16_t);
 	}
@@ -577,7 +601,8 @@ START_TEST(test_stats_counters)
 		snprintf(name, sizeof(name), "absent%d.example", i);
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out,
-		    sizeof(out), &out_len, &hit), CACHE_MISS);
+				     sizeof(out), &out_len, &hit),
+		    CACHE_MISS);
 	}
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 20);
@@ -594,7 +619,8 @@ START_TEST(test_stats_counters)
 		snprintf(name, sizeof(name), "c%d.example", i);
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 200000, 30,
-		    out, sizeof(out), &out_len, &hit), CACHE_MISS);
+				     out, sizeof(out), &out_len, &hit),
+		    CACHE_MISS);
 	}
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 0);
@@ -677,7 +703,7 @@ smoke_thread(void *arg)
 		len = build_a(resp, name, nrr, ttls);
 		if (rand_r(&sm->seed) % 4 == 0) {
 			if (cache_store(sm->c, key, klen, resp, len, 60,
-			    T0 + (uint64_t)(i % 1000)) != 0)
+				T0 + (uint64_t)(i % 1000)) != 0)
 				sm->bad++;
 			sm->stores++;
 			continue;
@@ -709,8 +735,8 @@ START_TEST(test_threads_smoke)
 		memset(&sm[i], 0, sizeof(sm[i]));
 		sm[i].c = c;
 		sm[i].seed = (unsigned)i * 7919 + 1;
-		ck_assert_int_eq(pthread_create(&tid[i], NULL, smoke_thread,
-		    &sm[i]), 0);
+		ck_assert_int_eq(
+		    pthread_create(&tid[i], NULL, smoke_thread, &sm[i]), 0);
 	}
 	for (int i = 0; i < SMOKE_THREADS; i++) {
 		pthread_join(tid[i], NULL);
@@ -756,7 +782,8 @@ START_TEST(test_fail_without_data_held_then_miss)
 	memset(out, 0xaa, sizeof(out));
 	memset(&hit, 0, sizeof(hit));
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &out_len, &hit), CACHE_FAILED);
+			     &out_len, &hit),
+	    CACHE_FAILED);
 	ck_assert_uint_eq(out_len, 0);
 	ck_assert_uint_eq(out[0], 0xaa);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
@@ -764,9 +791,11 @@ START_TEST(test_fail_without_data_held_then_miss)
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_SERVFAIL);
 	/* Last millisecond of the hold, then a plain miss. */
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 999, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FAILED);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FAILED);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_uint_eq(out_len, 0);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 	ck_assert_uint_eq(out[0], 0xaa);
@@ -774,7 +803,8 @@ START_TEST(test_fail_without_data_held_then_miss)
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 1);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000 + 2000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 0);
 	ck_assert_uint_eq(st.bytes, 0);
@@ -801,7 +831,8 @@ START_TEST(test_fail_backoff_doubles_and_caps)
 		until = cache_fail(c, key, klen, t, 1, 8);
 		ck_assert_uint_eq(until, t + want[i]);
 		ck_assert_int_eq(cache_lookup(c, key, klen, until - 1, 30, NULL,
-		    0, NULL, &hit), CACHE_FAILED);
+				     0, NULL, &hit),
+		    CACHE_FAILED);
 		ck_assert_uint_eq(hit.hold_until_ms, until);
 		t = until;
 	}
@@ -814,7 +845,8 @@ START_TEST(test_fail_backoff_doubles_and_caps)
 	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 0, 0), T0 + 2000);
 	klen = key_for(key, "odd2.example", WIRE_TYPE_A, 0);
 	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 5, 2), T0 + 5000);
-	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 5000, 5, 2), T0 + 10000);
+	ck_assert_uint_eq(
+	    cache_fail(c, key, klen, T0 + 5000, 5, 2), T0 + 10000);
 	cache_free(c);
 }
 END_TEST
@@ -830,12 +862,14 @@ START_TEST(test_store_clears_failure)
 	struct cache_hit hit;
 
 	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 1, 300), T0 + 1000);
-	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 1, 300),
-	    T0 + 3000);
+	ck_assert_uint_eq(
+	    cache_fail(c, key, klen, T0 + 1000, 1, 300), T0 + 3000);
 	/* An answer arrives while held: it replaces the failure at once. */
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 1500), 0);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len, 60, T0 + 1500), 0);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1500, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 	ck_assert(hit.positive);
@@ -843,12 +877,14 @@ START_TEST(test_store_clears_failure)
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 1);
 	/* The backoff was forgotten too: the next failure starts at min. */
-	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 2000, 1, 300),
-	    T0 + 3000);
+	ck_assert_uint_eq(
+	    cache_fail(c, key, klen, T0 + 2000, 1, 300), T0 + 3000);
 	/* A store also clears the hold of a data entry. */
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 2500), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2500, 30, NULL, 0,
-	    NULL, &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len, 60, T0 + 2500), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 2500, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 	cache_free(c);
 }
@@ -867,26 +903,29 @@ START_TEST(test_fail_keeps_data)
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
 	cache_get_stats(c, &st0);
 	/* A refresh failed while still fresh: the data stays and says so. */
-	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 1000, 5, 300),
-	    T0 + 6000);
+	ck_assert_uint_eq(
+	    cache_fail(c, key, klen, T0 + 1000, 5, 300), T0 + 6000);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(hit.ttl_left, 58);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 6000);
 	check_same_but_ttl(resp, out, len, 58);
 	/* Expired: stale, still with data and the (new) hold. */
-	ck_assert_uint_eq(cache_fail(c, key, klen, T0 + 61000, 5, 300),
-	    T0 + 66000);
+	ck_assert_uint_eq(
+	    cache_fail(c, key, klen, T0 + 61000, 5, 300), T0 + 66000);
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 62000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_STALE);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 66000);
 	ck_assert(hit.positive);
 	check_same_but_ttl(resp, out, len, 30);
 	/* Past the hold: still stale data, never CACHE_FAILED. */
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 70000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_STALE);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 1);
 	ck_assert_uint_eq(st.bytes, st0.bytes);
@@ -912,22 +951,26 @@ START_TEST(test_hold_never_shortens)
 	ck_assert_uint_eq(st.entries, 0);
 	ck_assert_uint_eq(cache_fail(c, fkey, fklen, T0, 1, 300), T0 + 1000);
 	ck_assert(!cache_hold(c, fkey, fklen, T0 + 9000));
-	ck_assert_int_eq(cache_lookup(c, fkey, fklen, T0, 30, NULL, 0, NULL,
-	    &hit), CACHE_FAILED);
+	ck_assert_int_eq(
+	    cache_lookup(c, fkey, fklen, T0, 30, NULL, 0, NULL, &hit),
+	    CACHE_FAILED);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
 	ck_assert(cache_hold(c, key, klen, T0 + 5000));
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
-	    &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
 	ck_assert(cache_hold(c, key, klen, T0 + 3000));
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
-	    &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
 	ck_assert(cache_hold(c, key, klen, T0 + 8000));
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 70000, 30, NULL, 0,
-	    NULL, &hit), CACHE_STALE);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 70000, 30, NULL, 0, NULL, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 8000);
 	cache_free(c);
 }
@@ -946,56 +989,66 @@ START_TEST(test_note_negative)
 	/* Positive: the first negative answer's time is kept. */
 	len = build_a(resp, "pos.example", 1, ttls);
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
-	    &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert(hit.positive);
 	ck_assert_uint_eq(hit.neg_since_ms, 0);
-	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 61000,
-	    T0 + 62000), T0 + 61000);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 61500, 30, NULL, 0,
-	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(
+	    cache_note_negative(c, key, klen, T0 + 61000, T0 + 62000),
+	    T0 + 61000);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 61500, 30, NULL, 0, NULL, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.neg_since_ms, T0 + 61000);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 62000);
 	ck_assert(hit.positive);
-	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 63000,
-	    T0 + 64000), T0 + 61000);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 63000, 30, NULL, 0,
-	    NULL, &hit), CACHE_STALE);
+	ck_assert_uint_eq(
+	    cache_note_negative(c, key, klen, T0 + 63000, T0 + 64000),
+	    T0 + 61000);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 63000, 30, NULL, 0, NULL, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.neg_since_ms, T0 + 61000);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 64000);
 	/* A new positive answer starts over. */
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0 + 65000), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 65000, 30, NULL, 0,
-	    NULL, &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len, 60, T0 + 65000), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 65000, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.neg_since_ms, 0);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 
 	/* NXDOMAIN and NODATA entries are not positive: 0, untouched. */
 	len = build_nxdomain(resp, "pos.example", 60);
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
-	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 1000,
-	    T0 + 2000), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0,
-	    NULL, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(
+	    cache_note_negative(c, key, klen, T0 + 1000, T0 + 2000), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert(!hit.positive);
 	ck_assert_uint_eq(hit.neg_since_ms, 0);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 	len = build_nodata(resp, "pos.example", 60);
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
-	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 1000,
-	    T0 + 2000), 0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0,
-	    NULL, &hit), CACHE_FRESH);
+	ck_assert_uint_eq(
+	    cache_note_negative(c, key, klen, T0 + 1000, T0 + 2000), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 1000, 30, NULL, 0, NULL, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
 	ck_assert(!hit.positive);
 	ck_assert_uint_eq(hit.hold_until_ms, 0);
 	/* A failure entry (no data) neither. */
 	ck_assert(cache_remove(c, key, klen));
 	ck_assert_uint_eq(cache_fail(c, key, klen, T0, 1, 300), T0 + 1000);
-	ck_assert_uint_eq(cache_note_negative(c, key, klen, T0 + 10, T0 + 5000),
-	    0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 10, 30, NULL, 0, NULL,
-	    &hit), CACHE_FAILED);
+	ck_assert_uint_eq(
+	    cache_note_negative(c, key, klen, T0 + 10, T0 + 5000), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 10, 30, NULL, 0, NULL, &hit),
+	    CACHE_FAILED);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
 	cache_free(c);
 }
@@ -1012,38 +1065,45 @@ START_TEST(test_peek_reports_without_copy)
 	struct cache_stats st;
 	struct cache_hit hit;
 
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, &out_len,
-	    &hit), CACHE_MISS);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, &out_len, &hit),
+	    CACHE_MISS);
 	ck_assert_uint_eq(out_len, 0);
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
 	/* cap 0 is no reason for a miss when nothing is copied. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 10500, 30, NULL, 0,
-	    &out_len, &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 10500, 30, NULL, 0, &out_len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl, 60);
 	ck_assert_uint_eq(hit.ttl_left, 50);
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
 	ck_assert(hit.positive);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 75000, 30, NULL, 0,
-	    NULL, &hit), CACHE_STALE);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 75000, 30, NULL, 0, NULL, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.stale_s, 15);
 	/* hit NULL and out_len NULL are fine too. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
-	    NULL), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, NULL),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(cache_fail(c, fkey, fklen, T0, 2, 300), T0 + 2000);
-	ck_assert_int_eq(cache_lookup(c, fkey, fklen, T0 + 1, 30, NULL, 0,
-	    NULL, &hit), CACHE_FAILED);
+	ck_assert_int_eq(
+	    cache_lookup(c, fkey, fklen, T0 + 1, 30, NULL, 0, NULL, &hit),
+	    CACHE_FAILED);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 2000);
 	/* A peek leaves the entry as it was: a real lookup still copies it. */
 	{
 		uint8_t out[512];
 		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 1000, 30, out,
-		    sizeof(out), &out_len, &hit), CACHE_FRESH);
+				     sizeof(out), &out_len, &hit),
+		    CACHE_FRESH);
 		ck_assert_uint_eq(out_len, len);
 		check_same_but_ttl(resp, out, len, 59);
 	}
 	/* Past stale_max_age a peek removes it like any lookup. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 161000, 30, NULL, 0,
-	    NULL, &hit), CACHE_MISS);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 161000, 30, NULL, 0, NULL, &hit),
+	    CACHE_MISS);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 1);
 	cache_free(c);
@@ -1104,7 +1164,8 @@ START_TEST(test_walk_visits_data_once)
 		klen = key_for(key, name, WIRE_TYPE_A, 0);
 		len = build_a(resp, name, (unsigned)i + 1, ttls);
 		ck_assert_int_eq(cache_store(c, key, klen, resp, len,
-		    100 + (uint32_t)i, T0 + (uint64_t)i), 0);
+				     100 + (uint32_t)i, T0 + (uint64_t)i),
+		    0);
 	}
 	/* Failure entries are not data: never walked. */
 	for (int i = 0; i < 5; i++) {
@@ -1149,12 +1210,15 @@ START_TEST(test_failed_hits_stats)
 	ck_assert_uint_ne(cache_fail(c, dkey, dklen, T0, 2, 300), 0);
 	for (int i = 0; i < 3; i++)
 		ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 100, 30, out,
-		    sizeof(out), &out_len, &hit), CACHE_FAILED);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 200, 30, NULL, 0,
-	    NULL, &hit), CACHE_FAILED);
+				     sizeof(out), &out_len, &hit),
+		    CACHE_FAILED);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0 + 200, 30, NULL, 0, NULL, &hit),
+	    CACHE_FAILED);
 	/* A held data entry is a hit, not a failed hit. */
 	ck_assert_int_eq(cache_lookup(c, dkey, dklen, T0 + 100, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_FRESH);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.failed_hits, 4);
 	ck_assert_uint_eq(st.hits, 1);
@@ -1164,7 +1228,8 @@ START_TEST(test_failed_hits_stats)
 	ck_assert_uint_eq(st.stores, 1);
 	/* After the hold: a miss, not a failed hit. */
 	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 2000, 30, out,
-	    sizeof(out), &out_len, &hit), CACHE_MISS);
+			     sizeof(out), &out_len, &hit),
+	    CACHE_MISS);
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.failed_hits, 4);
 	ck_assert_uint_eq(st.misses, 1);
@@ -1193,8 +1258,9 @@ START_TEST(test_fail_entries_in_budget)
 	ck_assert_uint_gt(st.evictions, 0);
 	ck_assert_uint_eq(st.entries + st.evictions, 2000);
 	/* The newest is still held. */
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL,
-	    NULL), CACHE_FAILED);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, NULL),
+	    CACHE_FAILED);
 	cache_free(c);
 }
 END_TEST

@@ -27,12 +27,12 @@ static struct config cfg; /* the struct under test; large, so static */
 static const char *tmp_file(const char *text);
 static void tmp_cleanup(void);
 static enum config_outcome load(struct config *c, const char *arg, ...);
-static enum config_outcome load_file(struct config *c, const char *text,
-    const char **path);
+static enum config_outcome load_file(
+    struct config *c, const char *text, const char **path);
 static uint16_t port_of(const struct config_addr *a);
 static void assert_same_config(const struct config *a, const struct config *b);
-static void assert_same_addr(const struct config_addr *a,
-    const struct config_addr *b);
+static void assert_same_addr(
+    const struct config_addr *a, const struct config_addr *b);
 static void round_trip(const struct config *in, struct config *out);
 static Suite *make_suite(void);
 
@@ -141,11 +141,11 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->n_zones, b->n_zones);
 	for (size_t i = 0; i < a->n_zones; i++) {
 		ck_assert_str_eq(a->zones[i].name, b->zones[i].name);
-		ck_assert_uint_eq(a->zones[i].n_upstream,
-		    b->zones[i].n_upstream);
+		ck_assert_uint_eq(
+		    a->zones[i].n_upstream, b->zones[i].n_upstream);
 		for (size_t j = 0; j < a->zones[i].n_upstream; j++)
-			assert_same_addr(&a->zones[i].upstream[j],
-			    &b->zones[i].upstream[j]);
+			assert_same_addr(
+			    &a->zones[i].upstream[j], &b->zones[i].upstream[j]);
 	}
 	ck_assert_int_eq(a->policy, b->policy);
 	ck_assert_str_eq(a->health_check_name, b->health_check_name);
@@ -157,8 +157,8 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->stale_ttl, b->stale_ttl);
 	ck_assert_uint_eq(a->stale_max_age, b->stale_max_age);
 	ck_assert_uint_eq(a->stale_recheck, b->stale_recheck);
-	ck_assert_uint_eq(a->stale_client_timeout_ms,
-	    b->stale_client_timeout_ms);
+	ck_assert_uint_eq(
+	    a->stale_client_timeout_ms, b->stale_client_timeout_ms);
 	ck_assert_uint_eq(a->refresh_ahead, b->refresh_ahead);
 	ck_assert_uint_eq(a->n_keep_warm, b->n_keep_warm);
 	for (size_t i = 0; i < a->n_keep_warm; i++) {
@@ -167,10 +167,10 @@ assert_same_config(const struct config *a, const struct config *b)
 	}
 	ck_assert_uint_eq(a->n_stale_on_negative, b->n_stale_on_negative);
 	for (size_t i = 0; i < a->n_stale_on_negative; i++)
-		ck_assert_str_eq(a->stale_on_negative[i],
-		    b->stale_on_negative[i]);
-	ck_assert_uint_eq(a->stale_on_negative_window,
-	    b->stale_on_negative_window);
+		ck_assert_str_eq(
+		    a->stale_on_negative[i], b->stale_on_negative[i]);
+	ck_assert_uint_eq(
+	    a->stale_on_negative_window, b->stale_on_negative_window);
 	ck_assert_str_eq(a->snapshot, b->snapshot);
 	ck_assert_uint_eq(a->snapshot_interval, b->snapshot_interval);
 	ck_assert_uint_eq(a->client_qps, b->client_qps);
@@ -181,8 +181,8 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_int_eq(a->ratelimit_action, b->ratelimit_action);
 	ck_assert_uint_eq(a->ratelimit_clients, b->ratelimit_clients);
 	ck_assert_uint_eq(a->upstream_qps, b->upstream_qps);
-	ck_assert_uint_eq(a->upstream_max_outstanding,
-	    b->upstream_max_outstanding);
+	ck_assert_uint_eq(
+	    a->upstream_max_outstanding, b->upstream_max_outstanding);
 	ck_assert_uint_eq(a->max_waiters, b->max_waiters);
 	ck_assert_uint_eq(a->failure_hold_min, b->failure_hold_min);
 	ck_assert_uint_eq(a->failure_hold_max, b->failure_hold_max);
@@ -192,8 +192,8 @@ START_TEST(test_defaults)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", NULL), CONFIG_RUN);
 	ck_assert_str_eq(err, "");
 	ck_assert_str_eq(cfg.config_file, "");
 	ck_assert_uint_eq(cfg.n_listen, 1);
@@ -205,7 +205,9 @@ START_TEST(test_defaults)
 	ck_assert(!cfg.upstream_from_resolv);
 	ck_assert_str_eq(cfg.resolv_conf, "/etc/resolv.conf");
 	ck_assert_uint_eq(cfg.workers,
-	    ncpu < 1 ? 1 : ncpu > 64 ? 64 : (unsigned)ncpu);
+	    ncpu < 1        ? 1
+		: ncpu > 64 ? 64
+			    : (unsigned)ncpu);
 	ck_assert(!cfg.metrics_on);
 	ck_assert_uint_eq(cfg.cache_size, 64ull << 20);
 	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_INFO);
@@ -254,31 +256,33 @@ END_TEST
 START_TEST(test_every_type_from_file)
 {
 	ck_assert_int_eq(load_file(&cfg,
-	    "# a comment line\n"
-	    "\n"
-	    "   listen = 127.0.0.1:5353   # trailing comment\n"
-	    "listen=[::1]:5353\n"
-	    "upstream = 192.0.2.1\n"
-	    "upstream = [2001:db8::1]:5300\n"
-	    "resolv-conf = /nonexistent/resolv.conf\n"
-	    "workers = 3\n"
-	    "metrics = 127.0.0.1:9100\n"
-	    "cache-size = 128k\n"
-	    "log-level = debug\n"
-	    "min-ttl = 5\n"
-	    "max-ttl = 600\n"
-	    "max-negative-ttl = 0\n"
-	    "edns-buffer-size = 4096\n"
-	    "upstream-timeout = 50\n"
-	    "tcp-idle-timeout = 300000\n"
-	    "tcp-max-connections = 100000\n"
-	    "forward-zone = cluster.local 10.96.0.10\n"
-	    "policy = random\n"
-	    "health-check-name = example.com AAAA\n"
-	    "retry-budget = 0\n"
-	    "circuit-failures = 100\n"
-	    "probe-max-interval = 300000\n"
-	    "shutdown-timeout = 0\r\n", NULL), CONFIG_RUN);
+			     "# a comment line\n"
+			     "\n"
+			     "   listen = 127.0.0.1:5353   # trailing comment\n"
+			     "listen=[::1]:5353\n"
+			     "upstream = 192.0.2.1\n"
+			     "upstream = [2001:db8::1]:5300\n"
+			     "resolv-conf = /nonexistent/resolv.conf\n"
+			     "workers = 3\n"
+			     "metrics = 127.0.0.1:9100\n"
+			     "cache-size = 128k\n"
+			     "log-level = debug\n"
+			     "min-ttl = 5\n"
+			     "max-ttl = 600\n"
+			     "max-negative-ttl = 0\n"
+			     "edns-buffer-size = 4096\n"
+			     "upstream-timeout = 50\n"
+			     "tcp-idle-timeout = 300000\n"
+			     "tcp-max-connections = 100000\n"
+			     "forward-zone = cluster.local 10.96.0.10\n"
+			     "policy = random\n"
+			     "health-check-name = example.com AAAA\n"
+			     "retry-budget = 0\n"
+			     "circuit-failures = 100\n"
+			     "probe-max-interval = 300000\n"
+			     "shutdown-timeout = 0\r\n",
+			     NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(err, "");
 	ck_assert_uint_eq(cfg.n_listen, 2);
 	ck_assert_str_eq(cfg.listen[0].text, "127.0.0.1:5353");
@@ -319,71 +323,83 @@ START_TEST(test_bounds_errors_name_file_and_line)
 	const char *p;
 	char want[256];
 
-	ck_assert_int_eq(load_file(&cfg, "# x\nlisten = 127.0.0.1\n"
-	    "max-ttl = 9999999\n", &p), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg,
+			     "# x\nlisten = 127.0.0.1\n"
+			     "max-ttl = 9999999\n",
+			     &p),
+	    CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:3: bad value for max-ttl: '9999999' (1..604800)", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "edns-buffer-size = 511\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "edns-buffer-size = 511\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:1: bad value for edns-buffer-size: '511' (512..4096)", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "workers = 65\n", &p),
-	    CONFIG_EXIT_BAD);
-	ck_assert_ptr_nonnull(strstr(err, ":1: bad value for workers: '65' "
+	ck_assert_int_eq(
+	    load_file(&cfg, "workers = 65\n", &p), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err,
+	    ":1: bad value for workers: '65' "
 	    "(0..64)"));
-	ck_assert_int_eq(load_file(&cfg, "upstream-timeout = 49\n", NULL),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "upstream-timeout = 49\n", NULL), CONFIG_EXIT_BAD);
 	ck_assert_int_eq(load_file(&cfg, "tcp-max-connections = 0\n", NULL),
 	    CONFIG_EXIT_BAD);
 	ck_assert_int_eq(load_file(&cfg, "shutdown-timeout = 60001\n", NULL),
 	    CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load_file(&cfg, "min-ttl = -1\n", NULL),
+	ck_assert_int_eq(
+	    load_file(&cfg, "min-ttl = -1\n", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "max-ttl = 0x10\n", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "max-ttl = 99999999999999999999999\n", NULL),
 	    CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load_file(&cfg, "max-ttl = 0x10\n", NULL),
-	    CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load_file(&cfg,
-	    "max-ttl = 99999999999999999999999\n", NULL), CONFIG_EXIT_BAD);
 
-	ck_assert_int_eq(load_file(&cfg, "retry-budget = 101\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "retry-budget = 101\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:1: bad value for retry-budget: '101' (0..100)", p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load_file(&cfg, "circuit-failures = 0\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "circuit-failures = 0\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:1: bad value for circuit-failures: '0' (1..100)", p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load_file(&cfg, "circuit-failures = 101\n", NULL),
-	    CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load_file(&cfg, "probe-max-interval = 999\n", &p),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:1: bad value for probe-max-interval: "
-	    "'999' (1000..300000)", p);
+	ck_assert_int_eq(
+	    load_file(&cfg, "circuit-failures = 101\n", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "probe-max-interval = 999\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for probe-max-interval: "
+	    "'999' (1000..300000)",
+	    p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load_file(&cfg, "probe-max-interval = 300001\n",
-	    NULL), CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load_file(&cfg, "retry-budget = 100\n"
-	    "circuit-failures = 1\nprobe-max-interval = 1000\n", NULL),
+	ck_assert_int_eq(load_file(&cfg, "probe-max-interval = 300001\n", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg,
+		"retry-budget = 100\n"
+		"circuit-failures = 1\nprobe-max-interval = 1000\n",
+		NULL),
 	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.retry_budget, 100);
 	ck_assert_uint_eq(cfg.circuit_failures, 1);
 	ck_assert_uint_eq(cfg.probe_max_interval_ms, 1000);
 
-	ck_assert_int_eq(load_file(&cfg, "cache-size = 1k\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "cache-size = 1k\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:1: bad value for cache-size: '1k' (64k..64G)", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "log-level = loud\n", &p),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:1: bad value for log-level: 'loud' "
-	    "(error, warn, info or debug)", p);
+	ck_assert_int_eq(
+	    load_file(&cfg, "log-level = loud\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: bad value for log-level: 'loud' "
+	    "(error, warn, info or debug)",
+	    p);
 	ck_assert_str_eq(err, want);
 }
 END_TEST
@@ -398,14 +414,15 @@ START_TEST(test_file_syntax_errors)
 	snprintf(want, sizeof(want), "%s:7: unknown key 'lisen'", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "max-ttl 300\n", &p),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:1: missing '=' in 'max-ttl 300' "
-	    "(expected key = value)", p);
+	ck_assert_int_eq(load_file(&cfg, "max-ttl 300\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:1: missing '=' in 'max-ttl 300' "
+	    "(expected key = value)",
+	    p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "max-ttl =   # nothing\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "max-ttl =   # nothing\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want), "%s:1: empty value for max-ttl", p);
 	ck_assert_str_eq(err, want);
 
@@ -413,31 +430,34 @@ START_TEST(test_file_syntax_errors)
 	snprintf(want, sizeof(want), "%s:1: missing key before '='", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "listen = 1.2.3.999\n", &p),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want),
-	    "%s:1: bad address for listen: '1.2.3.999'", p);
+	ck_assert_int_eq(
+	    load_file(&cfg, "listen = 1.2.3.999\n", &p), CONFIG_EXIT_BAD);
+	snprintf(
+	    want, sizeof(want), "%s:1: bad address for listen: '1.2.3.999'", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "metrics = 127.0.0.1\n", &p),
-	    CONFIG_EXIT_BAD);
-	ck_assert_ptr_nonnull(strstr(err, ":1: bad address for metrics: "
+	ck_assert_int_eq(
+	    load_file(&cfg, "metrics = 127.0.0.1\n", &p), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err,
+	    ":1: bad address for metrics: "
 	    "'127.0.0.1' (ADDR:PORT, the port is required)"));
 }
 END_TEST
 
 START_TEST(test_flag_only_keys_refused_in_file)
 {
-	static const char *keys[] = {"config", "help", "version",
-	    "check-config"};
+	static const char *keys[] = {
+	    "config", "help", "version", "check-config"};
 	char text[64], want[256];
 	const char *p;
 
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		snprintf(text, sizeof(text), "%s = x\n", keys[i]);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:1: '%s' is a command-line "
-		    "flag, not a config key", p, keys[i]);
+		snprintf(want, sizeof(want),
+		    "%s:1: '%s' is a command-line "
+		    "flag, not a config key",
+		    p, keys[i]);
 		ck_assert_str_eq(err, want);
 	}
 }
@@ -448,8 +468,11 @@ START_TEST(test_duplicate_scalar_is_an_error)
 	const char *p;
 	char want[256];
 
-	ck_assert_int_eq(load_file(&cfg, "max-ttl = 300\n# again\n"
-	    "max-ttl = 600\n", &p), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg,
+			     "max-ttl = 300\n# again\n"
+			     "max-ttl = 600\n",
+			     &p),
+	    CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:3: duplicate key 'max-ttl' (first set on line 1)", p);
 	ck_assert_str_eq(err, want);
@@ -465,32 +488,36 @@ START_TEST(test_flag_errors)
 	ck_assert_int_eq(load(&cfg, "-x", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "unknown option '-x'");
 	ck_assert_int_eq(load(&cfg, "stray", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "unexpected argument 'stray' (options start "
+	ck_assert_str_eq(err,
+	    "unexpected argument 'stray' (options start "
 	    "with --)");
-	ck_assert_int_eq(load(&cfg, "--max-ttl", "9999999", NULL),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--max-ttl", "9999999", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--max-ttl: bad value: '9999999' (1..604800)");
 	ck_assert_int_eq(load(&cfg, "--listen", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--listen: missing value");
 	ck_assert_int_eq(load(&cfg, "--listen=", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--listen: empty value");
-	ck_assert_int_eq(load(&cfg, "--upstream", "1.2.3", NULL),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "1.2.3", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--upstream: bad address: '1.2.3'");
-	ck_assert_int_eq(load(&cfg, "--check-config=yes", NULL),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--check-config=yes", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--check-config: takes no value");
-	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent/stubborn.conf",
-	    NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "cannot open config file "
+	ck_assert_int_eq(
+	    load(&cfg, "--config", "/nonexistent/stubborn.conf", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "cannot open config file "
 	    "'/nonexistent/stubborn.conf': No such file or directory");
 }
 END_TEST
 
 START_TEST(test_equals_form_and_check_config)
 {
-	ck_assert_int_eq(load(&cfg, "--upstream=192.0.2.7:5300",
-	    "--cache-size=1G", "--log-level=WARN", "--check-config", NULL),
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream=192.0.2.7:5300", "--cache-size=1G",
+		"--log-level=WARN", "--check-config", NULL),
 	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.7:5300");
 	ck_assert_uint_eq(cfg.cache_size, 1ull << 30);
@@ -502,27 +529,30 @@ END_TEST
 START_TEST(test_flags_override_file_in_any_order)
 {
 	const char *p = tmp_file("max-ttl = 300\nworkers = 2\n"
-	    "upstream = 192.0.2.1\nlog-level = error\n");
+				 "upstream = 192.0.2.1\nlog-level = error\n");
 
 	/* The flag comes before --config and still wins. */
-	ck_assert_int_eq(load(&cfg, "--max-ttl", "900", "--config", p,
-	    "--workers=5", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--max-ttl", "900", "--config", p, "--workers=5", NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.config_file, p);
 	ck_assert_uint_eq(cfg.max_ttl, 900);
 	ck_assert_uint_eq(cfg.workers, 5);
 	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_ERROR);
 	/* A repeated scalar flag: the last one counts. */
-	ck_assert_int_eq(load(&cfg, "--config", p, "--workers", "1",
-	    "--workers", "4", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--workers", "1", "--workers", "4", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.workers, 4);
 }
 END_TEST
 
 START_TEST(test_lists_file_appends_flags_replace)
 {
-	const char *p = tmp_file("listen = 127.0.0.1:5353\n"
-	    "listen = 127.0.0.2:5353\n"
-	    "upstream = 192.0.2.1\nupstream = 192.0.2.2\n");
+	const char *p =
+	    tmp_file("listen = 127.0.0.1:5353\n"
+		     "listen = 127.0.0.2:5353\n"
+		     "upstream = 192.0.2.1\nupstream = 192.0.2.2\n");
 
 	/* The file's listen list replaces the default and appends. */
 	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
@@ -533,14 +563,16 @@ START_TEST(test_lists_file_appends_flags_replace)
 
 	/* Flags replace the file's list entirely. */
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.9", "--config", p,
-	    "--upstream", "192.0.2.10:5300", NULL), CONFIG_RUN);
+			     "--upstream", "192.0.2.10:5300", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_upstream, 2);
 	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.9:53");
 	ck_assert_str_eq(cfg.upstream[1].text, "192.0.2.10:5300");
 	ck_assert_uint_eq(cfg.n_listen, 2);
 
-	ck_assert_int_eq(load(&cfg, "--config", p, "--listen", "[::1]:53",
-	    NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--listen", "[::1]:53", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_listen, 1);
 	ck_assert_str_eq(cfg.listen[0].text, "[::1]:53");
 }
@@ -554,41 +586,48 @@ START_TEST(test_list_limits_and_duplicates)
 	char want[256];
 
 	for (int i = 1; i <= CONFIG_MAX_LISTEN + 1; i++)
-		o += (size_t)snprintf(text + o, sizeof(text) - o,
-		    "listen = 127.0.1.%d\n", i);
+		o += (size_t)snprintf(
+		    text + o, sizeof(text) - o, "listen = 127.0.1.%d\n", i);
 	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:17: too many values for listen: at most 16", p);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load_file(&cfg, "upstream = 192.0.2.1\n"
-	    "upstream = 192.0.2.1:53\n", &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:2: duplicate address for upstream: "
-	    "'192.0.2.1:53' is already listed", p);
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = 192.0.2.1\n"
+			     "upstream = 192.0.2.1:53\n",
+			     &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: duplicate address for upstream: "
+	    "'192.0.2.1:53' is already listed",
+	    p);
 	ck_assert_str_eq(err, want);
 	/* Same address, other port: a different server. */
-	ck_assert_int_eq(load_file(&cfg, "upstream = 192.0.2.1\n"
-	    "upstream = 192.0.2.1:5300\n", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = 192.0.2.1\n"
+			     "upstream = 192.0.2.1:5300\n",
+			     NULL),
+	    CONFIG_RUN);
 }
 END_TEST
 
 START_TEST(test_resolv_conf_parsing)
 {
-	const char *rc = tmp_file(
-	    "# generated by someone\n"
-	    "; another comment style\n"
-	    "search example.com\n"
-	    "nameserver 192.0.2.53\n"
-	    "nameserver\t::1   # trailing\n"
-	    "nameserver 192.0.2.53\n"
-	    "nameserver 127.0.0.53\n"
-	    "nameserver 192.0.2.1:5353\n"
-	    "nameserver [::1]:53\n"
-	    "nameserver not-an-address\n"
-	    "nameservers 192.0.2.99\n"
-	    "#nameserver 192.0.2.98\n"
-	    "options edns0 trust-ad\n"
-	    "nameserver 2001:db8::53");
+	const char *rc = tmp_file("# generated by someone\n"
+				  "; another comment style\n"
+				  "search example.com\n"
+				  "nameserver 192.0.2.53\n"
+				  "nameserver\t::1   # trailing\n"
+				  "nameserver 192.0.2.53\n"
+				  "nameserver 127.0.0.53\n"
+				  "nameserver 192.0.2.1:5353\n"
+				  "nameserver [::1]:53\n"
+				  "nameserver not-an-address\n"
+				  "nameservers 192.0.2.99\n"
+				  "#nameserver 192.0.2.98\n"
+				  "options edns0 trust-ad\n"
+				  "nameserver 2001:db8::53");
 
 	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, NULL), CONFIG_RUN);
 	ck_assert(cfg.upstream_from_resolv);
@@ -600,7 +639,8 @@ START_TEST(test_resolv_conf_parsing)
 
 	/* Given upstreams win; resolv.conf is not even read. */
 	ck_assert_int_eq(load(&cfg, "--resolv-conf", "/nonexistent",
-	    "--upstream", "192.0.2.1", NULL), CONFIG_RUN);
+			     "--upstream", "192.0.2.1", NULL),
+	    CONFIG_RUN);
 	ck_assert(!cfg.upstream_from_resolv);
 }
 END_TEST
@@ -608,55 +648,65 @@ END_TEST
 START_TEST(test_resolv_conf_own_addresses_removed)
 {
 	const char *rc = tmp_file("nameserver 127.0.0.53\n"
-	    "nameserver 127.0.0.1\nnameserver ::1\n");
+				  "nameserver 127.0.0.1\nnameserver ::1\n");
 
 	/* Same address and port as a listener: ours.  Other port: not. */
 	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, "--listen",
-	    "127.0.0.1:5353", "--listen", "[::1]:53", NULL), CONFIG_RUN);
+			     "127.0.0.1:5353", "--listen", "[::1]:53", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_upstream, 2);
 	ck_assert_str_eq(cfg.upstream[0].text, "127.0.0.53:53");
 	ck_assert_str_eq(cfg.upstream[1].text, "127.0.0.1:53");
 
 	/* A wildcard listener on port 53 catches every loopback address. */
-	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, "--listen", "[::]",
-	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--resolv-conf", rc, "--listen", "[::]", NULL),
+	    CONFIG_EXIT_BAD);
 }
 END_TEST
 
 START_TEST(test_resolv_conf_none_left)
 {
-	const char *rc = tmp_file("# systemd-resolved stub\n"
-	    "nameserver 127.0.0.53\noptions edns0 trust-ad\n");
+	const char *rc =
+	    tmp_file("# systemd-resolved stub\n"
+		     "nameserver 127.0.0.53\noptions edns0 trust-ad\n");
 	const char *empty = tmp_file("search example.com\n");
 	char want[256];
 
-	ck_assert_int_eq(load(&cfg, "--resolv-conf", rc, NULL),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "no upstream: %s lists only stubborn's "
-	    "own addresses; give --upstream", rc);
+	ck_assert_int_eq(
+	    load(&cfg, "--resolv-conf", rc, NULL), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "no upstream: %s lists only stubborn's "
+	    "own addresses; give --upstream",
+	    rc);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load(&cfg, "--resolv-conf", empty, NULL),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "no upstream: %s lists no nameserver; "
-	    "give --upstream", empty);
+	ck_assert_int_eq(
+	    load(&cfg, "--resolv-conf", empty, NULL), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "no upstream: %s lists no nameserver; "
+	    "give --upstream",
+	    empty);
 	ck_assert_str_eq(err, want);
 
-	ck_assert_int_eq(load(&cfg, "--resolv-conf", "/nonexistent/resolv",
-	    NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "no upstream: cannot read /nonexistent/resolv: "
+	ck_assert_int_eq(
+	    load(&cfg, "--resolv-conf", "/nonexistent/resolv", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "no upstream: cannot read /nonexistent/resolv: "
 	    "No such file or directory; give --upstream");
 }
 END_TEST
 
 START_TEST(test_upstream_loop_refused)
 {
-	ck_assert_int_eq(load(&cfg, "--upstream", "127.0.0.53", NULL),
-	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--upstream: upstream 127.0.0.53:53 is one of "
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "127.0.0.53", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--upstream: upstream 127.0.0.53:53 is one of "
 	    "stubborn's own listen addresses; it would query itself");
-	ck_assert_int_eq(load(&cfg, "--upstream", "127.0.0.53:5300", NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "127.0.0.53:5300", NULL), CONFIG_RUN);
 }
 END_TEST
 
@@ -665,16 +715,19 @@ START_TEST(test_min_ttl_le_max_ttl)
 	const char *p;
 	char want[256];
 
-	ck_assert_int_eq(load_file(&cfg, "max-ttl = 300\nmin-ttl = 600\n",
-	    &p), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "max-ttl = 300\nmin-ttl = 600\n", &p),
+	    CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:2: min-ttl (600) is greater than max-ttl (300)", p);
 	ck_assert_str_eq(err, want);
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--min-ttl",
-	    "300", "--max-ttl", "300", NULL), CONFIG_RUN);
+			     "300", "--max-ttl", "300", NULL),
+	    CONFIG_RUN);
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--min-ttl",
-	    "301", "--max-ttl", "300", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--min-ttl: min-ttl (301) is greater than "
+			     "301", "--max-ttl", "300", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--min-ttl: min-ttl (301) is greater than "
 	    "max-ttl (300)");
 }
 END_TEST
@@ -682,24 +735,28 @@ END_TEST
 START_TEST(test_metrics)
 {
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
-	    "[::1]:9100", NULL), CONFIG_RUN);
+			     "[::1]:9100", NULL),
+	    CONFIG_RUN);
 	ck_assert(cfg.metrics_on);
 	ck_assert_str_eq(cfg.metrics.text, "[::1]:9100");
 	ck_assert_uint_eq(port_of(&cfg.metrics), 9100);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--metrics", "::1", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
-	    "::1", NULL), CONFIG_EXIT_BAD);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--metrics",
-	    "127.0.0.53:53", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--metrics: metrics 127.0.0.53:53 is also a "
+			     "127.0.0.53:53", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--metrics: metrics 127.0.0.53:53 is also a "
 	    "listen address");
 
 	/* "off" lets a flag switch off what the file switched on. */
 	const char *p = tmp_file("metrics = 127.0.0.1:9100\n"
-	    "upstream = 192.0.2.1\n");
+				 "upstream = 192.0.2.1\n");
 	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
 	ck_assert(cfg.metrics_on);
-	ck_assert_int_eq(load(&cfg, "--config", p, "--metrics", "off", NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--metrics", "off", NULL), CONFIG_RUN);
 	ck_assert(!cfg.metrics_on);
 }
 END_TEST
@@ -731,8 +788,8 @@ START_TEST(test_parse_addr_forms)
 	ck_assert_int_eq(config_parse_addr("[::1]", 7, &a), 0);
 	ck_assert_str_eq(a.text, "[::1]:7");
 	/* Written canonically, so print-back is stable. */
-	ck_assert_int_eq(config_parse_addr("[2001:DB8:0::0:1]:65535", 53, &a),
-	    0);
+	ck_assert_int_eq(
+	    config_parse_addr("[2001:DB8:0::0:1]:65535", 53, &a), 0);
 	ck_assert_str_eq(a.text, "[2001:db8::1]:65535");
 
 	ck_assert_int_eq(config_parse_addr("[fe80::1%lo]:53", 53, &a), 0);
@@ -747,16 +804,37 @@ END_TEST
 START_TEST(test_parse_addr_errors)
 {
 	static const char *bad[] = {
-		"", "1.2.3", "1.2.3.256", "1.2.3.4:0", "1.2.3.4:65536",
-		"1.2.3.4:", ":53", "1.2.3.4:53x", "1.2.3.4:-1", "[::1",
-		"[::1]x", "[::1]:", "[::1]:0", "[1.2.3.4]:53", "::1]:53",
-		"1.2.3.4%lo", "fe80::1%", "fe80::1%nosuchif0", "fe80::1%0",
-		"example.com", "localhost:53", " 1.2.3.4", "1.2.3.4 ",
-		"[]:53", "::g", "[::1]:99999999999999999999999",
-		"[fe80::1%aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]:53",
-		/* Found by fuzz_config: the kernel maps the alias "lo:1" to
-		 * lo, but the text would not parse again. */
-		"fe80::1%lo:1]:9100", "[fe80::1%lo:1]:53",
+	    "",
+	    "1.2.3",
+	    "1.2.3.256",
+	    "1.2.3.4:0",
+	    "1.2.3.4:65536",
+	    "1.2.3.4:",
+	    ":53",
+	    "1.2.3.4:53x",
+	    "1.2.3.4:-1",
+	    "[::1",
+	    "[::1]x",
+	    "[::1]:",
+	    "[::1]:0",
+	    "[1.2.3.4]:53",
+	    "::1]:53",
+	    "1.2.3.4%lo",
+	    "fe80::1%",
+	    "fe80::1%nosuchif0",
+	    "fe80::1%0",
+	    "example.com",
+	    "localhost:53",
+	    " 1.2.3.4",
+	    "1.2.3.4 ",
+	    "[]:53",
+	    "::g",
+	    "[::1]:99999999999999999999999",
+	    "[fe80::1%aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]:53",
+	    /* Found by fuzz_config: the kernel maps the alias "lo:1" to
+	     * lo, but the text would not parse again. */
+	    "fe80::1%lo:1]:9100",
+	    "[fe80::1%lo:1]:53",
 	};
 	struct config_addr a;
 
@@ -773,8 +851,7 @@ END_TEST
 START_TEST(test_parse_size)
 {
 	static const char *bad[] = {"", "k", "1x", "1kk", "1kB", "-1", "+1",
-	    " 1", "1 ", "0x10", "18446744073709551616", "17179869184G",
-	    "1.5M"};
+	    " 1", "1 ", "0x10", "18446744073709551616", "17179869184G", "1.5M"};
 	uint64_t v;
 
 	ck_assert_int_eq(config_parse_size("0", &v), 0);
@@ -795,11 +872,13 @@ START_TEST(test_parse_size)
 		ck_assert_msg(config_parse_size(bad[i], &v) == -EINVAL,
 		    "accepted '%s'", bad[i]);
 
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--cache-size",
-	    "64G", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--cache-size", "64G", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.cache_size, 64ull << 30);
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--cache-size",
-	    "65537M", NULL), CONFIG_EXIT_BAD);
+			     "65537M", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--cache-size: bad value: '65537M' (64k..64G)");
 }
 END_TEST
@@ -819,40 +898,42 @@ round_trip(const struct config *in, struct config *out)
 	fclose(f);
 	ck_assert_int_lt(n, sizeof(text) - 1);
 	text[n] = '\0';
-	ck_assert_int_eq(load(out, "--config", tmp_file(text), NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(out, "--config", tmp_file(text), NULL), CONFIG_RUN);
 }
 
 START_TEST(test_print_round_trip)
 {
 	static struct config back;
 
-	ck_assert_int_eq(load(&cfg, "--listen", "127.0.0.1:5353", "--listen",
-	    "[fe80::1%lo]:5353", "--listen", "0.0.0.0:5454",
-	    "--upstream", "192.0.2.1", "--upstream", "[2001:db8::1]:5300",
-	    "--resolv-conf", "/nonexistent", "--workers", "7",
-	    "--metrics", "127.0.0.1:9100", "--cache-size", "3M",
-	    "--log-level", "debug", "--min-ttl", "10", "--max-ttl", "20",
-	    "--max-negative-ttl", "30", "--edns-buffer-size", "1400",
-	    "--upstream-timeout", "333", "--tcp-idle-timeout", "4444",
-	    "--tcp-max-connections", "55", "--shutdown-timeout", "666",
-	    "--forward-zone", "Cluster.Local 10.96.0.10 [2001:db8::53]:5300",
-	    "--forward-zone", "10.in-addr.arpa. 192.0.2.10:53",
-	    "--policy", "round-robin", "--health-check-name", "x.example TYPE99",
-	    "--retry-budget", "50", "--circuit-failures", "7",
-	    "--probe-max-interval", "60000", "--serve-stale", "off",
-	    "--stale-ttl", "11", "--stale-max-age", "12", "--stale-recheck",
-	    "13", "--stale-client-timeout", "14", "--refresh-ahead", "15",
-	    "--keep-warm", "A.Example AAAA", "--keep-warm", ". TYPE999",
-	    "--stale-on-negative", ".", "--stale-on-negative", "B.example.",
-	    "--stale-on-negative-window", "16", "--snapshot", "/tmp/x y.snap",
-	    "--snapshot-interval", "17", "--client-qps", "18",
-	    "--client-qps-cookie", "19", "--cache-qps", "20",
-	    "--client-prefix-v4", "21", "--client-prefix-v6", "22",
-	    "--ratelimit-action", "truncate", "--ratelimit-clients", "230",
-	    "--upstream-qps", "24", "--upstream-max-outstanding", "25",
-	    "--max-waiters", "26", "--failure-hold-min", "27",
-	    "--failure-hold-max", "28", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--listen", "127.0.0.1:5353", "--listen",
+		"[fe80::1%lo]:5353", "--listen", "0.0.0.0:5454", "--upstream",
+		"192.0.2.1", "--upstream", "[2001:db8::1]:5300",
+		"--resolv-conf", "/nonexistent", "--workers", "7", "--metrics",
+		"127.0.0.1:9100", "--cache-size", "3M", "--log-level", "debug",
+		"--min-ttl", "10", "--max-ttl", "20", "--max-negative-ttl",
+		"30", "--edns-buffer-size", "1400", "--upstream-timeout", "333",
+		"--tcp-idle-timeout", "4444", "--tcp-max-connections", "55",
+		"--shutdown-timeout", "666", "--forward-zone",
+		"Cluster.Local 10.96.0.10 [2001:db8::53]:5300",
+		"--forward-zone", "10.in-addr.arpa. 192.0.2.10:53", "--policy",
+		"round-robin", "--health-check-name", "x.example TYPE99",
+		"--retry-budget", "50", "--circuit-failures", "7",
+		"--probe-max-interval", "60000", "--serve-stale", "off",
+		"--stale-ttl", "11", "--stale-max-age", "12", "--stale-recheck",
+		"13", "--stale-client-timeout", "14", "--refresh-ahead", "15",
+		"--keep-warm", "A.Example AAAA", "--keep-warm", ". TYPE999",
+		"--stale-on-negative", ".", "--stale-on-negative", "B.example.",
+		"--stale-on-negative-window", "16", "--snapshot",
+		"/tmp/x y.snap", "--snapshot-interval", "17", "--client-qps",
+		"18", "--client-qps-cookie", "19", "--cache-qps", "20",
+		"--client-prefix-v4", "21", "--client-prefix-v6", "22",
+		"--ratelimit-action", "truncate", "--ratelimit-clients", "230",
+		"--upstream-qps", "24", "--upstream-max-outstanding", "25",
+		"--max-waiters", "26", "--failure-hold-min", "27",
+		"--failure-hold-max", "28", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
 	ck_assert_uint_eq(cfg.n_keep_warm, 2);
 	ck_assert_str_eq(cfg.snapshot, "/tmp/x y.snap");
@@ -860,8 +941,9 @@ START_TEST(test_print_round_trip)
 	assert_same_config(&cfg, &back);
 
 	/* Defaults, and upstreams that came from resolv.conf. */
-	ck_assert_int_eq(load(&cfg, "--resolv-conf",
-	    tmp_file("nameserver 192.0.2.53\nnameserver ::1\n"), NULL),
+	ck_assert_int_eq(
+	    load(&cfg, "--resolv-conf",
+		tmp_file("nameserver 192.0.2.53\nnameserver ::1\n"), NULL),
 	    CONFIG_RUN);
 	ck_assert(cfg.upstream_from_resolv);
 	round_trip(&cfg, &back);
@@ -877,7 +959,8 @@ START_TEST(test_print_format)
 	FILE *f = tmpfile();
 
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--upstream",
-	    "192.0.2.2", "--workers", "2", NULL), CONFIG_RUN);
+			     "192.0.2.2", "--workers", "2", NULL),
+	    CONFIG_RUN);
 	config_print(&cfg, f);
 	rewind(f);
 	n = fread(text, 1, sizeof(text) - 1, f);
@@ -903,8 +986,10 @@ START_TEST(test_print_format)
 	    "health-check-name = . NS\n"
 	    "probe-max-interval = 8000\n"
 	    "tcp-idle-timeout = 10000\n"
-	    "tcp-max-connections = 150\n" "tcp-max-per-client = 25\n"
-	    "shutdown-timeout = 2000\n" "upstream-0x20 = no\n"
+	    "tcp-max-connections = 150\n"
+	    "tcp-max-per-client = 25\n"
+	    "shutdown-timeout = 2000\n"
+	    "upstream-0x20 = no\n"
 	    "serve-stale = yes\n"
 	    "stale-ttl = 30\n"
 	    "stale-max-age = 86400\n"
@@ -928,21 +1013,24 @@ START_TEST(test_print_format)
 	    "failure-hold-max = 300\n");
 
 	f = tmpfile();
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", "cluster.local 10.96.0.10 10.96.0.11",
-	    "--forward-zone", "EXAMPLE.org. [2001:db8::1]:5300",
-	    "--health-check-name", "Probe.Example cname", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+		"cluster.local 10.96.0.10 10.96.0.11", "--forward-zone",
+		"EXAMPLE.org. [2001:db8::1]:5300", "--health-check-name",
+		"Probe.Example cname", NULL),
+	    CONFIG_RUN);
 	config_print(&cfg, f);
 	rewind(f);
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
 	text[n] = '\0';
-	ck_assert_ptr_nonnull(strstr(text, "resolv-conf = /etc/resolv.conf\n"
+	ck_assert_ptr_nonnull(strstr(text,
+	    "resolv-conf = /etc/resolv.conf\n"
 	    "forward-zone = cluster.local. 10.96.0.10:53 10.96.0.11:53\n"
 	    "forward-zone = example.org. [2001:db8::1]:5300\n"
 	    "workers = "));
-	ck_assert_ptr_nonnull(strstr(text,
-	    "\nhealth-check-name = probe.example. CNAME\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(text, "\nhealth-check-name = probe.example. CNAME\n"));
 }
 END_TEST
 
@@ -952,7 +1040,8 @@ START_TEST(test_shipped_config_is_the_defaults)
 	const char *rc = tmp_file("nameserver 127.0.0.1\n");
 
 	ck_assert_int_eq(load(&cfg, "--config", "config/stubborn.conf",
-	    "--resolv-conf", rc, "--check-config", NULL), CONFIG_RUN);
+			     "--resolv-conf", rc, "--check-config", NULL),
+	    CONFIG_RUN);
 	ck_assert_msg(err[0] == '\0', "%s", err);
 	ck_assert(cfg.check_config);
 	ck_assert_int_eq(load(&def, "--resolv-conf", rc, NULL), CONFIG_RUN);
@@ -976,8 +1065,8 @@ START_TEST(test_help_and_version)
 	ck_assert_int_eq(load(&cfg, "--help", NULL), CONFIG_EXIT_OK);
 	ck_assert_int_eq(load(&cfg, "--version", NULL), CONFIG_EXIT_OK);
 	/* Help wins over a file that would not load. */
-	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent", "--help",
-	    NULL), CONFIG_EXIT_OK);
+	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent", "--help", NULL),
+	    CONFIG_EXIT_OK);
 	ck_assert_int_eq(load(&cfg, "--help=x", NULL), CONFIG_EXIT_BAD);
 	fflush(stdout);
 	dup2(saved, STDOUT_FILENO);
@@ -991,8 +1080,8 @@ START_TEST(test_usage_lists_every_option)
 	    "--upstream", "--resolv-conf", "--workers", "--metrics",
 	    "--cache-size", "--log-level", "--min-ttl", "--max-ttl",
 	    "--max-negative-ttl", "--edns-buffer-size", "--upstream-timeout",
-	    "--tcp-idle-timeout", "--tcp-max-connections",
-	    "--shutdown-timeout", "--forward-zone ZONE ADDR", "--policy",
+	    "--tcp-idle-timeout", "--tcp-max-connections", "--shutdown-timeout",
+	    "--forward-zone ZONE ADDR", "--policy",
 	    "--health-check-name NAME [TYPE]", "--retry-budget",
 	    "--circuit-failures", "--probe-max-interval",
 	    "--serve-stale yes|no", "--stale-ttl", "--stale-max-age",
@@ -1002,9 +1091,8 @@ START_TEST(test_usage_lists_every_option)
 	    "--snapshot-interval", "--client-qps", "--client-qps-cookie",
 	    "--cache-qps", "--client-prefix-v4", "--client-prefix-v6",
 	    "--ratelimit-action", "--ratelimit-clients", "--upstream-qps",
-	    "--upstream-max-outstanding", "--max-waiters",
-	    "--failure-hold-min", "--failure-hold-max", "--check-config",
-	    "--help", "--version"};
+	    "--upstream-max-outstanding", "--max-waiters", "--failure-hold-min",
+	    "--failure-hold-max", "--check-config", "--help", "--version"};
 	static char text[32768];
 	size_t n;
 	FILE *f = tmpfile();
@@ -1017,7 +1105,8 @@ START_TEST(test_usage_lists_every_option)
 	ck_assert_int_lt(n, sizeof(text) - 1);
 	ck_assert_int_eq(strncmp(text, "usage: stubborn [options]\n", 26), 0);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		ck_assert_msg(strstr(text, names[i]) != NULL, "no %s", names[i]);
+		ck_assert_msg(
+		    strstr(text, names[i]) != NULL, "no %s", names[i]);
 	ck_assert_ptr_nonnull(strstr(text, "default 127.0.0.53:53"));
 	ck_assert_ptr_nonnull(strstr(text, "(50..30000 ms; default 1000)"));
 	ck_assert_ptr_nonnull(strstr(text, "(64k..64G; default 64M)"));
@@ -1041,13 +1130,15 @@ START_TEST(test_nul_byte_and_directory)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "max-ttl = 5\nmin-ttl\0 = 1\n", 25), 25);
 	close(fd);
-	ck_assert_int_eq(load(&cfg, "--config", path, "--upstream",
-	    "192.0.2.1", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", path, "--upstream", "192.0.2.1", NULL),
+	    CONFIG_EXIT_BAD);
 	unlink(path);
 	ck_assert_ptr_nonnull(strstr(err, ":2: NUL byte in line"));
 
-	ck_assert_int_eq(load(&cfg, "--config", "/tmp", "--upstream",
-	    "192.0.2.1", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", "/tmp", "--upstream", "192.0.2.1", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "cannot read config file '/tmp': Is a directory");
 }
 END_TEST
@@ -1056,11 +1147,13 @@ START_TEST(test_forward_zone_forms)
 {
 	const struct config_zone *z;
 
-	ck_assert_int_eq(load_file(&cfg,
-	    "forward-zone = cluster.local 10.96.0.10\n"
-	    "forward-zone =\tSvc.Example.ORG.  10.96.0.10 10.96.0.11:5353\t"
-	    "[2001:db8::53]   # comment\n"
-	    "forward-zone = _msdcs.corp-1.example 2001:db8::2\n", NULL),
+	ck_assert_int_eq(
+	    load_file(&cfg,
+		"forward-zone = cluster.local 10.96.0.10\n"
+		"forward-zone =\tSvc.Example.ORG.  10.96.0.10 10.96.0.11:5353\t"
+		"[2001:db8::53]   # comment\n"
+		"forward-zone = _msdcs.corp-1.example 2001:db8::2\n",
+		NULL),
 	    CONFIG_RUN);
 	ck_assert_str_eq(err, "");
 	ck_assert_uint_eq(cfg.n_zones, 3);
@@ -1085,8 +1178,9 @@ START_TEST(test_forward_zone_forms)
 
 	/* A single-label zone, and one at exactly 253 characters with
 	 * 63-character labels. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", "LAN 192.168.1.1", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     "LAN 192.168.1.1", NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.zones[0].name, "lan.");
 	{
 		char val[300], want[300];
@@ -1094,7 +1188,8 @@ START_TEST(test_forward_zone_forms)
 		val[63] = val[127] = val[191] = '.';
 		memcpy(val + 253, ". 192.0.2.9", 12);
 		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-		    "--forward-zone", val, NULL), CONFIG_RUN);
+				     "--forward-zone", val, NULL),
+		    CONFIG_RUN);
 		memcpy(want, val, 254);
 		want[254] = '\0';
 		ck_assert_str_eq(cfg.zones[0].name, want);
@@ -1109,36 +1204,45 @@ START_TEST(test_forward_zone_errors)
 		const char *line;
 		const char *want; /* after "file:N: " */
 	} bad[] = {
-		{"forward-zone = . 192.0.2.53", "bad zone for forward-zone: "
-		    "'.' (use upstream for the root zone)"},
-		{"forward-zone = cluster.local", "missing address for "
-		    "forward-zone: zone cluster.local. needs at least one "
-		    "server (ZONE ADDR[:PORT] [ADDR[:PORT]...])"},
-		{"forward-zone = cluster..local 10.96.0.10", "bad zone for "
-		    "forward-zone: 'cluster..local' (empty label)"},
-		{"forward-zone = .local 10.96.0.10", "bad zone for "
-		    "forward-zone: '.local' (empty label)"},
-		{"forward-zone = local.. 10.96.0.10", "bad zone for "
-		    "forward-zone: 'local..' (empty label)"},
-		{"forward-zone = ex*ample 10.96.0.10", "bad zone for "
-		    "forward-zone: 'ex*ample' (labels take letters, digits, "
-		    "'-' and '_')"},
-		{"forward-zone = ex\\.ample 10.96.0.10", "bad zone for "
-		    "forward-zone: 'ex\\.ample' (labels take letters, digits, "
-		    "'-' and '_')"},
-		{"forward-zone = 10.96.0.10 cluster.local", "bad address for "
-		    "forward-zone: 'cluster.local' in zone 10.96.0.10."},
-		{"forward-zone = cluster.local 10.96.0.10 10.96.0.300",
-		    "bad address for forward-zone: '10.96.0.300' in zone "
-		    "cluster.local."},
-		{"forward-zone = cluster.local 10.96.0.10,10.96.0.11",
-		    "bad address for forward-zone: '10.96.0.10,10.96.0.11' "
-		    "in zone cluster.local."},
-		{"forward-zone = cluster.local 10.96.0.10:0", "bad address for "
-		    "forward-zone: '10.96.0.10:0' in zone cluster.local."},
-		{"forward-zone = cluster.local 10.96.0.10 10.96.0.10:53",
-		    "duplicate address for forward-zone: '10.96.0.10:53' is "
-		    "already listed for cluster.local."},
+	    {"forward-zone = . 192.0.2.53",
+		"bad zone for forward-zone: "
+		"'.' (use upstream for the root zone)"},
+	    {"forward-zone = cluster.local",
+		"missing address for "
+		"forward-zone: zone cluster.local. needs at least one "
+		"server (ZONE ADDR[:PORT] [ADDR[:PORT]...])"},
+	    {"forward-zone = cluster..local 10.96.0.10",
+		"bad zone for "
+		"forward-zone: 'cluster..local' (empty label)"},
+	    {"forward-zone = .local 10.96.0.10",
+		"bad zone for "
+		"forward-zone: '.local' (empty label)"},
+	    {"forward-zone = local.. 10.96.0.10",
+		"bad zone for "
+		"forward-zone: 'local..' (empty label)"},
+	    {"forward-zone = ex*ample 10.96.0.10",
+		"bad zone for "
+		"forward-zone: 'ex*ample' (labels take letters, digits, "
+		"'-' and '_')"},
+	    {"forward-zone = ex\\.ample 10.96.0.10",
+		"bad zone for "
+		"forward-zone: 'ex\\.ample' (labels take letters, digits, "
+		"'-' and '_')"},
+	    {"forward-zone = 10.96.0.10 cluster.local",
+		"bad address for "
+		"forward-zone: 'cluster.local' in zone 10.96.0.10."},
+	    {"forward-zone = cluster.local 10.96.0.10 10.96.0.300",
+		"bad address for forward-zone: '10.96.0.300' in zone "
+		"cluster.local."},
+	    {"forward-zone = cluster.local 10.96.0.10,10.96.0.11",
+		"bad address for forward-zone: '10.96.0.10,10.96.0.11' "
+		"in zone cluster.local."},
+	    {"forward-zone = cluster.local 10.96.0.10:0",
+		"bad address for "
+		"forward-zone: '10.96.0.10:0' in zone cluster.local."},
+	    {"forward-zone = cluster.local 10.96.0.10 10.96.0.10:53",
+		"duplicate address for forward-zone: '10.96.0.10:53' is "
+		"already listed for cluster.local."},
 	};
 	char text[320], want[512];
 	const char *p;
@@ -1153,24 +1257,31 @@ START_TEST(test_forward_zone_errors)
 	/* Labels of 64 characters and names of 254 are too long. */
 	memset(text, 'a', 64);
 	snprintf(text + 64, sizeof(text) - 64, " 192.0.2.9");
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", text, NULL), CONFIG_EXIT_BAD);
-	ck_assert_ptr_nonnull(strstr(err, "(label longer than 63 "
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--forward-zone", text, NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err,
+	    "(label longer than 63 "
 	    "characters)"));
 	memset(text, 'a', 254);
 	text[63] = text[127] = text[191] = '.';
 	snprintf(text + 254, sizeof(text) - 254, " 192.0.2.9");
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", text, NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--forward-zone", text, NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_ptr_nonnull(strstr(err, "(longer than 253 characters)"));
 
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", " \t ", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--forward-zone: bad value: empty (ZONE "
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     " \t ", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--forward-zone: bad value: empty (ZONE "
 	    "ADDR[:PORT] [ADDR[:PORT]...])");
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", ". 192.0.2.53", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--forward-zone: bad zone: '.' (use upstream "
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     ". 192.0.2.53", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--forward-zone: bad zone: '.' (use upstream "
 	    "for the root zone)");
 }
 END_TEST
@@ -1183,22 +1294,28 @@ START_TEST(test_forward_zone_duplicates_and_limits)
 
 	/* The same zone twice, however it is spelt. */
 	ck_assert_int_eq(load_file(&cfg,
-	    "forward-zone = cluster.local 10.96.0.10\n"
-	    "forward-zone = example.org 192.0.2.9\n"
-	    "forward-zone = Cluster.Local. 10.96.0.11\n", &p),
+			     "forward-zone = cluster.local 10.96.0.10\n"
+			     "forward-zone = example.org 192.0.2.9\n"
+			     "forward-zone = Cluster.Local. 10.96.0.11\n",
+			     &p),
 	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:3: duplicate zone for forward-zone: "
-	    "'cluster.local.' is already listed", p);
+	snprintf(want, sizeof(want),
+	    "%s:3: duplicate zone for forward-zone: "
+	    "'cluster.local.' is already listed",
+	    p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", "a.example 192.0.2.9",
-	    "--forward-zone", "A.EXAMPLE. 192.0.2.10", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--forward-zone: duplicate zone: 'a.example.' "
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     "a.example 192.0.2.9", "--forward-zone",
+			     "A.EXAMPLE. 192.0.2.10", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--forward-zone: duplicate zone: 'a.example.' "
 	    "is already listed");
 	/* A zone and a zone below it are different zones. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", "example 192.0.2.9",
-	    "--forward-zone", "a.example 192.0.2.9", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     "example 192.0.2.9", "--forward-zone",
+			     "a.example 192.0.2.9", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
 
 	/* CONFIG_MAX_ZONES zones load; one more is refused on its line. */
@@ -1207,26 +1324,30 @@ START_TEST(test_forward_zone_duplicates_and_limits)
 		    "forward-zone = z%d.example 192.0.2.%d\n", i, i);
 	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, CONFIG_MAX_ZONES);
-	snprintf(text + o, sizeof(text) - o, "forward-zone = one.more "
+	snprintf(text + o, sizeof(text) - o,
+	    "forward-zone = one.more "
 	    "192.0.2.200\n");
 	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:%d: too many values for forward-zone: "
-	    "at most %d zones", p, CONFIG_MAX_ZONES + 1, CONFIG_MAX_ZONES);
+	snprintf(want, sizeof(want),
+	    "%s:%d: too many values for forward-zone: "
+	    "at most %d zones",
+	    p, CONFIG_MAX_ZONES + 1, CONFIG_MAX_ZONES);
 	ck_assert_str_eq(err, want);
 
 	/* CONFIG_MAX_UPSTREAM servers in a zone; one more is refused. */
 	o = (size_t)snprintf(text, sizeof(text), "forward-zone = big.example");
 	for (int i = 1; i <= CONFIG_MAX_UPSTREAM; i++)
-		o += (size_t)snprintf(text + o, sizeof(text) - o,
-		    " 192.0.2.%d", i);
+		o += (size_t)snprintf(
+		    text + o, sizeof(text) - o, " 192.0.2.%d", i);
 	snprintf(text + o, sizeof(text) - o, "\n");
 	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.zones[0].n_upstream, CONFIG_MAX_UPSTREAM);
 	snprintf(text + o, sizeof(text) - o, " 192.0.2.200\n");
 	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:1: too many addresses for "
-	    "forward-zone: at most %d for zone big.example.", p,
-	    CONFIG_MAX_UPSTREAM);
+	snprintf(want, sizeof(want),
+	    "%s:1: too many addresses for "
+	    "forward-zone: at most %d for zone big.example.",
+	    p, CONFIG_MAX_UPSTREAM);
 	ck_assert_str_eq(err, want);
 }
 END_TEST
@@ -1234,16 +1355,21 @@ END_TEST
 START_TEST(test_forward_zone_flags_replace_file)
 {
 	const char *p = tmp_file("upstream = 192.0.2.1\n"
-	    "forward-zone = cluster.local 10.96.0.10\n"
-	    "forward-zone = corp.example 192.0.2.10\n");
+				 "forward-zone = cluster.local 10.96.0.10\n"
+				 "forward-zone = corp.example 192.0.2.10\n");
 
 	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
 
 	/* Flags, before or after --config, replace the file's whole list. */
-	ck_assert_int_eq(load(&cfg, "--forward-zone", "other.example "
-	    "192.0.2.20", "--config", p, "--forward-zone=cluster.local "
-	    "10.96.0.99", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--forward-zone",
+			     "other.example "
+			     "192.0.2.20",
+			     "--config", p,
+			     "--forward-zone=cluster.local "
+			     "10.96.0.99",
+			     NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
 	ck_assert_str_eq(cfg.zones[0].name, "other.example.");
 	ck_assert_str_eq(cfg.zones[0].upstream[0].text, "192.0.2.20:53");
@@ -1252,8 +1378,9 @@ START_TEST(test_forward_zone_flags_replace_file)
 	ck_assert_uint_eq(cfg.zones[1].n_upstream, 1);
 
 	/* Other lists leave the zones alone. */
-	ck_assert_int_eq(load(&cfg, "--config", p, "--upstream", "192.0.2.2",
-	    NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--upstream", "192.0.2.2", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
 	ck_assert_str_eq(cfg.zones[1].name, "corp.example.");
 }
@@ -1265,24 +1392,30 @@ START_TEST(test_forward_zone_loop_refused)
 	char want[512];
 
 	ck_assert_int_eq(load_file(&cfg,
-	    "forward-zone = cluster.local 10.96.0.10\n"
-	    "forward-zone = home.arpa 192.0.2.53 127.0.0.53\n", &p),
+			     "forward-zone = cluster.local 10.96.0.10\n"
+			     "forward-zone = home.arpa 192.0.2.53 127.0.0.53\n",
+			     &p),
 	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:2: forward-zone home.arpa.: server "
+	snprintf(want, sizeof(want),
+	    "%s:2: forward-zone home.arpa.: server "
 	    "127.0.0.53:53 is one of stubborn's own listen addresses; it "
-	    "would query itself", p);
+	    "would query itself",
+	    p);
 	ck_assert_str_eq(err, want);
 
 	/* A wildcard listener on the port covers the loopback addresses. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--listen",
-	    "[::]:5353", "--forward-zone", "lan 127.0.0.1:5353", NULL),
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--listen", "[::]:5353",
+		"--forward-zone", "lan 127.0.0.1:5353", NULL),
 	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--forward-zone: forward-zone lan.: server "
+	ck_assert_str_eq(err,
+	    "--forward-zone: forward-zone lan.: server "
 	    "127.0.0.1:5353 is one of stubborn's own listen addresses; it "
 	    "would query itself");
 	/* Same address on another port is another server. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--forward-zone", "lan 127.0.0.53:5353", NULL), CONFIG_RUN);
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--forward-zone",
+			     "lan 127.0.0.53:5353", NULL),
+	    CONFIG_RUN);
 }
 END_TEST
 
@@ -1292,42 +1425,50 @@ START_TEST(test_policy)
 		const char *text;
 		int want;
 	} good[] = {
-		{"fastest", CONFIG_POLICY_FASTEST},
-		{"sequential", CONFIG_POLICY_SEQUENTIAL},
-		{"round-robin", CONFIG_POLICY_ROUND_ROBIN},
-		{"random", CONFIG_POLICY_RANDOM},
-		{"Round-Robin", CONFIG_POLICY_ROUND_ROBIN},
-		{"RANDOM", CONFIG_POLICY_RANDOM},
+	    {"fastest", CONFIG_POLICY_FASTEST},
+	    {"sequential", CONFIG_POLICY_SEQUENTIAL},
+	    {"round-robin", CONFIG_POLICY_ROUND_ROBIN},
+	    {"random", CONFIG_POLICY_RANDOM},
+	    {"Round-Robin", CONFIG_POLICY_ROUND_ROBIN},
+	    {"RANDOM", CONFIG_POLICY_RANDOM},
 	};
-	static const char *bad[] = {"fast", "roundrobin", "round_robin",
-	    "fastest ", "0", "1"};
+	static const char *bad[] = {
+	    "fast", "roundrobin", "round_robin", "fastest ", "0", "1"};
 	const char *p;
 	char want[256];
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-		    "--policy", good[i].text, NULL), CONFIG_RUN);
+				     "--policy", good[i].text, NULL),
+		    CONFIG_RUN);
 		ck_assert_int_eq(cfg.policy, good[i].want);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1", "--policy",
-		    bad[i], NULL) == CONFIG_EXIT_BAD, "accepted '%s'", bad[i]);
-	ck_assert_str_eq(err, "--policy: bad value: '1' (fastest, "
+				  bad[i], NULL) == CONFIG_EXIT_BAD,
+		    "accepted '%s'", bad[i]);
+	ck_assert_str_eq(err,
+	    "--policy: bad value: '1' (fastest, "
 	    "sequential, round-robin or random)");
 
-	ck_assert_int_eq(load_file(&cfg, "\npolicy = best\n", &p),
-	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:2: bad value for policy: 'best' "
-	    "(fastest, sequential, round-robin or random)", p);
+	ck_assert_int_eq(
+	    load_file(&cfg, "\npolicy = best\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: bad value for policy: 'best' "
+	    "(fastest, sequential, round-robin or random)",
+	    p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load_file(&cfg, "policy = random\npolicy = random\n",
-	    &p), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load_file(&cfg, "policy = random\npolicy = random\n", &p),
+	    CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
 	    "%s:2: duplicate key 'policy' (first set on line 1)", p);
 	ck_assert_str_eq(err, want);
 	/* The flag overrides the file. */
-	ck_assert_int_eq(load(&cfg, "--config", tmp_file("policy = random\n"
-	    "upstream = 192.0.2.1\n"), "--policy", "sequential", NULL),
+	ck_assert_int_eq(load(&cfg, "--config",
+			     tmp_file("policy = random\n"
+				      "upstream = 192.0.2.1\n"),
+			     "--policy", "sequential", NULL),
 	    CONFIG_RUN);
 	ck_assert_int_eq(cfg.policy, CONFIG_POLICY_SEQUENTIAL);
 }
@@ -1341,49 +1482,56 @@ START_TEST(test_health_check_name)
 		unsigned type;
 		const char *printed;
 	} good[] = {
-		{". NS", ".", 2, ". NS"},
-		{".", ".", 2, ". NS"},
-		{"example.com", "example.com.", 2, "example.com. NS"},
-		{"Example.COM. a", "example.com.", 1, "example.com. A"},
-		{"x.example\tAAAA", "x.example.", 28, "x.example. AAAA"},
-		{"  x.example   soa  ", "x.example.", 6, "x.example. SOA"},
-		{". cname", ".", 5, ". CNAME"},
-		{". PTR", ".", 12, ". PTR"},
-		{". Mx", ".", 15, ". MX"},
-		{". txt", ".", 16, ". TXT"},
-		{". SRV", ".", 33, ". SRV"},
-		{". ds", ".", 43, ". DS"},
-		{". DNSKEY", ".", 48, ". DNSKEY"},
-		{". TYPE2", ".", 2, ". NS"},
-		{". type28", ".", 28, ". AAAA"},
-		{". TYPE65", ".", 65, ". TYPE65"},
-		{". TYPE065", ".", 65, ". TYPE65"},
-		{". TYPE65535", ".", 65535, ". TYPE65535"},
-		{"_probe.example TYPE1234", "_probe.example.", 1234,
-		    "_probe.example. TYPE1234"},
+	    {". NS", ".", 2, ". NS"},
+	    {".", ".", 2, ". NS"},
+	    {"example.com", "example.com.", 2, "example.com. NS"},
+	    {"Example.COM. a", "example.com.", 1, "example.com. A"},
+	    {"x.example\tAAAA", "x.example.", 28, "x.example. AAAA"},
+	    {"  x.example   soa  ", "x.example.", 6, "x.example. SOA"},
+	    {". cname", ".", 5, ". CNAME"},
+	    {". PTR", ".", 12, ". PTR"},
+	    {". Mx", ".", 15, ". MX"},
+	    {". txt", ".", 16, ". TXT"},
+	    {". SRV", ".", 33, ". SRV"},
+	    {". ds", ".", 43, ". DS"},
+	    {". DNSKEY", ".", 48, ". DNSKEY"},
+	    {". TYPE2", ".", 2, ". NS"},
+	    {". type28", ".", 28, ". AAAA"},
+	    {". TYPE65", ".", 65, ". TYPE65"},
+	    {". TYPE065", ".", 65, ". TYPE65"},
+	    {". TYPE65535", ".", 65535, ". TYPE65535"},
+	    {"_probe.example TYPE1234", "_probe.example.", 1234,
+		"_probe.example. TYPE1234"},
 	};
 	static const struct {
 		const char *text;
 		const char *want;
 	} bad[] = {
-		{"example.com ANY", "bad type: 'ANY' (A, NS, AAAA, ... or "
-		    "TYPEnnn with nnn in 1..65535)"},
-		{". TYPE0", "bad type: 'TYPE0' (A, NS, AAAA, ... or TYPEnnn "
-		    "with nnn in 1..65535)"},
-		{". TYPE65536", "bad type: 'TYPE65536' (A, NS, AAAA, ... or "
-		    "TYPEnnn with nnn in 1..65535)"},
-		{". TYPE", "bad type: 'TYPE' (A, NS, AAAA, ... or TYPEnnn "
-		    "with nnn in 1..65535)"},
-		{". TYPE-1", "bad type: 'TYPE-1' (A, NS, AAAA, ... or TYPEnnn "
-		    "with nnn in 1..65535)"},
-		{". 2", "bad type: '2' (A, NS, AAAA, ... or TYPEnnn with nnn "
-		    "in 1..65535)"},
-		{". NS extra", "bad value: '. NS extra' (NAME [TYPE])"},
-		{"a..b NS", "bad name: 'a..b' (empty label)"},
-		{".. NS", "bad name: '..' (empty label)"},
-		{"a/b", "bad name: 'a/b' (labels take letters, digits, '-' "
-		    "and '_')"},
-		{" ", "bad value: empty (NAME [TYPE])"},
+	    {"example.com ANY",
+		"bad type: 'ANY' (A, NS, AAAA, ... or "
+		"TYPEnnn with nnn in 1..65535)"},
+	    {". TYPE0",
+		"bad type: 'TYPE0' (A, NS, AAAA, ... or TYPEnnn "
+		"with nnn in 1..65535)"},
+	    {". TYPE65536",
+		"bad type: 'TYPE65536' (A, NS, AAAA, ... or "
+		"TYPEnnn with nnn in 1..65535)"},
+	    {". TYPE",
+		"bad type: 'TYPE' (A, NS, AAAA, ... or TYPEnnn "
+		"with nnn in 1..65535)"},
+	    {". TYPE-1",
+		"bad type: 'TYPE-1' (A, NS, AAAA, ... or TYPEnnn "
+		"with nnn in 1..65535)"},
+	    {". 2",
+		"bad type: '2' (A, NS, AAAA, ... or TYPEnnn with nnn "
+		"in 1..65535)"},
+	    {". NS extra", "bad value: '. NS extra' (NAME [TYPE])"},
+	    {"a..b NS", "bad name: 'a..b' (empty label)"},
+	    {".. NS", "bad name: '..' (empty label)"},
+	    {"a/b",
+		"bad name: 'a/b' (labels take letters, digits, '-' "
+		"and '_')"},
+	    {" ", "bad value: empty (NAME [TYPE])"},
 	};
 	char text[8192], line[128], want[256];
 	const char *p;
@@ -1391,8 +1539,9 @@ START_TEST(test_health_check_name)
 	FILE *f;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
-		    "--health-check-name", good[i].text, NULL) == CONFIG_RUN,
+		ck_assert_msg(
+		    load(&cfg, "--upstream", "192.0.2.1", "--health-check-name",
+			good[i].text, NULL) == CONFIG_RUN,
 		    "refused '%s': %s", good[i].text, err);
 		ck_assert_str_eq(cfg.health_check_name, good[i].name);
 		ck_assert_uint_eq(cfg.health_check_type, good[i].type);
@@ -1407,22 +1556,28 @@ START_TEST(test_health_check_name)
 		ck_assert_msg(strstr(text, line) != NULL, "no '%s'", line);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
-		    "--health-check-name", bad[i].text, NULL) ==
-		    CONFIG_EXIT_BAD, "accepted '%s'", bad[i].text);
-		snprintf(want, sizeof(want), "--health-check-name: %s",
-		    bad[i].want);
+		ck_assert_msg(
+		    load(&cfg, "--upstream", "192.0.2.1", "--health-check-name",
+			bad[i].text, NULL) == CONFIG_EXIT_BAD,
+		    "accepted '%s'", bad[i].text);
+		snprintf(
+		    want, sizeof(want), "--health-check-name: %s", bad[i].want);
 		ck_assert_str_eq(err, want);
 	}
-	ck_assert_int_eq(load_file(&cfg, "#\nhealth-check-name = . AXFR\n",
-	    &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:2: bad type for health-check-name: "
-	    "'AXFR' (A, NS, AAAA, ... or TYPEnnn with nnn in 1..65535)", p);
+	ck_assert_int_eq(load_file(&cfg, "#\nhealth-check-name = . AXFR\n", &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: bad type for health-check-name: "
+	    "'AXFR' (A, NS, AAAA, ... or TYPEnnn with nnn in 1..65535)",
+	    p);
 	ck_assert_str_eq(err, want);
 	/* A flag replaces both parts: the type goes back to NS. */
-	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
-	    "192.0.2.1\nhealth-check-name = a.example A\n"),
-	    "--health-check-name", "b.example", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config",
+		tmp_file("upstream = "
+			 "192.0.2.1\nhealth-check-name = a.example A\n"),
+		"--health-check-name", "b.example", NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.health_check_name, "b.example.");
 	ck_assert_uint_eq(cfg.health_check_type, 2);
 }
@@ -1449,8 +1604,8 @@ START_TEST(test_print_round_trip_full_zones)
 	ck_assert_uint_eq(cfg.n_zones, CONFIG_MAX_ZONES);
 	ck_assert_uint_eq(cfg.zones[31].n_upstream, CONFIG_MAX_UPSTREAM);
 	ck_assert_str_eq(cfg.zones[31].name, "zone-31.example.");
-	ck_assert_str_eq(cfg.zones[31].upstream[15].text,
-	    "[2001:db8::1f:f]:5315");
+	ck_assert_str_eq(
+	    cfg.zones[31].upstream[15].text, "[2001:db8::1f:f]:5315");
 	{
 		FILE *f = tmpfile();
 		size_t n;
@@ -1461,8 +1616,8 @@ START_TEST(test_print_round_trip_full_zones)
 		n = fread(text, 1, sizeof(text) - 1, f);
 		fclose(f);
 		text[n] = '\0';
-		ck_assert_int_eq(load(&back, "--config", tmp_file(text), NULL),
-		    CONFIG_RUN);
+		ck_assert_int_eq(
+		    load(&back, "--config", tmp_file(text), NULL), CONFIG_RUN);
 	}
 	assert_same_config(&cfg, &back);
 }
@@ -1478,26 +1633,24 @@ START_TEST(test_stale_and_ratelimit_bounds)
 		size_t off;
 	} keys[] = {
 #define K(k, lo, hi, f) {k, lo, hi, offsetof(struct config, f)}
-		K("stale-ttl", 1, 3600, stale_ttl),
-		K("stale-max-age", 0, 604800, stale_max_age),
-		K("stale-recheck", 1, 300, stale_recheck),
-		K("stale-client-timeout", 10, 1800, stale_client_timeout_ms),
-		K("refresh-ahead", 0, 50, refresh_ahead),
-		K("stale-on-negative-window", 1, 86400,
-		    stale_on_negative_window),
-		K("snapshot-interval", 0, 86400, snapshot_interval),
-		K("client-qps", 1, 1000000, client_qps),
-		K("client-qps-cookie", 1, 1000000, client_qps_cookie),
-		K("cache-qps", 0, 10000000, cache_qps),
-		K("client-prefix-v4", 8, 32, client_prefix_v4),
-		K("client-prefix-v6", 16, 128, client_prefix_v6),
-		K("ratelimit-clients", 64, 10000000, ratelimit_clients),
-		K("upstream-qps", 1, 1000000, upstream_qps),
-		K("upstream-max-outstanding", 1, 100000,
-		    upstream_max_outstanding),
-		K("max-waiters", 1, 100000, max_waiters),
-		K("failure-hold-min", 1, 300, failure_hold_min),
-		K("failure-hold-max", 1, 3600, failure_hold_max),
+	    K("stale-ttl", 1, 3600, stale_ttl),
+	    K("stale-max-age", 0, 604800, stale_max_age),
+	    K("stale-recheck", 1, 300, stale_recheck),
+	    K("stale-client-timeout", 10, 1800, stale_client_timeout_ms),
+	    K("refresh-ahead", 0, 50, refresh_ahead),
+	    K("stale-on-negative-window", 1, 86400, stale_on_negative_window),
+	    K("snapshot-interval", 0, 86400, snapshot_interval),
+	    K("client-qps", 1, 1000000, client_qps),
+	    K("client-qps-cookie", 1, 1000000, client_qps_cookie),
+	    K("cache-qps", 0, 10000000, cache_qps),
+	    K("client-prefix-v4", 8, 32, client_prefix_v4),
+	    K("client-prefix-v6", 16, 128, client_prefix_v6),
+	    K("ratelimit-clients", 64, 10000000, ratelimit_clients),
+	    K("upstream-qps", 1, 1000000, upstream_qps),
+	    K("upstream-max-outstanding", 1, 100000, upstream_max_outstanding),
+	    K("max-waiters", 1, 100000, max_waiters),
+	    K("failure-hold-min", 1, 300, failure_hold_min),
+	    K("failure-hold-max", 1, 3600, failure_hold_max),
 #undef K
 	};
 	char text[256], want[512], flag[64], val[32];
@@ -1512,10 +1665,11 @@ START_TEST(test_stale_and_ratelimit_bounds)
 		for (int b = 0; b < 2; b++) {
 			snprintf(text, sizeof(text), "%s = %llu\n%s",
 			    keys[i].key, b ? hi : lo,
-			    strcmp(keys[i].key, "failure-hold-min") == 0 ?
-				"failure-hold-max = 3600\n" : "");
-			ck_assert_msg(load_file(&cfg, text, NULL) ==
-			    CONFIG_RUN, "%s: %s", text, err);
+			    strcmp(keys[i].key, "failure-hold-min") == 0
+				? "failure-hold-max = 3600\n"
+				: "");
+			ck_assert_msg(load_file(&cfg, text, NULL) == CONFIG_RUN,
+			    "%s: %s", text, err);
 			memcpy(&got, (char *)&cfg + keys[i].off, sizeof(got));
 			ck_assert_uint_eq(got, b ? hi : lo);
 		}
@@ -1523,8 +1677,10 @@ START_TEST(test_stale_and_ratelimit_bounds)
 		snprintf(text, sizeof(text), "# bounds\n\n%s = %llu\n",
 		    keys[i].key, hi + 1);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:3: bad value for %s: '%llu' "
-		    "(%llu..%llu)", p, keys[i].key, hi + 1, lo, hi);
+		snprintf(want, sizeof(want),
+		    "%s:3: bad value for %s: '%llu' "
+		    "(%llu..%llu)",
+		    p, keys[i].key, hi + 1, lo, hi);
 		ck_assert_str_eq(err, want);
 		/* One below the bottom, or a sign when that is 0. */
 		if (lo > 0)
@@ -1533,24 +1689,32 @@ START_TEST(test_stale_and_ratelimit_bounds)
 			snprintf(val, sizeof(val), "-1");
 		snprintf(text, sizeof(text), "%s = %s\n", keys[i].key, val);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:1: bad value for %s: '%s' "
-		    "(%llu..%llu)", p, keys[i].key, val, lo, hi);
+		snprintf(want, sizeof(want),
+		    "%s:1: bad value for %s: '%s' "
+		    "(%llu..%llu)",
+		    p, keys[i].key, val, lo, hi);
 		ck_assert_str_eq(err, want);
 		/* And as a flag. */
 		snprintf(flag, sizeof(flag), "--%s", keys[i].key);
 		snprintf(val, sizeof(val), "%llu", hi + 1);
-		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", flag,
-		    val, NULL), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "--%s: bad value: '%s' "
-		    "(%llu..%llu)", keys[i].key, val, lo, hi);
+		ck_assert_int_eq(
+		    load(&cfg, "--upstream", "192.0.2.1", flag, val, NULL),
+		    CONFIG_EXIT_BAD);
+		snprintf(want, sizeof(want),
+		    "--%s: bad value: '%s' "
+		    "(%llu..%llu)",
+		    keys[i].key, val, lo, hi);
 		ck_assert_str_eq(err, want);
 		/* A scalar: a second line is an error. */
 		snprintf(text, sizeof(text), "%s = %llu\n%s = %llu\n",
 		    keys[i].key, hi, keys[i].key, hi);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:2: duplicate key '%s' (first "
-		    "set on line 1)", p, keys[i].key);
-		ck_assert_str_eq(err, want);	tmp_cleanup();
+		snprintf(want, sizeof(want),
+		    "%s:2: duplicate key '%s' (first "
+		    "set on line 1)",
+		    p, keys[i].key);
+		ck_assert_str_eq(err, want);
+		tmp_cleanup();
 	}
 }
 END_TEST
@@ -1558,30 +1722,32 @@ END_TEST
 START_TEST(test_stale_and_ratelimit_from_file)
 {
 	ck_assert_int_eq(load_file(&cfg,
-	    "serve-stale = no\n"
-	    "stale-ttl = 60\n"
-	    "stale-max-age = 3600\n"
-	    "stale-recheck = 5\n"
-	    "stale-client-timeout = 250\n"
-	    "refresh-ahead = 0\n"
-	    "keep-warm = Kube-DNS.example A   # comment\n"
-	    "keep-warm = kube-dns.example.\taaaa\n"
-	    "stale-on-negative = AmazonAWS.com\n"
-	    "stale-on-negative-window = 120\n"
-	    "snapshot = /var/lib/stubborn/cache.snap\n"
-	    "snapshot-interval = 0\n"
-	    "client-qps = 50\n"
-	    "client-qps-cookie = 60\n"
-	    "cache-qps = 70\n"
-	    "client-prefix-v4 = 24\n"
-	    "client-prefix-v6 = 48\n"
-	    "ratelimit-action = drop\n"
-	    "ratelimit-clients = 100\n"
-	    "upstream-qps = 1000\n"
-	    "upstream-max-outstanding = 10\n"
-	    "max-waiters = 20\n"
-	    "failure-hold-min = 2\n"
-	    "failure-hold-max = 2\n", NULL), CONFIG_RUN);
+			     "serve-stale = no\n"
+			     "stale-ttl = 60\n"
+			     "stale-max-age = 3600\n"
+			     "stale-recheck = 5\n"
+			     "stale-client-timeout = 250\n"
+			     "refresh-ahead = 0\n"
+			     "keep-warm = Kube-DNS.example A   # comment\n"
+			     "keep-warm = kube-dns.example.\taaaa\n"
+			     "stale-on-negative = AmazonAWS.com\n"
+			     "stale-on-negative-window = 120\n"
+			     "snapshot = /var/lib/stubborn/cache.snap\n"
+			     "snapshot-interval = 0\n"
+			     "client-qps = 50\n"
+			     "client-qps-cookie = 60\n"
+			     "cache-qps = 70\n"
+			     "client-prefix-v4 = 24\n"
+			     "client-prefix-v6 = 48\n"
+			     "ratelimit-action = drop\n"
+			     "ratelimit-clients = 100\n"
+			     "upstream-qps = 1000\n"
+			     "upstream-max-outstanding = 10\n"
+			     "max-waiters = 20\n"
+			     "failure-hold-min = 2\n"
+			     "failure-hold-max = 2\n",
+			     NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(err, "");
 	ck_assert(!cfg.serve_stale);
 	ck_assert_uint_eq(cfg.stale_ttl, 60);
@@ -1620,9 +1786,18 @@ START_TEST(test_serve_stale_bool)
 		const char *text;
 		bool want;
 	} good[] = {
-		{"yes", true}, {"no", false}, {"true", true}, {"false", false},
-		{"on", true}, {"off", false}, {"YES", true}, {"No", false},
-		{"True", true}, {"FALSE", false}, {"On", true}, {"oFF", false},
+	    {"yes", true},
+	    {"no", false},
+	    {"true", true},
+	    {"false", false},
+	    {"on", true},
+	    {"off", false},
+	    {"YES", true},
+	    {"No", false},
+	    {"True", true},
+	    {"FALSE", false},
+	    {"On", true},
+	    {"oFF", false},
 	};
 	static const char *bad[] = {"1", "0", "y", "n", "yes please", "enable",
 	    "disabled", "nope", "-"};
@@ -1631,47 +1806,59 @@ START_TEST(test_serve_stale_bool)
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		/* File, flag with a separate value, and --flag=value. */
-		snprintf(text, sizeof(text), "#\nserve-stale = %s\n",
-		    good[i].text);
+		snprintf(
+		    text, sizeof(text), "#\nserve-stale = %s\n", good[i].text);
 		ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
 		ck_assert_int_eq(cfg.serve_stale, good[i].want);
 		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-		    "--serve-stale", good[i].text, NULL), CONFIG_RUN);
+				     "--serve-stale", good[i].text, NULL),
+		    CONFIG_RUN);
 		ck_assert_int_eq(cfg.serve_stale, good[i].want);
 		snprintf(text, sizeof(text), "--serve-stale=%s", good[i].text);
-		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", text,
-		    NULL), CONFIG_RUN);
+		ck_assert_int_eq(
+		    load(&cfg, "--upstream", "192.0.2.1", text, NULL),
+		    CONFIG_RUN);
 		ck_assert_int_eq(cfg.serve_stale, good[i].want);
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		snprintf(text, sizeof(text), "#\nserve-stale = %s\n", bad[i]);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:2: bad value for serve-stale: "
-		    "'%s' (yes or no)", p, bad[i]);
+		snprintf(want, sizeof(want),
+		    "%s:2: bad value for serve-stale: "
+		    "'%s' (yes or no)",
+		    p, bad[i]);
 		ck_assert_str_eq(err, want);
 	}
 	/* It takes a value, unlike --check-config. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--serve-stale",
-	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--serve-stale", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--serve-stale: missing value");
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--serve-stale=", NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--serve-stale=", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--serve-stale: empty value");
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--serve-stale",
-	    "--check-config", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--serve-stale: bad value: '--check-config' "
+			     "--check-config", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--serve-stale: bad value: '--check-config' "
 	    "(yes or no)");
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--check-config", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--check-config", NULL),
+	    CONFIG_RUN);
 	ck_assert(cfg.check_config);
 	ck_assert(cfg.serve_stale);
 	/* The flag overrides the file, both ways. */
-	ck_assert_int_eq(load(&cfg, "--serve-stale", "yes", "--config",
-	    tmp_file("upstream = 192.0.2.1\nserve-stale = no\n"), NULL),
+	ck_assert_int_eq(
+	    load(&cfg, "--serve-stale", "yes", "--config",
+		tmp_file("upstream = 192.0.2.1\nserve-stale = no\n"), NULL),
 	    CONFIG_RUN);
 	ck_assert(cfg.serve_stale);
-	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
-	    "192.0.2.1\nserve-stale = yes\n"), "--serve-stale=false", NULL),
+	ck_assert_int_eq(load(&cfg, "--config",
+			     tmp_file("upstream = "
+				      "192.0.2.1\nserve-stale = yes\n"),
+			     "--serve-stale=false", NULL),
 	    CONFIG_RUN);
 	ck_assert(!cfg.serve_stale);
 }
@@ -1685,55 +1872,67 @@ START_TEST(test_keep_warm)
 		unsigned type;
 		const char *printed;
 	} good[] = {
-		{"example.com A", "example.com.", 1, "example.com. A"},
-		{"Example.COM. aaaa", "example.com.", 28, "example.com. AAAA"},
-		{". NS", ".", 2, ". NS"},
-		{"  x.example\tSOA  ", "x.example.", 6, "x.example. SOA"},
-		{"_sip._tcp.example srv", "_sip._tcp.example.", 33,
-		    "_sip._tcp.example. SRV"},
-		{"x.example TYPE28", "x.example.", 28, "x.example. AAAA"},
-		{"x.example type65", "x.example.", 65, "x.example. TYPE65"},
-		{"x.example TYPE127", "x.example.", 127, "x.example. TYPE127"},
-		{"x.example TYPE256", "x.example.", 256, "x.example. TYPE256"},
-		{"x.example TYPE65535", "x.example.", 65535,
-		    "x.example. TYPE65535"},
+	    {"example.com A", "example.com.", 1, "example.com. A"},
+	    {"Example.COM. aaaa", "example.com.", 28, "example.com. AAAA"},
+	    {". NS", ".", 2, ". NS"},
+	    {"  x.example\tSOA  ", "x.example.", 6, "x.example. SOA"},
+	    {"_sip._tcp.example srv", "_sip._tcp.example.", 33,
+		"_sip._tcp.example. SRV"},
+	    {"x.example TYPE28", "x.example.", 28, "x.example. AAAA"},
+	    {"x.example type65", "x.example.", 65, "x.example. TYPE65"},
+	    {"x.example TYPE127", "x.example.", 127, "x.example. TYPE127"},
+	    {"x.example TYPE256", "x.example.", 256, "x.example. TYPE256"},
+	    {"x.example TYPE65535", "x.example.", 65535,
+		"x.example. TYPE65535"},
 	};
 	static const struct {
 		const char *text;
 		const char *want;
 	} bad[] = {
-		{"example.com", "missing type: 'example.com.' needs a TYPE "
-		    "(NAME TYPE, such as A or AAAA)"},
-		{".", "missing type: '.' needs a TYPE (NAME TYPE, such as A "
-		    "or AAAA)"},
-		{"example.com ANY", "bad type: 'ANY' (A, NS, AAAA, ... or "
-		    "TYPEnnn with nnn in 1..65535)"},
-		{"example.com TYPE0", "bad type: 'TYPE0' (A, NS, AAAA, ... or "
-		    "TYPEnnn with nnn in 1..65535)"},
-		{"example.com 1", "bad type: '1' (A, NS, AAAA, ... or TYPEnnn "
-		    "with nnn in 1..65535)"},
-		{"example.com TYPE41", "bad type: 'TYPE41' (a meta-type, "
-		    "never cached)"},
-		{"example.com TYPE128", "bad type: 'TYPE128' (a meta-type, "
-		    "never cached)"},
-		{"example.com TYPE252", "bad type: 'TYPE252' (a meta-type, "
-		    "never cached)"},
-		{"example.com TYPE255", "bad type: 'TYPE255' (a meta-type, "
-		    "never cached)"},
-		{"example.com A AAAA", "bad value: 'example.com A AAAA' "
-		    "(NAME TYPE)"},
-		{"a..b A", "bad name: 'a..b' (empty label)"},
-		{"a/b A", "bad name: 'a/b' (labels take letters, digits, '-' "
-		    "and '_')"},
-		{" \t", "bad value: empty (NAME TYPE)"},
+	    {"example.com",
+		"missing type: 'example.com.' needs a TYPE "
+		"(NAME TYPE, such as A or AAAA)"},
+	    {".",
+		"missing type: '.' needs a TYPE (NAME TYPE, such as A "
+		"or AAAA)"},
+	    {"example.com ANY",
+		"bad type: 'ANY' (A, NS, AAAA, ... or "
+		"TYPEnnn with nnn in 1..65535)"},
+	    {"example.com TYPE0",
+		"bad type: 'TYPE0' (A, NS, AAAA, ... or "
+		"TYPEnnn with nnn in 1..65535)"},
+	    {"example.com 1",
+		"bad type: '1' (A, NS, AAAA, ... or TYPEnnn "
+		"with nnn in 1..65535)"},
+	    {"example.com TYPE41",
+		"bad type: 'TYPE41' (a meta-type, "
+		"never cached)"},
+	    {"example.com TYPE128",
+		"bad type: 'TYPE128' (a meta-type, "
+		"never cached)"},
+	    {"example.com TYPE252",
+		"bad type: 'TYPE252' (a meta-type, "
+		"never cached)"},
+	    {"example.com TYPE255",
+		"bad type: 'TYPE255' (a meta-type, "
+		"never cached)"},
+	    {"example.com A AAAA",
+		"bad value: 'example.com A AAAA' "
+		"(NAME TYPE)"},
+	    {"a..b A", "bad name: 'a..b' (empty label)"},
+	    {"a/b A",
+		"bad name: 'a/b' (labels take letters, digits, '-' "
+		"and '_')"},
+	    {" \t", "bad value: empty (NAME TYPE)"},
 	};
 	char text[4096], want[512];
 	const char *p;
 	size_t o = 0;
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
-		    "--keep-warm", good[i].text, NULL) == CONFIG_RUN,
+		ck_assert_msg(
+		    load(&cfg, "--upstream", "192.0.2.1", "--keep-warm",
+			good[i].text, NULL) == CONFIG_RUN,
 		    "refused '%s': %s", good[i].text, err);
 		ck_assert_uint_eq(cfg.n_keep_warm, 1);
 		ck_assert_str_eq(cfg.keep_warm[0].name, good[i].name);
@@ -1750,21 +1949,22 @@ START_TEST(test_keep_warm)
 			text[n] = '\0';
 			snprintf(line, sizeof(line), "\nkeep-warm = %s\n",
 			    good[i].printed);
-			ck_assert_msg(strstr(text, line) != NULL, "no '%s'",
-			    line);
+			ck_assert_msg(
+			    strstr(text, line) != NULL, "no '%s'", line);
 		}
 	}
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
-		    "--keep-warm", bad[i].text, NULL) == CONFIG_EXIT_BAD,
+		ck_assert_msg(
+		    load(&cfg, "--upstream", "192.0.2.1", "--keep-warm",
+			bad[i].text, NULL) == CONFIG_EXIT_BAD,
 		    "accepted '%s'", bad[i].text);
 		snprintf(want, sizeof(want), "--keep-warm: %s", bad[i].want);
 		ck_assert_str_eq(err, want);
 		/* In a file, a blank value is just "empty value". */
 		if (bad[i].text[0] == ' ')
 			continue;
-		snprintf(text, sizeof(text), "#\n\nkeep-warm = %s\n",
-		    bad[i].text);
+		snprintf(
+		    text, sizeof(text), "#\n\nkeep-warm = %s\n", bad[i].text);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
 		snprintf(want, sizeof(want), "%s:3: %.*s for keep-warm%s", p,
 		    (int)strcspn(bad[i].want, ":"), bad[i].want,
@@ -1774,20 +1974,30 @@ START_TEST(test_keep_warm)
 
 	/* One name may be kept for several types; the same pair twice, however
 	 * it is spelt, is an error on the second line. */
-	ck_assert_int_eq(load_file(&cfg, "keep-warm = a.example A\n"
-	    "keep-warm = a.example AAAA\nkeep-warm = b.example A\n", NULL),
+	ck_assert_int_eq(
+	    load_file(&cfg,
+		"keep-warm = a.example A\n"
+		"keep-warm = a.example AAAA\nkeep-warm = b.example A\n",
+		NULL),
 	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_keep_warm, 3);
-	ck_assert_int_eq(load_file(&cfg, "keep-warm = a.example A\n"
-	    "keep-warm = a.example AAAA\nkeep-warm = A.EXAMPLE. type1\n", &p),
+	ck_assert_int_eq(
+	    load_file(&cfg,
+		"keep-warm = a.example A\n"
+		"keep-warm = a.example AAAA\nkeep-warm = A.EXAMPLE. type1\n",
+		&p),
 	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:3: duplicate value for keep-warm: "
-	    "'a.example. A' is already listed", p);
+	snprintf(want, sizeof(want),
+	    "%s:3: duplicate value for keep-warm: "
+	    "'a.example. A' is already listed",
+	    p);
 	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--keep-warm",
-	    "x.example TYPE99", "--keep-warm", "X.example. type99", NULL),
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--keep-warm",
+		"x.example TYPE99", "--keep-warm", "X.example. type99", NULL),
 	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--keep-warm: duplicate value: 'x.example. "
+	ck_assert_str_eq(err,
+	    "--keep-warm: duplicate value: 'x.example. "
 	    "TYPE99' is already listed");
 
 	/* CONFIG_MAX_KEEP_WARM entries load; one more is refused on its
@@ -1797,16 +2007,18 @@ START_TEST(test_keep_warm)
 		    "keep-warm = n%d.example %s\n", i, i % 2 ? "A" : "AAAA");
 	ck_assert_int_eq(load_file(&cfg, text, NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_keep_warm, CONFIG_MAX_KEEP_WARM);
-	ck_assert_str_eq(cfg.keep_warm[CONFIG_MAX_KEEP_WARM - 1].name,
-	    "n64.example.");
+	ck_assert_str_eq(
+	    cfg.keep_warm[CONFIG_MAX_KEEP_WARM - 1].name, "n64.example.");
 	snprintf(text + o, sizeof(text) - o, "keep-warm = one.more A\n");
 	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:%d: too many values for keep-warm: "
-	    "at most %d", p, CONFIG_MAX_KEEP_WARM + 1, CONFIG_MAX_KEEP_WARM);
+	snprintf(want, sizeof(want),
+	    "%s:%d: too many values for keep-warm: "
+	    "at most %d",
+	    p, CONFIG_MAX_KEEP_WARM + 1, CONFIG_MAX_KEEP_WARM);
 	ck_assert_str_eq(err, want);
 	/* A full list prints back and loads again. */
-	ck_assert_int_eq(load_file(&cfg, "keep-warm = x.example A\n", NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load_file(&cfg, "keep-warm = x.example A\n", NULL), CONFIG_RUN);
 	o = 0;
 	for (int i = 1; i <= CONFIG_MAX_KEEP_WARM; i++)
 		o += (size_t)snprintf(text + o, sizeof(text) - o,
@@ -1823,19 +2035,22 @@ END_TEST
 
 START_TEST(test_keep_warm_flags_replace_file)
 {
-	const char *p = tmp_file("upstream = 192.0.2.1\n"
-	    "keep-warm = a.example A\nkeep-warm = b.example A\n");
+	const char *p =
+	    tmp_file("upstream = 192.0.2.1\n"
+		     "keep-warm = a.example A\nkeep-warm = b.example A\n");
 
 	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_keep_warm, 2);
-	ck_assert_int_eq(load(&cfg, "--keep-warm", "c.example AAAA",
-	    "--config", p, NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--keep-warm", "c.example AAAA", "--config", p, NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_keep_warm, 1);
 	ck_assert_str_eq(cfg.keep_warm[0].name, "c.example.");
 	ck_assert_uint_eq(cfg.keep_warm[0].type, 28);
 	/* Other lists leave it alone, and it leaves them alone. */
-	ck_assert_int_eq(load(&cfg, "--config", p, "--stale-on-negative",
-	    "a.example", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--stale-on-negative", "a.example", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_keep_warm, 2);
 	ck_assert_uint_eq(cfg.n_stale_on_negative, 1);
 }
@@ -1847,28 +2062,35 @@ START_TEST(test_stale_on_negative)
 		const char *text;
 		const char *want;
 	} bad[] = {
-		{"a..b", "bad zone: 'a..b' (empty label)"},
-		{"..", "bad zone: '..' (empty label)"},
-		{"a*b", "bad zone: 'a*b' (labels take letters, digits, '-' "
-		    "and '_')"},
-		{"example.com example.org", "bad value: 'example.com "
-		    "example.org' (one ZONE a line)"},
-		{"example.com 192.0.2.1", "bad value: 'example.com 192.0.2.1' "
-		    "(one ZONE a line)"},
+	    {"a..b", "bad zone: 'a..b' (empty label)"},
+	    {"..", "bad zone: '..' (empty label)"},
+	    {"a*b",
+		"bad zone: 'a*b' (labels take letters, digits, '-' "
+		"and '_')"},
+	    {"example.com example.org",
+		"bad value: 'example.com "
+		"example.org' (one ZONE a line)"},
+	    {"example.com 192.0.2.1",
+		"bad value: 'example.com 192.0.2.1' "
+		"(one ZONE a line)"},
 	};
 	char text[4096], want[512];
 	const char *p;
 	size_t o = 0;
 
-	ck_assert_int_eq(load_file(&cfg, "stale-on-negative = .\n"
-	    "stale-on-negative = AmazonAWS.COM.\n"
-	    "stale-on-negative =   dynamodb.us-east-1.amazonaws.com  # x\n"
-	    "stale-on-negative = lan\n", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load_file(&cfg,
+		"stale-on-negative = .\n"
+		"stale-on-negative = AmazonAWS.COM.\n"
+		"stale-on-negative =   dynamodb.us-east-1.amazonaws.com  # x\n"
+		"stale-on-negative = lan\n",
+		NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_stale_on_negative, 4);
 	ck_assert_str_eq(cfg.stale_on_negative[0], ".");
 	ck_assert_str_eq(cfg.stale_on_negative[1], "amazonaws.com.");
-	ck_assert_str_eq(cfg.stale_on_negative[2],
-	    "dynamodb.us-east-1.amazonaws.com.");
+	ck_assert_str_eq(
+	    cfg.stale_on_negative[2], "dynamodb.us-east-1.amazonaws.com.");
 	ck_assert_str_eq(cfg.stale_on_negative[3], "lan.");
 	{
 		static struct config back;
@@ -1878,35 +2100,46 @@ START_TEST(test_stale_on_negative)
 	}
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		ck_assert_msg(load(&cfg, "--upstream", "192.0.2.1",
-		    "--stale-on-negative", bad[i].text, NULL) ==
-		    CONFIG_EXIT_BAD, "accepted '%s'", bad[i].text);
-		snprintf(want, sizeof(want), "--stale-on-negative: %s",
-		    bad[i].want);
+		ck_assert_msg(
+		    load(&cfg, "--upstream", "192.0.2.1", "--stale-on-negative",
+			bad[i].text, NULL) == CONFIG_EXIT_BAD,
+		    "accepted '%s'", bad[i].text);
+		snprintf(
+		    want, sizeof(want), "--stale-on-negative: %s", bad[i].want);
 		ck_assert_str_eq(err, want);
 		snprintf(text, sizeof(text), "#\nstale-on-negative = %s\n",
 		    bad[i].text);
 		ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-		snprintf(want, sizeof(want), "%s:2: %.*s for "
-		    "stale-on-negative%s", p, (int)strcspn(bad[i].want, ":"),
-		    bad[i].want, strchr(bad[i].want, ':'));
+		snprintf(want, sizeof(want),
+		    "%s:2: %.*s for "
+		    "stale-on-negative%s",
+		    p, (int)strcspn(bad[i].want, ":"), bad[i].want,
+		    strchr(bad[i].want, ':'));
 		ck_assert_str_eq(err, want);
 	}
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--stale-on-negative", " ", NULL), CONFIG_EXIT_BAD);
+			     "--stale-on-negative", " ", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--stale-on-negative: bad value: empty (ZONE)");
 
 	/* Duplicates, however spelt; "." twice too. */
-	ck_assert_int_eq(load_file(&cfg, "stale-on-negative = example.com\n"
-	    "stale-on-negative = a.example.com\n"
-	    "stale-on-negative = EXAMPLE.com.\n", &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:3: duplicate zone for "
-	    "stale-on-negative: 'example.com.' is already listed", p);
-	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--stale-on-negative", ".", "--stale-on-negative", ".", NULL),
+	ck_assert_int_eq(load_file(&cfg,
+			     "stale-on-negative = example.com\n"
+			     "stale-on-negative = a.example.com\n"
+			     "stale-on-negative = EXAMPLE.com.\n",
+			     &p),
 	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--stale-on-negative: duplicate zone: '.' is "
+	snprintf(want, sizeof(want),
+	    "%s:3: duplicate zone for "
+	    "stale-on-negative: 'example.com.' is already listed",
+	    p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--stale-on-negative", ".",
+		"--stale-on-negative", ".", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--stale-on-negative: duplicate zone: '.' is "
 	    "already listed");
 
 	/* CONFIG_MAX_ZONES load; one more is refused on its line. */
@@ -1917,16 +2150,18 @@ START_TEST(test_stale_on_negative)
 	ck_assert_uint_eq(cfg.n_stale_on_negative, CONFIG_MAX_ZONES);
 	snprintf(text + o, sizeof(text) - o, "stale-on-negative = more\n");
 	ck_assert_int_eq(load_file(&cfg, text, &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:%d: too many values for "
-	    "stale-on-negative: at most %d zones", p, CONFIG_MAX_ZONES + 1,
-	    CONFIG_MAX_ZONES);
+	snprintf(want, sizeof(want),
+	    "%s:%d: too many values for "
+	    "stale-on-negative: at most %d zones",
+	    p, CONFIG_MAX_ZONES + 1, CONFIG_MAX_ZONES);
 	ck_assert_str_eq(err, want);
 
 	/* Flags replace the file's list. */
 	p = tmp_file("upstream = 192.0.2.1\nstale-on-negative = a.example\n"
-	    "stale-on-negative = b.example\n");
-	ck_assert_int_eq(load(&cfg, "--config", p, "--stale-on-negative",
-	    ".", NULL), CONFIG_RUN);
+		     "stale-on-negative = b.example\n");
+	ck_assert_int_eq(
+	    load(&cfg, "--config", p, "--stale-on-negative", ".", NULL),
+	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_stale_on_negative, 1);
 	ck_assert_str_eq(cfg.stale_on_negative[0], ".");
 	ck_assert_int_eq(load(&cfg, "--config", p, NULL), CONFIG_RUN);
@@ -1944,8 +2179,8 @@ START_TEST(test_snapshot)
 
 	/* Off by default; the print-back says so in a comment, since an
 	 * empty value is not a value. */
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", NULL), CONFIG_RUN);
 	ck_assert_str_eq(cfg.snapshot, "");
 	f = tmpfile();
 	config_print(&cfg, f);
@@ -1953,12 +2188,14 @@ START_TEST(test_snapshot)
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
 	text[n] = '\0';
-	ck_assert_ptr_nonnull(strstr(text, "\n# snapshot: none\n"
+	ck_assert_ptr_nonnull(strstr(text,
+	    "\n# snapshot: none\n"
 	    "snapshot-interval = 300\n"));
 	ck_assert_ptr_null(strstr(text, "\nsnapshot ="));
 
-	ck_assert_int_eq(load_file(&cfg, "snapshot = /var/lib/stubborn/s\n",
-	    NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load_file(&cfg, "snapshot = /var/lib/stubborn/s\n", NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.snapshot, "/var/lib/stubborn/s");
 	f = tmpfile();
 	config_print(&cfg, f);
@@ -1966,50 +2203,61 @@ START_TEST(test_snapshot)
 	n = fread(text, 1, sizeof(text) - 1, f);
 	fclose(f);
 	text[n] = '\0';
-	ck_assert_ptr_nonnull(strstr(text, "\nsnapshot = /var/lib/stubborn/s\n"
+	ck_assert_ptr_nonnull(strstr(text,
+	    "\nsnapshot = /var/lib/stubborn/s\n"
 	    "snapshot-interval = 300\n"));
 	ck_assert_ptr_null(strstr(text, "# snapshot"));
 
 	/* The flag overrides the file. */
 	p = tmp_file("upstream = 192.0.2.1\nsnapshot = /a\n");
-	ck_assert_int_eq(load(&cfg, "--snapshot", "/b", "--config", p, NULL),
-	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--snapshot", "/b", "--config", p, NULL), CONFIG_RUN);
 	ck_assert_str_eq(cfg.snapshot, "/b");
-	ck_assert_int_eq(load_file(&cfg, "snapshot =\n", &p),
-	    CONFIG_EXIT_BAD);
+	ck_assert_int_eq(load_file(&cfg, "snapshot =\n", &p), CONFIG_EXIT_BAD);
 	ck_assert_ptr_nonnull(strstr(err, ":1: empty value for snapshot"));
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot=",
-	    NULL), CONFIG_EXIT_BAD);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--snapshot=", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--snapshot: empty value");
 	/* What the file could not carry is refused, so the print-back
 	 * loads again. */
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
-	    "/tmp/a#b", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--snapshot: bad value: '/tmp/a#b' (a path here "
+			     "/tmp/a#b", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--snapshot: bad value: '/tmp/a#b' (a path here "
 	    "cannot hold '#' or control characters)");
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
-	    "/tmp/a\nb", NULL), CONFIG_EXIT_BAD);
+			     "/tmp/a\nb", NULL),
+	    CONFIG_EXIT_BAD);
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
-	    " /tmp/a", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--snapshot: bad value: ' /tmp/a' (blanks at "
+			     " /tmp/a", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--snapshot: bad value: ' /tmp/a' (blanks at "
 	    "either end of a path)");
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--resolv-conf",
-	    "/etc/resolv.conf\t", NULL), CONFIG_EXIT_BAD);
+			     "/etc/resolv.conf\t", NULL),
+	    CONFIG_EXIT_BAD);
 	/* Blanks inside are fine; --config is never printed, so anything
 	 * goes there. */
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
-	    "/tmp/a b", NULL), CONFIG_RUN);
+			     "/tmp/a b", NULL),
+	    CONFIG_RUN);
 	ck_assert_str_eq(cfg.snapshot, "/tmp/a b");
-	ck_assert_int_eq(load(&cfg, "--config", "/nonexistent/a#b", NULL),
-	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "cannot open config file '/nonexistent/a#b': "
+	ck_assert_int_eq(
+	    load(&cfg, "--config", "/nonexistent/a#b", NULL), CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "cannot open config file '/nonexistent/a#b': "
 	    "No such file or directory");
 	memset(text, 'x', 1100);
 	text[0] = '/';
 	text[1100] = '\0';
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--snapshot",
-	    text, NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--snapshot: bad value: path longer than 1023 "
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--snapshot", text, NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--snapshot: bad value: path longer than 1023 "
 	    "bytes");
 }
 END_TEST
@@ -2020,26 +2268,33 @@ START_TEST(test_ratelimit_action)
 		const char *text;
 		int want;
 	} good[] = {
-		{"refuse", CONFIG_RL_REFUSE}, {"drop", CONFIG_RL_DROP},
-		{"truncate", CONFIG_RL_TRUNCATE},
-		{"TRUNCATE", CONFIG_RL_TRUNCATE}, {"Drop", CONFIG_RL_DROP},
+	    {"refuse", CONFIG_RL_REFUSE},
+	    {"drop", CONFIG_RL_DROP},
+	    {"truncate", CONFIG_RL_TRUNCATE},
+	    {"TRUNCATE", CONFIG_RL_TRUNCATE},
+	    {"Drop", CONFIG_RL_DROP},
 	};
 	const char *p;
 	char want[256];
 
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-		    "--ratelimit-action", good[i].text, NULL), CONFIG_RUN);
+				     "--ratelimit-action", good[i].text, NULL),
+		    CONFIG_RUN);
 		ck_assert_int_eq(cfg.ratelimit_action, good[i].want);
 	}
 	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--ratelimit-action", "servfail", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--ratelimit-action: bad value: 'servfail' "
-	    "(refuse, drop or truncate)");
-	ck_assert_int_eq(load_file(&cfg, "\n\nratelimit-action = 1\n", &p),
+			     "--ratelimit-action", "servfail", NULL),
 	    CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:3: bad value for ratelimit-action: "
-	    "'1' (refuse, drop or truncate)", p);
+	ck_assert_str_eq(err,
+	    "--ratelimit-action: bad value: 'servfail' "
+	    "(refuse, drop or truncate)");
+	ck_assert_int_eq(
+	    load_file(&cfg, "\n\nratelimit-action = 1\n", &p), CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:3: bad value for ratelimit-action: "
+	    "'1' (refuse, drop or truncate)",
+	    p);
 	ck_assert_str_eq(err, want);
 }
 END_TEST
@@ -2049,26 +2304,37 @@ START_TEST(test_failure_hold_min_le_max)
 	const char *p;
 	char want[256];
 
-	ck_assert_int_eq(load_file(&cfg, "failure-hold-max = 10\n"
-	    "failure-hold-min = 11\n", &p), CONFIG_EXIT_BAD);
-	snprintf(want, sizeof(want), "%s:2: failure-hold-min (11) is greater "
-	    "than failure-hold-max (10)", p);
-	ck_assert_str_eq(err, want);
-	ck_assert_int_eq(load_file(&cfg, "failure-hold-max = 1\n", NULL),
-	    CONFIG_RUN);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--failure-hold-min", "10", "--failure-hold-max", "10", NULL),
-	    CONFIG_RUN);
-	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1",
-	    "--failure-hold-min", "11", "--failure-hold-max", "10", NULL),
+	ck_assert_int_eq(load_file(&cfg,
+			     "failure-hold-max = 10\n"
+			     "failure-hold-min = 11\n",
+			     &p),
 	    CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--failure-hold-min: failure-hold-min (11) is "
+	snprintf(want, sizeof(want),
+	    "%s:2: failure-hold-min (11) is greater "
+	    "than failure-hold-max (10)",
+	    p);
+	ck_assert_str_eq(err, want);
+	ck_assert_int_eq(
+	    load_file(&cfg, "failure-hold-max = 1\n", NULL), CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--failure-hold-min", "10",
+		"--failure-hold-max", "10", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--failure-hold-min", "11",
+		"--failure-hold-max", "10", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_str_eq(err,
+	    "--failure-hold-min: failure-hold-min (11) is "
 	    "greater than failure-hold-max (10)");
 	/* The file's min against a flag's max. */
-	ck_assert_int_eq(load(&cfg, "--config", tmp_file("upstream = "
-	    "192.0.2.1\nfailure-hold-min = 200\n"), "--failure-hold-max",
-	    "100", NULL), CONFIG_EXIT_BAD);
-	ck_assert_ptr_nonnull(strstr(err, ":2: failure-hold-min (200) is "
+	ck_assert_int_eq(load(&cfg, "--config",
+			     tmp_file("upstream = "
+				      "192.0.2.1\nfailure-hold-min = 200\n"),
+			     "--failure-hold-max", "100", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err,
+	    ":2: failure-hold-min (200) is "
 	    "greater than failure-hold-max (100)"));
 }
 END_TEST

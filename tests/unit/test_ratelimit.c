@@ -11,15 +11,15 @@
 #include "stubborn/ratelimit.h"
 #include "unit.h"
 
-#define T0 1000000ULL      /* an arbitrary monotonic start, not 0 */
-#define TABLE 512          /* a power of two: the table holds exactly this */
+#define T0 1000000ULL /* an arbitrary monotonic start, not 0 */
+#define TABLE 512     /* a power of two: the table holds exactly this */
 
-static const uint8_t KEY[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-    14, 15, 16};
+static const uint8_t KEY[16] = {
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
 static struct ratelimit *new_rl(size_t n);
-static size_t prefix_of(const char *ip, unsigned v4_bits, unsigned v6_bits,
-    uint8_t *out);
+static size_t prefix_of(
+    const char *ip, unsigned v4_bits, unsigned v6_bits, uint8_t *out);
 static enum ratelimit_verdict check_ip(struct ratelimit *rl, const char *ip,
     unsigned v4_bits, uint32_t rate, uint32_t burst, uint64_t now);
 static unsigned passes(struct ratelimit *rl, const char *ip, uint32_t rate,
@@ -55,13 +55,13 @@ prefix_of(const char *ip, unsigned v4_bits, unsigned v6_bits, uint8_t *out)
 		s4->sin_port = htons(53);
 		ck_assert_int_eq(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
 	}
-	return ratelimit_prefix((const struct sockaddr *)&ss, v4_bits, v6_bits,
-	    out);
+	return ratelimit_prefix(
+	    (const struct sockaddr *)&ss, v4_bits, v6_bits, out);
 }
 
 static enum ratelimit_verdict
-check_ip(struct ratelimit *rl, const char *ip, unsigned v4_bits,
-    uint32_t rate, uint32_t burst, uint64_t now)
+check_ip(struct ratelimit *rl, const char *ip, unsigned v4_bits, uint32_t rate,
+    uint32_t burst, uint64_t now)
 {
 	uint8_t p[17];
 	size_t n = prefix_of(ip, v4_bits, 56, p);
@@ -86,8 +86,8 @@ passes(struct ratelimit *rl, const char *ip, uint32_t rate, uint32_t burst,
 static void
 client_n(unsigned i, char *buf, size_t len)
 {
-	snprintf(buf, len, "10.%u.%u.%u", (i >> 16) & 255, (i >> 8) & 255,
-	    i & 255);
+	snprintf(
+	    buf, len, "10.%u.%u.%u", (i >> 16) & 255, (i >> 8) & 255, i & 255);
 }
 
 START_TEST(test_new_client_starts_full)
@@ -96,10 +96,10 @@ START_TEST(test_new_client_starts_full)
 
 	/* burst 5: five at once, at the same millisecond, then limited. */
 	for (int i = 0; i < 5; i++)
-		ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 1, 5, T0),
-		    RATELIMIT_PASS);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 1, 5, T0),
-	    RATELIMIT_LIMITED_FIRST);
+		ck_assert_int_eq(
+		    check_ip(rl, "192.0.2.1", 32, 1, 5, T0), RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 1, 5, T0), RATELIMIT_LIMITED_FIRST);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -110,21 +110,21 @@ START_TEST(test_refills_at_rate)
 
 	/* 10 a second: one token every 100 ms. */
 	ck_assert_uint_eq(passes(rl, "192.0.2.1", 10, 10, T0, 20), 10);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 99),
-	    RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 100),
-	    RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 99), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 100), RATELIMIT_PASS);
 	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 100),
 	    RATELIMIT_LIMITED_FIRST);
 	/* Half a second: five more. */
 	ck_assert_uint_eq(passes(rl, "192.0.2.1", 10, 10, T0 + 600, 20), 5);
 	/* Fractions add up across checks: 3 x 40 ms = 1.2 tokens. */
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 640),
-	    RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 680),
-	    RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 720),
-	    RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 640), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 680), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 10, T0 + 720), RATELIMIT_PASS);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -146,14 +146,17 @@ START_TEST(test_limited_first_only_on_transition)
 	const char *c = "198.51.100.7";
 
 	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0), RATELIMIT_PASS);
-	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0), RATELIMIT_LIMITED_FIRST);
+	ck_assert_int_eq(
+	    check_ip(rl, c, 32, 1, 1, T0), RATELIMIT_LIMITED_FIRST);
 	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0 + 10), RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0 + 500), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, c, 32, 1, 1, T0 + 500), RATELIMIT_LIMITED);
 	/* Back under the limit, then over again: FIRST once more. */
 	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0 + 1000), RATELIMIT_PASS);
-	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0 + 1000),
-	    RATELIMIT_LIMITED_FIRST);
-	ck_assert_int_eq(check_ip(rl, c, 32, 1, 1, T0 + 1001), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, c, 32, 1, 1, T0 + 1000), RATELIMIT_LIMITED_FIRST);
+	ck_assert_int_eq(
+	    check_ip(rl, c, 32, 1, 1, T0 + 1001), RATELIMIT_LIMITED);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -176,12 +179,12 @@ START_TEST(test_time_going_backwards)
 
 	ck_assert_uint_eq(passes(rl, "192.0.2.1", 10, 2, T0 + 5000, 5), 2);
 	/* An earlier now refills nothing (and does not wrap around). */
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 2, T0),
-	    RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 2, T0 + 5050),
-	    RATELIMIT_LIMITED);
-	ck_assert_int_eq(check_ip(rl, "192.0.2.1", 32, 10, 2, T0 + 5100),
-	    RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 2, T0), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 2, T0 + 5050), RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "192.0.2.1", 32, 10, 2, T0 + 5100), RATELIMIT_PASS);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -200,10 +203,10 @@ START_TEST(test_prefix_v4_24_groups)
 	ck_assert(memcmp(a, c, 5) != 0);
 	/* One bucket for the /24: 1.2.3.99 finds it drained by 1.2.3.4. */
 	for (int i = 0; i < 4; i++)
-		ck_assert_int_eq(check_ip(rl, "1.2.3.4", 24, 1, 4, T0),
-		    RATELIMIT_PASS);
-	ck_assert_int_eq(check_ip(rl, "1.2.3.99", 24, 1, 4, T0),
-	    RATELIMIT_LIMITED_FIRST);
+		ck_assert_int_eq(
+		    check_ip(rl, "1.2.3.4", 24, 1, 4, T0), RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "1.2.3.99", 24, 1, 4, T0), RATELIMIT_LIMITED_FIRST);
 	ck_assert_int_eq(check_ip(rl, "1.2.4.4", 24, 1, 4, T0), RATELIMIT_PASS);
 	ratelimit_free(rl);
 }
@@ -220,11 +223,12 @@ START_TEST(test_prefix_v4_32_separates)
 	ck_assert_mem_eq(a, want, 5);
 	ck_assert(memcmp(a, b, 5) != 0);
 	for (int i = 0; i < 4; i++)
-		ck_assert_int_eq(check_ip(rl, "1.2.3.4", 32, 1, 4, T0),
-		    RATELIMIT_PASS);
-	ck_assert_int_eq(check_ip(rl, "1.2.3.4", 32, 1, 4, T0),
-	    RATELIMIT_LIMITED_FIRST);
-	ck_assert_int_eq(check_ip(rl, "1.2.3.99", 32, 1, 4, T0), RATELIMIT_PASS);
+		ck_assert_int_eq(
+		    check_ip(rl, "1.2.3.4", 32, 1, 4, T0), RATELIMIT_PASS);
+	ck_assert_int_eq(
+	    check_ip(rl, "1.2.3.4", 32, 1, 4, T0), RATELIMIT_LIMITED_FIRST);
+	ck_assert_int_eq(
+	    check_ip(rl, "1.2.3.99", 32, 1, 4, T0), RATELIMIT_PASS);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -255,8 +259,8 @@ START_TEST(test_prefix_v6_56)
 	struct ratelimit *rl = new_rl(TABLE);
 
 	ck_assert_uint_eq(prefix_of("2001:db8:0:1200::1", 32, 56, a), 17);
-	ck_assert_uint_eq(prefix_of("2001:db8:0:12ff:ffff:ffff:ffff:2", 32, 56, b),
-	    17);
+	ck_assert_uint_eq(
+	    prefix_of("2001:db8:0:12ff:ffff:ffff:ffff:2", 32, 56, b), 17);
 	ck_assert_uint_eq(prefix_of("2001:db8:0:1300::1", 32, 56, c), 17);
 	ck_assert_mem_eq(a, want, 17);
 	ck_assert_mem_eq(a, b, 17);
@@ -269,8 +273,8 @@ START_TEST(test_prefix_v6_56)
 	prefix_of("2001:db8:0:1200::1", 32, 56, a);
 	ck_assert_int_eq(ratelimit_check(rl, a, 17, 1, 2, T0), RATELIMIT_PASS);
 	ck_assert_int_eq(ratelimit_check(rl, b, 17, 1, 2, T0), RATELIMIT_PASS);
-	ck_assert_int_eq(ratelimit_check(rl, a, 17, 1, 2, T0),
-	    RATELIMIT_LIMITED_FIRST);
+	ck_assert_int_eq(
+	    ratelimit_check(rl, a, 17, 1, 2, T0), RATELIMIT_LIMITED_FIRST);
 	ck_assert_int_eq(ratelimit_check(rl, c, 17, 1, 2, T0), RATELIMIT_PASS);
 	ratelimit_free(rl);
 }
@@ -299,8 +303,8 @@ START_TEST(test_clients_independent)
 		ck_assert_uint_eq(passes(rl, ip, 1, 10, T0, 12), 10);
 	}
 	/* ... and the first one is still drained. */
-	ck_assert_int_eq(check_ip(rl, "203.0.113.1", 32, 1, 10, T0),
-	    RATELIMIT_LIMITED);
+	ck_assert_int_eq(
+	    check_ip(rl, "203.0.113.1", 32, 1, 10, T0), RATELIMIT_LIMITED);
 	ratelimit_free(rl);
 }
 END_TEST
@@ -324,8 +328,8 @@ START_TEST(test_table_full_forgets_least_recent)
 	for (unsigned i = 0; i < 16 * TABLE; i++) {
 		now = T0 + 1 + i / 8;
 		client_n(i, ip, sizeof(ip));
-		ck_assert_int_eq(check_ip(rl, ip, 32, 1, 1000, now),
-		    RATELIMIT_PASS);
+		ck_assert_int_eq(
+		    check_ip(rl, ip, 32, 1, 1000, now), RATELIMIT_PASS);
 		(void)check_ip(rl, "192.0.2.1", 32, 1, 1000, now);
 		ck_assert_uint_le(ratelimit_tracked(rl), TABLE);
 	}
@@ -405,14 +409,15 @@ thread_main(void *arg)
 
 	snprintf(own, sizeof(own), "172.16.0.%u", t->id + 1);
 	for (unsigned i = 0; i < 50000; i++) {
-		enum ratelimit_verdict v = check_ip(t->rl, "192.0.2.200", 32, 1,
-		    SHARED_BURST, T0);
+		enum ratelimit_verdict v =
+		    check_ip(t->rl, "192.0.2.200", 32, 1, SHARED_BURST, T0);
 		if (v == RATELIMIT_PASS)
 			t->shared_pass++;
 		else if (v == RATELIMIT_LIMITED_FIRST)
 			t->firsts++;
 		if (i % 8 == 0 &&
-		    check_ip(t->rl, own, 32, 1, OWN_BURST, T0) == RATELIMIT_PASS)
+		    check_ip(t->rl, own, 32, 1, OWN_BURST, T0) ==
+			RATELIMIT_PASS)
 			t->own_pass++;
 	}
 	return NULL;
@@ -429,7 +434,8 @@ START_TEST(test_threads)
 	for (unsigned i = 0; i < NTHREADS; i++) {
 		t[i].rl = rl;
 		t[i].id = i;
-		ck_assert_int_eq(pthread_create(&th[i], NULL, thread_main, &t[i]), 0);
+		ck_assert_int_eq(
+		    pthread_create(&th[i], NULL, thread_main, &t[i]), 0);
 	}
 	for (unsigned i = 0; i < NTHREADS; i++)
 		ck_assert_int_eq(pthread_join(th[i], NULL), 0);

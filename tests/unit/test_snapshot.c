@@ -38,14 +38,13 @@ static size_t build_a(uint8_t *, const char *, uint16_t, unsigned);
 static size_t build_nxdomain(uint8_t *, const char *);
 static size_t key_for(uint8_t *, const char *, uint16_t, unsigned);
 static struct cache *new_cache(uint64_t, uint32_t);
-static void store_a(struct cache *, const char *, unsigned, uint32_t,
-    uint64_t);
+static void store_a(struct cache *, const char *, unsigned, uint32_t, uint64_t);
 static uint64_t cache_entries(struct cache *);
 static size_t read_all(const char *, uint8_t *, size_t);
 static void write_all(const char *, const uint8_t *, size_t);
 static void body_header(struct body *, uint32_t, uint64_t, uint64_t);
-static void body_entry(struct body *, const uint8_t *, size_t,
-    const uint8_t *, size_t, uint32_t, uint64_t);
+static void body_entry(struct body *, const uint8_t *, size_t, const uint8_t *,
+    size_t, uint32_t, uint64_t);
 static void body_put64(struct body *, uint64_t);
 static void write_signed(const char *, const struct body *);
 static size_t small_snapshot(const char *, uint8_t *);
@@ -168,8 +167,8 @@ store_a(struct cache *c, const char *qname, unsigned flags, uint32_t ttl,
 	size_t len = build_a(resp, qname, WIRE_TYPE_A, 2);
 	size_t klen = key_for(key, qname, WIRE_TYPE_A, flags);
 
-	ck_assert_int_eq(cache_store(c, key, klen, resp, len, ttl, stored_ms),
-	    0);
+	ck_assert_int_eq(
+	    cache_store(c, key, klen, resp, len, ttl, stored_ms), 0);
 }
 
 static uint64_t
@@ -206,8 +205,7 @@ write_all(const char *p, const uint8_t *buf, size_t len)
 }
 
 static void
-body_header(struct body *b, uint32_t version, uint64_t wall_s,
-    uint64_t count)
+body_header(struct body *b, uint32_t version, uint64_t wall_s, uint64_t count)
 {
 	b->n = 0;
 	memcpy(b->b, "STUBSNAP", 8);
@@ -227,8 +225,8 @@ body_put64(struct body *b, uint64_t v)
 }
 
 static void
-body_entry(struct body *b, const uint8_t *key, size_t klen,
-    const uint8_t *resp, size_t len, uint32_t ttl, uint64_t age_ms)
+body_entry(struct body *b, const uint8_t *key, size_t klen, const uint8_t *resp,
+    size_t len, uint32_t ttl, uint64_t age_ms)
 {
 	ck_assert_uint_lt(b->n + 16 + klen + len, FILE_MAX - SUM_LEN);
 	wire_put16(b->b + b->n, (uint16_t)klen);
@@ -286,9 +284,11 @@ same_lookup(struct cache *a, uint64_t a_ms, struct cache *b, uint64_t b_ms,
 	struct cache_hit hit_a, hit_b;
 
 	ck_assert_int_eq(cache_lookup(a, key, klen, a_ms, 30, out_a,
-	    sizeof(out_a), &len_a, &hit_a), want);
+			     sizeof(out_a), &len_a, &hit_a),
+	    want);
 	ck_assert_int_eq(cache_lookup(b, key, klen, b_ms, 30, out_b,
-	    sizeof(out_b), &len_b, &hit_b), want);
+			     sizeof(out_b), &len_b, &hit_b),
+	    want);
 	ck_assert_uint_eq(len_a, len_b);
 	ck_assert_mem_eq(out_a, out_b, len_a);
 	ck_assert_uint_eq(hit_a.ttl, hit_b.ttl);
@@ -341,11 +341,11 @@ START_TEST(test_roundtrip)
 	klen[0] = key_for(key[0], "www.example", WIRE_TYPE_A, 0);
 	len = build_nxdomain(resp, "nx.example");
 	klen[1] = key_for(key[1], "nx.example", WIRE_TYPE_A, 0);
-	ck_assert_int_eq(cache_store(c, key[1], klen[1], resp, len, 60,
-	    T0 - 50000), 0);
+	ck_assert_int_eq(
+	    cache_store(c, key[1], klen[1], resp, len, 60, T0 - 50000), 0);
 	store_a(c, "cd.example", CACHE_KEY_CD | CACHE_KEY_DO, 3600, T0);
-	klen[2] = key_for(key[2], "cd.example", WIRE_TYPE_A,
-	    CACHE_KEY_CD | CACHE_KEY_DO);
+	klen[2] = key_for(
+	    key[2], "cd.example", WIRE_TYPE_A, CACHE_KEY_CD | CACHE_KEY_DO);
 	/* The key is lower-cased, the stored question keeps its case. */
 	store_a(c, "Mixed.EXAMPLE", 0, 120, T0 - 1);
 	klen[3] = key_for(key[3], "mixed.example", WIRE_TYPE_A, 0);
@@ -356,8 +356,8 @@ START_TEST(test_roundtrip)
 	ck_assert_int_eq(snapshot_save(c, path, T0, W0, &n), 0);
 	ck_assert_uint_eq(n, 4);
 	/* Rebooted 100 s later: a new monotonic clock, the wall clock on. */
-	ck_assert_int_eq(load(c2, path, T_BOOT, W0 + 100, 3600, &loaded,
-	    &skipped), 0);
+	ck_assert_int_eq(
+	    load(c2, path, T_BOOT, W0 + 100, 3600, &loaded, &skipped), 0);
 	ck_assert_str_eq(err, "");
 	ck_assert_uint_eq(loaded, 4);
 	ck_assert_uint_eq(skipped, 0);
@@ -368,20 +368,25 @@ START_TEST(test_roundtrip)
 	same_lookup(c, T0 + 100000, c2, T_BOOT, key[2], klen[2], CACHE_FRESH);
 	same_lookup(c, T0 + 100000, c2, T_BOOT, key[3], klen[3], CACHE_FRESH);
 	ck_assert_int_eq(cache_lookup(c2, key[0], klen[0], T_BOOT, 30, out,
-	    sizeof(out), &len, &hit), CACHE_FRESH);
+			     sizeof(out), &len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 300 - 110);
 	ck_assert_int_eq(cache_lookup(c2, key[1], klen[1], T_BOOT, 30, out,
-	    sizeof(out), &len, &hit), CACHE_STALE);
+			     sizeof(out), &len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.stale_s, 150 - 60);
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NXDOMAIN);
 	ck_assert_int_eq(cache_lookup(c2, key[2], klen[2], T_BOOT, 30, out,
-	    sizeof(out), &len, &hit), CACHE_FRESH);
+			     sizeof(out), &len, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 3600 - 100);
 	ck_assert_int_eq(cache_lookup(c2, key[4], klen[4], T_BOOT, 30, out,
-	    sizeof(out), &len, &hit), CACHE_MISS);
+			     sizeof(out), &len, &hit),
+	    CACHE_MISS);
 	/* They keep ageing on the new clock like any other entry. */
 	ck_assert_int_eq(cache_lookup(c2, key[0], klen[0], T_BOOT + 190000, 30,
-	    out, sizeof(out), &len, &hit), CACHE_STALE);
+			     out, sizeof(out), &len, &hit),
+	    CACHE_STALE);
 	cache_free(c);
 	cache_free(c2);
 }
@@ -401,20 +406,22 @@ START_TEST(test_hand_built_file_loads)
 	body_header(&b, 1, W0, 1);
 	body_entry(&b, key, klen, resp, len, 600, 30000);
 	write_signed(path, &b);
-	ck_assert_int_eq(load(c, path, T0, W0 + 70, 3600, &loaded, &skipped),
-	    0);
+	ck_assert_int_eq(
+	    load(c, path, T0, W0 + 70, 3600, &loaded, &skipped), 0);
 	ck_assert_uint_eq(loaded, 1);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &outlen, &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, out, sizeof(out), &outlen, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 500);
 	ck_assert_uint_eq(outlen, len);
 	/* A wall clock set back since the save counts as no time passed. */
 	cache_free(c);
 	c = new_cache(BIG, 3600);
-	ck_assert_int_eq(load(c, path, T0, W0 - 5000, 3600, &loaded, &skipped),
-	    0);
-	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
-	    &outlen, &hit), CACHE_FRESH);
+	ck_assert_int_eq(
+	    load(c, path, T0, W0 - 5000, 3600, &loaded, &skipped), 0);
+	ck_assert_int_eq(
+	    cache_lookup(c, key, klen, T0, 30, out, sizeof(out), &outlen, &hit),
+	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.ttl_left, 570);
 	cache_free(c);
 }
@@ -433,13 +440,14 @@ START_TEST(test_past_stale_max_age_skipped)
 	store_a(c, "drop.example", 0, 60, T0 - 1000);
 	store_a(c, "gone.example", 0, 60, T0 - 500000);
 	ck_assert_int_eq(snapshot_save(c, path, T0, W0, NULL), 0);
-	ck_assert_int_eq(load(c2, path, T_BOOT, W0 + 159, 100, &loaded,
-	    &skipped), 0);
+	ck_assert_int_eq(
+	    load(c2, path, T_BOOT, W0 + 159, 100, &loaded, &skipped), 0);
 	ck_assert_uint_eq(loaded, 1);
 	ck_assert_uint_eq(skipped, 2);
 	ck_assert_uint_eq(cache_entries(c2), 1);
 	ck_assert_int_eq(cache_lookup(c2, key, klen, T_BOOT, 30, out,
-	    sizeof(out), &len, &hit), CACHE_STALE);
+			     sizeof(out), &len, &hit),
+	    CACHE_STALE);
 	ck_assert_uint_eq(hit.stale_s, 99);
 	cache_free(c);
 	cache_free(c2);
@@ -454,12 +462,11 @@ START_TEST(test_age_beyond_clock_skipped)
 	store_a(c, "old.example", 0, 86400, T0 - 10000);
 	ck_assert_int_eq(snapshot_save(c, path, T0, W0, NULL), 0);
 	/* now_ms - age would underflow: skip rather than wrap. */
-	ck_assert_int_eq(load(c2, path, 9999, W0, 86400, &loaded, &skipped),
-	    0);
+	ck_assert_int_eq(load(c2, path, 9999, W0, 86400, &loaded, &skipped), 0);
 	ck_assert_uint_eq(loaded, 0);
 	ck_assert_uint_eq(skipped, 1);
-	ck_assert_int_eq(load(c2, path, 10000, W0, 86400, &loaded, &skipped),
-	    0);
+	ck_assert_int_eq(
+	    load(c2, path, 10000, W0, 86400, &loaded, &skipped), 0);
 	ck_assert_uint_eq(loaded, 1);
 	/* Two loads, two stores, one key. */
 	ck_assert_uint_eq(cache_entries(c2), 1);
@@ -473,18 +480,18 @@ START_TEST(test_missing_and_empty_file)
 	struct cache *c = new_cache(BIG, 3600);
 	size_t loaded = 9, skipped = 9;
 
-	ck_assert_int_eq(load(c, path, T0, W0, 3600, &loaded, &skipped),
-	    -ENOENT);
+	ck_assert_int_eq(
+	    load(c, path, T0, W0, 3600, &loaded, &skipped), -ENOENT);
 	ck_assert_str_ne(err, "");
 	ck_assert_uint_eq(loaded, 0);
 	ck_assert_uint_eq(skipped, 0);
 	write_all(path, (const uint8_t *)"", 0);
-	ck_assert_int_eq(load(c, path, T0, W0, 3600, &loaded, &skipped),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    load(c, path, T0, W0, 3600, &loaded, &skipped), -EBADMSG);
 	ck_assert_str_eq(err, "empty file");
 	/* A directory is no snapshot either; err may be NULL. */
-	ck_assert_int_eq(snapshot_load(c, dir, T0, W0, 3600, NULL, NULL, NULL,
-	    0), -EBADMSG);
+	ck_assert_int_eq(
+	    snapshot_load(c, dir, T0, W0, 3600, NULL, NULL, NULL, 0), -EBADMSG);
 	ck_assert_uint_eq(cache_entries(c), 0);
 	cache_free(c);
 }
@@ -504,8 +511,8 @@ START_TEST(test_every_prefix_rejected)
 	c = new_cache(BIG, 3600);
 	for (size_t n = 0; n < size; n++) {
 		write_all(prefix, file, n);
-		ck_assert_int_eq(load(c, prefix, T0, W0, 3600, &loaded, NULL),
-		    -EBADMSG);
+		ck_assert_int_eq(
+		    load(c, prefix, T0, W0, 3600, &loaded, NULL), -EBADMSG);
 		ck_assert_str_ne(err, "");
 		ck_assert_uint_eq(loaded, 0);
 		ck_assert_uint_eq(cache_entries(c), 0);
@@ -526,8 +533,8 @@ START_TEST(test_every_bit_flip_rejected)
 		write_all(path, file, size);
 		rc = load(c, path, T0, W0, 3600, NULL, NULL);
 		/* Bits of the version field say "another version". */
-		ck_assert_int_eq(rc, bit / 8 >= 8 && bit / 8 < 12 ? -EPROTO :
-		    -EBADMSG);
+		ck_assert_int_eq(
+		    rc, bit / 8 >= 8 && bit / 8 < 12 ? -EPROTO : -EBADMSG);
 		ck_assert_uint_eq(cache_entries(c), 0);
 		file[bit / 8] ^= (uint8_t)(1u << (bit % 8));
 	}
@@ -759,8 +766,8 @@ START_TEST(test_many_entries_and_lru_order)
 	ck_assert_int_eq(snapshot_save(c, path, T0, W0, &n), 0);
 	ck_assert_uint_eq(n, 5000);
 	/* Into a cache too small for all: it keeps what fits, no error. */
-	ck_assert_int_eq(load(small, path, T_BOOT, W0 + 1, 3600, &loaded,
-	    &skipped), 0);
+	ck_assert_int_eq(
+	    load(small, path, T_BOOT, W0 + 1, 3600, &loaded, &skipped), 0);
 	ck_assert_uint_eq(loaded, 5000);
 	ck_assert_uint_eq(skipped, 0);
 	cache_get_stats(small, &st);

@@ -11,16 +11,16 @@
 #include "stubborn/upstream.h"
 #include "unit.h"
 
-#define T0 1000000ULL      /* an arbitrary monotonic start, not 0 */
-#define NO_EXPLORE 999u    /* rnd % 1000 == 999: never below explore_permille */
-#define BUDGET_CAP 200     /* BUDGET_MAX_TOKENS in resolver/upstream.c */
+#define T0 1000000ULL   /* an arbitrary monotonic start, not 0 */
+#define NO_EXPLORE 999u /* rnd % 1000 == 999: never below explore_permille */
+#define BUDGET_CAP 200  /* BUDGET_MAX_TOKENS in resolver/upstream.c */
 
 static void quiet(void);
 static struct upstream_params params(void);
 static struct upstream_pool *new_pool(size_t, const struct upstream_params *);
 static void sample(struct upstream_pool *, unsigned, uint32_t, uint64_t);
-static void fail_q(struct upstream_pool *, unsigned, enum upstream_outcome,
-    uint64_t);
+static void fail_q(
+    struct upstream_pool *, unsigned, enum upstream_outcome, uint64_t);
 static void open_server(struct upstream_pool *, unsigned, uint64_t);
 static enum upstream_circuit circuit(struct upstream_pool *, unsigned);
 static int pick(struct upstream_pool *, uint32_t, uint64_t, uint32_t);
@@ -64,8 +64,7 @@ new_pool(size_t n, const struct upstream_params *p)
 
 /* One query to idx answered after rtt_ms. */
 static void
-sample(struct upstream_pool *pool, unsigned idx, uint32_t rtt_ms,
-    uint64_t now)
+sample(struct upstream_pool *pool, unsigned idx, uint32_t rtt_ms, uint64_t now)
 {
 	upstream_sent(pool, idx, now);
 	upstream_done(pool, idx, UPSTREAM_OK, rtt_ms, false, now + rtt_ms);
@@ -105,7 +104,8 @@ static int
 pick(struct upstream_pool *pool, uint32_t exclude, uint64_t now, uint32_t rnd)
 {
 	bool explore = true;
-	int r = upstream_pick(pool, exclude, now, rnd, UPSTREAM_PRIO_CLIENT, &explore);
+	int r = upstream_pick(
+	    pool, exclude, now, rnd, UPSTREAM_PRIO_CLIENT, &explore);
 
 	return r;
 }
@@ -179,21 +179,21 @@ START_TEST(test_rtt_following_samples)
 	sample(pool, 0, 200, T0 + 1000);
 	upstream_get_stats(pool, 0, &st);
 	ck_assert_uint_eq(st.srtt_us, 112500);
-	ck_assert_uint_eq(st.rto_ms, 362);  /* 112.5 + 250 */
+	ck_assert_uint_eq(st.rto_ms, 362); /* 112.5 + 250 */
 
 	/* Same: rttvar shrinks by 1/4, srtt stays. */
 	sample(pool, 1, 100, T0);
 	sample(pool, 1, 100, T0 + 1000);
 	upstream_get_stats(pool, 1, &st);
 	ck_assert_uint_eq(st.srtt_us, 100000);
-	ck_assert_uint_eq(st.rto_ms, 250);  /* 100 + 4 * 37.5 */
+	ck_assert_uint_eq(st.rto_ms, 250); /* 100 + 4 * 37.5 */
 
 	/* Faster: err 80; rttvar 37.5 + 20 = 57.5, srtt 87.5 + 2.5 = 90. */
 	sample(pool, 2, 100, T0);
 	sample(pool, 2, 20, T0 + 1000);
 	upstream_get_stats(pool, 2, &st);
 	ck_assert_uint_eq(st.srtt_us, 90000);
-	ck_assert_uint_eq(st.rto_ms, 320);  /* 90 + 230 */
+	ck_assert_uint_eq(st.rto_ms, 320); /* 90 + 230 */
 
 	/* A third sample uses the updated values (rttvar from the old srtt). */
 	sample(pool, 2, 90, T0 + 2000);
@@ -255,9 +255,9 @@ START_TEST(test_best_rto)
 	struct upstream_pool *pool = new_pool(3, &p);
 
 	ck_assert_uint_eq(upstream_best_rto(pool), p.rto_initial_ms);
-	sample(pool, 0, 50, T0);   /* RTO 150 */
-	sample(pool, 1, 20, T0);   /* RTO 60 */
-	sample(pool, 2, 100, T0);  /* RTO 300 */
+	sample(pool, 0, 50, T0);  /* RTO 150 */
+	sample(pool, 1, 20, T0);  /* RTO 60 */
+	sample(pool, 2, 100, T0); /* RTO 300 */
 	ck_assert_uint_eq(upstream_best_rto(pool), 60);
 	/* Only closed servers count. */
 	open_server(pool, 1, T0 + 10);
@@ -284,12 +284,15 @@ START_TEST(test_fastest_picks_lowest_srtt)
 	for (uint32_t r = 30; r < 5000; r += 7) {
 		if (r % 1000 < 30)
 			continue;
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r,
+				     UPSTREAM_PRIO_CLIENT, &explore),
 		    1);
 		ck_assert(!explore);
 	}
 	/* The boundary: exactly explore_permille does not explore. */
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 30, UPSTREAM_PRIO_CLIENT, &explore), 1);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 30,
+			     UPSTREAM_PRIO_CLIENT, &explore),
+	    1);
 	ck_assert(!explore);
 	upstream_pool_free(pool);
 }
@@ -307,16 +310,23 @@ START_TEST(test_fastest_explores)
 	sample(pool, 2, 40, T0);
 	/* rnd % 1000 < 30: another server, and *explore says so. */
 	for (uint32_t r = 0; r < 30; r++) {
-		got = upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore);
+		got = upstream_pick(
+		    pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore);
 		ck_assert(got == 0 || got == 2);
 		ck_assert(explore);
 	}
 	/* (rnd / 1000) chooses among the others: both get explored. */
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 5, UPSTREAM_PRIO_CLIENT, &explore), 0);
+	ck_assert_int_eq(
+	    upstream_pick(pool, 0, T0 + 100, 5, UPSTREAM_PRIO_CLIENT, &explore),
+	    0);
 	ck_assert(explore);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 1005, UPSTREAM_PRIO_CLIENT, &explore), 2);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 1005,
+			     UPSTREAM_PRIO_CLIENT, &explore),
+	    2);
 	ck_assert(explore);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 2005, UPSTREAM_PRIO_CLIENT, &explore), 0);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, 2005,
+			     UPSTREAM_PRIO_CLIENT, &explore),
+	    0);
 	ck_assert(explore);
 
 	/* With explore_permille 0 the best is always picked. */
@@ -326,7 +336,8 @@ START_TEST(test_fastest_explores)
 	sample(pool, 0, 80, T0);
 	sample(pool, 1, 10, T0);
 	for (uint32_t r = 0; r < 2000; r++) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r, UPSTREAM_PRIO_CLIENT, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 100, r,
+				     UPSTREAM_PRIO_CLIENT, &explore),
 		    1);
 		ck_assert(!explore);
 	}
@@ -343,11 +354,14 @@ START_TEST(test_fastest_explore_needs_another)
 	sample(pool, 0, 80, T0);
 	sample(pool, 1, 10, T0);
 	/* The only other server is excluded: no exploration possible. */
-	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore), 1);
+	ck_assert_int_eq(
+	    upstream_pick(pool, 1u << 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore),
+	    1);
 	ck_assert(!explore);
 	/* Or open. */
 	open_server(pool, 0, T0);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore), 1);
+	ck_assert_int_eq(
+	    upstream_pick(pool, 0, T0, 5, UPSTREAM_PRIO_CLIENT, &explore), 1);
 	ck_assert(!explore);
 	upstream_pool_free(pool);
 }
@@ -360,8 +374,8 @@ START_TEST(test_fastest_outstanding_spreads_load)
 
 	p.explore_permille = 0;
 	pool = new_pool(2, &p);
-	sample(pool, 0, 10, T0);  /* score 10 + 2 * 5 = 20 */
-	sample(pool, 1, 11, T0);  /* score 11 + 2 * 5.5 = 22 */
+	sample(pool, 0, 10, T0); /* score 10 + 2 * 5 = 20 */
+	sample(pool, 1, 11, T0); /* score 11 + 2 * 5.5 = 22 */
 	ck_assert_int_eq(pick(pool, 0, T0 + 100, NO_EXPLORE), 0);
 	/* Queries waiting on the faster one make the other the better bet. */
 	for (int i = 0; i < 16; i++)
@@ -383,9 +397,12 @@ START_TEST(test_exclude_mask)
 	sample(pool, 0, 10, T0);
 	sample(pool, 1, 20, T0);
 	sample(pool, 2, 40, T0);
-	ck_assert_int_eq(upstream_pick(pool, 0, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore), 0);
+	ck_assert_int_eq(upstream_pick(pool, 0, T0, NO_EXPLORE,
+			     UPSTREAM_PRIO_CLIENT, &explore),
+	    0);
 	ck_assert(!explore);
-	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 1u << 0, T0, NO_EXPLORE,
+			     UPSTREAM_PRIO_CLIENT, &explore),
 	    1);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, (1u << 0) | (1u << 1), T0, NO_EXPLORE), 2);
@@ -393,7 +410,8 @@ START_TEST(test_exclude_mask)
 	for (uint32_t r = 0; r < 30; r++)
 		ck_assert_int_eq(pick(pool, 1u << 1, T0, r + 1000 * r), 2);
 	/* Everything excluded: fail fast. */
-	ck_assert_int_eq(upstream_pick(pool, 0x7, T0, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 0x7, T0, NO_EXPLORE,
+			     UPSTREAM_PRIO_CLIENT, &explore),
 	    -1);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, 0xffffffffu, T0, 5), -1);
@@ -411,8 +429,8 @@ START_TEST(test_exclude_mask_high_bits)
 	pool = new_pool(UPSTREAM_MAX, &p);
 	ck_assert_uint_eq(upstream_count(pool), UPSTREAM_MAX);
 	ck_assert_int_eq(pick(pool, all_but_last, T0, 0), UPSTREAM_MAX - 1);
-	ck_assert_int_eq(pick(pool, all_but_last | (1u << (UPSTREAM_MAX - 1)),
-	    T0, 0), -1);
+	ck_assert_int_eq(
+	    pick(pool, all_but_last | (1u << (UPSTREAM_MAX - 1)), T0, 0), -1);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -470,7 +488,8 @@ START_TEST(test_policy_sequential)
 	sample(pool, 1, 5, T0);
 	sample(pool, 2, 5, T0);
 	for (uint32_t r = 0; r < 2000; r += 3) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 500, r, UPSTREAM_PRIO_CLIENT, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 500, r,
+				     UPSTREAM_PRIO_CLIENT, &explore),
 		    0);
 		ck_assert(!explore);
 	}
@@ -611,10 +630,10 @@ START_TEST(test_open_server_never_picked)
 
 		p.policy = pols[k];
 		pool = new_pool(3, &p);
-		sample(pool, 0, 5, T0);    /* the fastest ... */
+		sample(pool, 0, 5, T0); /* the fastest ... */
 		sample(pool, 1, 50, T0);
 		sample(pool, 2, 90, T0);
-		open_server(pool, 0, T0 + 100);  /* ... is down */
+		open_server(pool, 0, T0 + 100); /* ... is down */
 		for (uint32_t r = 0; r < 3000; r += 1)
 			ck_assert_int_ne(pick(pool, 0, T0 + 200, r), 0);
 		/* The rest excluded: -1, not the open server. */
@@ -638,7 +657,8 @@ START_TEST(test_all_open_fail_fast)
 	open_server(pool, 2, T0);
 	ck_assert(!upstream_any_usable(pool));
 	for (uint32_t r = 0; r < 2000; r += 13) {
-		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 1, r, UPSTREAM_PRIO_CLIENT, &explore),
+		ck_assert_int_eq(upstream_pick(pool, 0, T0 + 1, r,
+				     UPSTREAM_PRIO_CLIENT, &explore),
 		    -1);
 		ck_assert(!explore);
 	}
@@ -733,11 +753,12 @@ START_TEST(test_probe_success_half_open_then_closed)
 	ck_assert_int_eq(upstream_probe_due(pool, t1 + 625, 0), 0);
 	upstream_done(pool, 0, UPSTREAM_OK, 15, true, t1 + 640);
 	ck_assert_int_eq(circuit(pool, 0), UPSTREAM_HALF_OPEN);
-	ck_assert_str_eq(upstream_circuit_name(UPSTREAM_HALF_OPEN),
-	    "half-open");
+	ck_assert_str_eq(
+	    upstream_circuit_name(UPSTREAM_HALF_OPEN), "half-open");
 	/* Half-open is usable: picked when nothing closed is left. */
 	ck_assert(upstream_any_usable(pool));
-	ck_assert_int_eq(upstream_pick(pool, 0, t1 + 641, NO_EXPLORE, UPSTREAM_PRIO_CLIENT, &explore),
+	ck_assert_int_eq(upstream_pick(pool, 0, t1 + 641, NO_EXPLORE,
+			     UPSTREAM_PRIO_CLIENT, &explore),
 	    0);
 	ck_assert(!explore);
 	ck_assert_int_eq(pick(pool, 1u << 0, t1 + 641, NO_EXPLORE), -1);
@@ -813,7 +834,8 @@ START_TEST(test_probe_jitter_uses_rnd)
 		struct upstream_pool *pool = new_pool(1, &p);
 
 		open_server(pool, 0, T0);
-		ck_assert_int_eq(upstream_probe_due(pool, T0 + 625, rnds[k]), 0);
+		ck_assert_int_eq(
+		    upstream_probe_due(pool, T0 + 625, rnds[k]), 0);
 		upstream_done(pool, 0, UPSTREAM_TIMEOUT, 0, true, t2);
 		due[k] = 0;
 		for (uint64_t t = t2; t <= t2 + 1250 && due[k] == 0; t++)
@@ -934,7 +956,7 @@ START_TEST(test_budget_earn_exact_fractions)
 	for (int i = 0; i < 7; i++)
 		upstream_budget_earn(pool);
 	ck_assert_uint_eq(drain_budget(pool, T0), 3);
-	upstream_budget_earn(pool);  /* 0.5 + 0.5 */
+	upstream_budget_earn(pool); /* 0.5 + 0.5 */
 	ck_assert_uint_eq(drain_budget(pool, T0), 1);
 	upstream_pool_free(pool);
 
@@ -1024,7 +1046,7 @@ close_server(struct upstream_pool *pool, unsigned idx, uint64_t now)
 
 	open_server(pool, idx, now);
 	for (int i = 0; i < 20000 && circuit(pool, idx) != UPSTREAM_CLOSED;
-	    i++, t++) {
+	     i++, t++) {
 		if (upstream_probe_due(pool, t, 0) == (int)idx)
 			upstream_done(pool, idx, UPSTREAM_OK, 10, true, t);
 	}
@@ -1050,8 +1072,8 @@ START_TEST(test_rate_burst_then_budget)
 	int last = 0;
 
 	/* 40 qps: a bucket of max(40 / 4, 10) = 10 tokens, full at first. */
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last), 10);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	/* Picking does not spend: a refused pick stays refused, no debt. */
 	for (int i = 0; i < 20; i++)
@@ -1070,20 +1092,20 @@ START_TEST(test_rate_burst_size)
 	struct upstream_pool *pool = new_pool(1, &p);
 
 	/* A quarter second of queries when that is more than 10. */
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 100000,
-	    NULL), 1000);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 100000, NULL), 1000);
 	upstream_pool_free(pool);
 
 	/* And never fewer than 10, however low the rate. */
 	p = rate_params(1);
 	pool = new_pool(1, &p);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL), 10);
 	/* 1 qps: the next token after a second. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 999, UPSTREAM_PRIO_CLIENT),
 	    UPSTREAM_NONE_BUDGET);
-	ck_assert_uint_eq(burst_at(pool, T0 + 1000, UPSTREAM_PRIO_CLIENT, 1000,
-	    NULL), 1);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0 + 1000, UPSTREAM_PRIO_CLIENT, 1000, NULL), 1);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1094,22 +1116,22 @@ START_TEST(test_rate_refill)
 	struct upstream_pool *pool = new_pool(1, &p);
 	int last = 0;
 
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL), 10);
 	/* 40 qps: a token every 25 ms; +100 ms gives 4. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 24, UPSTREAM_PRIO_CLIENT),
 	    UPSTREAM_NONE_BUDGET);
-	ck_assert_uint_eq(burst_at(pool, T0 + 100, UPSTREAM_PRIO_CLIENT, 1000,
-	    &last), 4);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0 + 100, UPSTREAM_PRIO_CLIENT, 1000, &last), 4);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	/* Partial tokens carry over: 10 ms + 15 ms make one. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 110, UPSTREAM_PRIO_CLIENT),
 	    UPSTREAM_NONE_BUDGET);
-	ck_assert_uint_eq(burst_at(pool, T0 + 125, UPSTREAM_PRIO_CLIENT, 1000,
-	    NULL), 1);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0 + 125, UPSTREAM_PRIO_CLIENT, 1000, NULL), 1);
 	/* A long quiet spell refills to the bucket, not beyond. */
-	ck_assert_uint_eq(burst_at(pool, T0 + 60000, UPSTREAM_PRIO_CLIENT,
-	    1000, NULL), 10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0 + 60000, UPSTREAM_PRIO_CLIENT, 1000, NULL), 10);
 	/* A steady second at the limit: 40 sent, give or take the edges. */
 	{
 		unsigned n = picks_between(pool, T0 + 60001, T0 + 61001);
@@ -1143,10 +1165,10 @@ START_TEST(test_rate_background_shed_first)
 	/* A burst of background work stops at half the bucket. */
 	upstream_pool_free(pool);
 	pool = new_pool(1, &p);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000,
-	    NULL), 6);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    4);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000, NULL), 6);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL), 4);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1165,11 +1187,11 @@ START_TEST(test_rate_stale_between)
 	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), 0);
 	upstream_sent(pool, 0, T0);
 	/* 2 left: stale shed too, clients still served. */
-	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE),
-	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(
+	    pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), UPSTREAM_NONE_BUDGET);
 	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 0);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    2);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL), 2);
 	/* 0 left: nobody.  20 ms later (0.8 token) still nobody. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_CLIENT),
 	    UPSTREAM_NONE_BUDGET);
@@ -1178,8 +1200,8 @@ START_TEST(test_rate_stale_between)
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 75, UPSTREAM_PRIO_BACKGROUND),
 	    UPSTREAM_NONE_BUDGET);
 	/* +125 ms: 5 tokens; background again. */
-	ck_assert_int_eq(pick_prio(pool, 0, T0 + 125,
-	    UPSTREAM_PRIO_BACKGROUND), 0);
+	ck_assert_int_eq(
+	    pick_prio(pool, 0, T0 + 125, UPSTREAM_PRIO_BACKGROUND), 0);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1192,15 +1214,15 @@ START_TEST(test_rate_max_outstanding)
 
 	p.max_outstanding = 8;
 	pool = new_pool(1, &p);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000,
-	    &last), 8);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 1000, &last), 8);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	/* At the cap: background and stale wait... */
-	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE),
-	    UPSTREAM_NONE_BUDGET);
+	ck_assert_int_eq(
+	    pick_prio(pool, 0, T0, UPSTREAM_PRIO_STALE), UPSTREAM_NONE_BUDGET);
 	/* ...clients get a 25% margin over it (8 + 2), then they wait too. */
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
-	    2);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last), 2);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	/* The cap counts outstanding queries, not time. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 60000, UPSTREAM_PRIO_CLIENT),
@@ -1213,16 +1235,16 @@ START_TEST(test_rate_max_outstanding)
 	/* Failures free them too: 7 outstanding, background goes. */
 	upstream_done(pool, 0, UPSTREAM_TIMEOUT, 0, false, T0 + 20);
 	upstream_done(pool, 0, UPSTREAM_TIMEOUT, 0, false, T0 + 20);
-	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_BACKGROUND),
-	    0);
+	ck_assert_int_eq(
+	    pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_BACKGROUND), 0);
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 20, UPSTREAM_PRIO_STALE), 0);
 	upstream_pool_free(pool);
 
 	/* A cap of 1: a client margin of 1/4 rounds to none. */
 	p.max_outstanding = 1;
 	pool = new_pool(1, &p);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    1);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, NULL), 1);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1233,12 +1255,12 @@ START_TEST(test_rate_unlimited)
 	struct upstream_pool *pool = new_pool(1, &p);
 
 	/* qps 0 and max_outstanding 0: no budget at all, for any prio. */
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 5000, NULL),
-	    5000);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_STALE, 5000, NULL),
-	    5000);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 5000,
-	    NULL), 5000);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 5000, NULL), 5000);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_STALE, 5000, NULL), 5000);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_BACKGROUND, 5000, NULL), 5000);
 	upstream_pool_free(pool);
 
 	/* Nor a slow start after an outage. */
@@ -1247,8 +1269,9 @@ START_TEST(test_rate_unlimited)
 	{
 		uint64_t tc = close_server(pool, 0, T0);
 
-		ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_BACKGROUND,
-		    5000, NULL), 5000);
+		ck_assert_uint_eq(
+		    burst_at(pool, tc, UPSTREAM_PRIO_BACKGROUND, 5000, NULL),
+		    5000);
 	}
 	upstream_pool_free(pool);
 }
@@ -1265,13 +1288,13 @@ START_TEST(test_rate_per_server)
 	sample(pool, 1, 10, T0 - 1000);
 	/* Sequential: server 0 until its bucket is empty, then server 1. */
 	for (int i = 0; i < 10; i++) {
-		ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT),
-		    0);
+		ck_assert_int_eq(
+		    pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 0);
 		upstream_sent(pool, 0, T0);
 	}
 	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_CLIENT), 1);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last), 10);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	/* One token each 25 ms later: server 0 comes first again. */
 	ck_assert_int_eq(pick_prio(pool, 0, T0 + 25, UPSTREAM_PRIO_CLIENT), 0);
@@ -1297,8 +1320,8 @@ START_TEST(test_rate_none_usable_vs_budget)
 	/* Server 0 open, server 1 closed but over budget: shed. */
 	pool = new_pool(2, &p);
 	open_server(pool, 0, T0);
-	ck_assert_uint_eq(burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, T0, UPSTREAM_PRIO_CLIENT, 1000, &last), 10);
 	ck_assert_int_eq(last, UPSTREAM_NONE_BUDGET);
 	ck_assert(upstream_any_usable(pool));
 	/* Excluding the over-budget server leaves nothing usable. */
@@ -1312,8 +1335,8 @@ START_TEST(test_rate_none_usable_vs_budget)
 		upstream_sent(pool, 0, T0);
 	ck_assert_int_eq(pick_prio(pool, 0, T0, UPSTREAM_PRIO_BACKGROUND),
 	    UPSTREAM_NONE_BUDGET);
-	ck_assert_int_eq(pick_prio(pool, 1u << 0, T0,
-	    UPSTREAM_PRIO_BACKGROUND), UPSTREAM_NONE_USABLE);
+	ck_assert_int_eq(pick_prio(pool, 1u << 0, T0, UPSTREAM_PRIO_BACKGROUND),
+	    UPSTREAM_NONE_USABLE);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1341,8 +1364,8 @@ START_TEST(test_rate_slow_start_after_close)
 	 * ramp_ms/4 = 1 s; the bucket is scaled down alike (10 tokens at
 	 * first, never fewer).
 	 */
-	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    10);
+	ck_assert_uint_eq(
+	    burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL), 10);
 	s0 = 10 + picks_between(pool, tc + 1, tc + 1000);
 	s1 = picks_between(pool, tc + 1000, tc + 2000);
 	s2 = picks_between(pool, tc + 2000, tc + 3000);
@@ -1375,10 +1398,10 @@ START_TEST(test_rate_slow_start_background)
 	 */
 	n = burst_at(pool, tc, UPSTREAM_PRIO_BACKGROUND, 1000, NULL);
 	ck_assert_uint_eq(n, 6);
-	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_STALE, 1000, NULL),
-	    2);
-	ck_assert_uint_eq(burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL),
-	    2);
+	ck_assert_uint_eq(
+	    burst_at(pool, tc, UPSTREAM_PRIO_STALE, 1000, NULL), 2);
+	ck_assert_uint_eq(
+	    burst_at(pool, tc, UPSTREAM_PRIO_CLIENT, 1000, NULL), 2);
 	upstream_pool_free(pool);
 }
 END_TEST
@@ -1461,16 +1484,17 @@ START_TEST(test_policy_names)
 	    UPSTREAM_SEQUENTIAL, UPSTREAM_ROUND_ROBIN, UPSTREAM_RANDOM};
 
 	for (size_t i = 0; i < sizeof(pols) / sizeof(pols[0]); i++)
-		ck_assert_int_eq(upstream_policy_parse(
-		    upstream_policy_name(pols[i])), (int)pols[i]);
+		ck_assert_int_eq(
+		    upstream_policy_parse(upstream_policy_name(pols[i])),
+		    (int)pols[i]);
 	ck_assert_str_eq(upstream_policy_name(UPSTREAM_FASTEST), "fastest");
-	ck_assert_str_eq(upstream_policy_name(UPSTREAM_SEQUENTIAL),
-	    "sequential");
-	ck_assert_str_eq(upstream_policy_name(UPSTREAM_ROUND_ROBIN),
-	    "round-robin");
+	ck_assert_str_eq(
+	    upstream_policy_name(UPSTREAM_SEQUENTIAL), "sequential");
+	ck_assert_str_eq(
+	    upstream_policy_name(UPSTREAM_ROUND_ROBIN), "round-robin");
 	ck_assert_str_eq(upstream_policy_name(UPSTREAM_RANDOM), "random");
-	ck_assert_int_eq(upstream_policy_parse("Round-Robin"),
-	    UPSTREAM_ROUND_ROBIN);
+	ck_assert_int_eq(
+	    upstream_policy_parse("Round-Robin"), UPSTREAM_ROUND_ROBIN);
 	ck_assert_int_eq(upstream_policy_parse("bogus"), -EINVAL);
 	ck_assert_int_eq(upstream_policy_parse(""), -EINVAL);
 	ck_assert_int_eq(upstream_policy_parse("fastest "), -EINVAL);
@@ -1481,8 +1505,8 @@ START_TEST(test_policy_names)
 	ck_assert_int_eq(CONFIG_POLICY_RANDOM, UPSTREAM_RANDOM);
 	ck_assert_str_eq(upstream_circuit_name(UPSTREAM_CLOSED), "closed");
 	ck_assert_str_eq(upstream_circuit_name(UPSTREAM_OPEN), "open");
-	ck_assert_str_eq(upstream_circuit_name(UPSTREAM_HALF_OPEN),
-	    "half-open");
+	ck_assert_str_eq(
+	    upstream_circuit_name(UPSTREAM_HALF_OPEN), "half-open");
 }
 END_TEST
 
@@ -1493,11 +1517,11 @@ START_TEST(test_pool_new_edges)
 	struct upstream_pool *pool;
 
 	for (size_t i = 0; i <= UPSTREAM_MAX; i++)
-		ck_assert_int_eq(config_parse_addr("127.0.0.1:5301", 53,
-		    &addrs[i]), 0);
+		ck_assert_int_eq(
+		    config_parse_addr("127.0.0.1:5301", 53, &addrs[i]), 0);
 	ck_assert_ptr_null(upstream_pool_new("test.", addrs, 0, &p));
-	ck_assert_ptr_null(upstream_pool_new("test.", addrs, UPSTREAM_MAX + 1,
-	    &p));
+	ck_assert_ptr_null(
+	    upstream_pool_new("test.", addrs, UPSTREAM_MAX + 1, &p));
 	pool = upstream_pool_new("test.", addrs, UPSTREAM_MAX, &p);
 	ck_assert_ptr_nonnull(pool);
 	ck_assert_uint_eq(upstream_count(pool), UPSTREAM_MAX);

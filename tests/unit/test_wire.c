@@ -19,8 +19,8 @@ struct pkt {
 
 static size_t enc_name(const char *, uint8_t *);
 static size_t long_name(uint8_t *, size_t);
-static void pkt_init(struct pkt *, uint16_t, uint16_t, uint16_t, uint16_t,
-    uint16_t, uint16_t);
+static void pkt_init(
+    struct pkt *, uint16_t, uint16_t, uint16_t, uint16_t, uint16_t, uint16_t);
 static void pkt_raw(struct pkt *, const void *, size_t);
 static void pkt_u8(struct pkt *, uint8_t);
 static void pkt_u16(struct pkt *, uint16_t);
@@ -30,14 +30,13 @@ static size_t pkt_question(struct pkt *, const char *, uint16_t, uint16_t);
 static size_t pkt_opt(struct pkt *, uint16_t, uint8_t, uint8_t, uint16_t);
 static void pkt_option(struct pkt *, uint16_t, const void *, uint16_t);
 static void pkt_opt_done(struct pkt *, size_t);
-static void pkt_rr_fixed(struct pkt *, uint16_t, uint16_t, uint32_t,
-    uint16_t);
+static void pkt_rr_fixed(struct pkt *, uint16_t, uint16_t, uint32_t, uint16_t);
 static void pkt_a(struct pkt *, uint16_t, uint32_t, uint8_t);
 static void pkt_count(struct pkt *, int, uint16_t);
-static void make_query(struct pkt *, uint16_t, uint16_t, const char *,
-    uint16_t, bool, uint16_t, bool);
-static void make_response(struct pkt *, uint16_t, const char *, uint16_t,
-    unsigned);
+static void make_query(struct pkt *, uint16_t, uint16_t, const char *, uint16_t,
+    bool, uint16_t, bool);
+static void make_response(
+    struct pkt *, uint16_t, const char *, uint16_t, unsigned);
 static enum wire_verdict parse(const struct pkt *, struct wire_query *);
 static Suite *make_suite(void);
 
@@ -157,8 +156,8 @@ pkt_question(struct pkt *p, const char *name, uint16_t qtype, uint16_t qclass)
 
 /* Appends an OPT RR header with RDLENGTH 0; returns RDLENGTH's offset. */
 static size_t
-pkt_opt(struct pkt *p, uint16_t size, uint8_t ext, uint8_t version,
-    uint16_t flags)
+pkt_opt(
+    struct pkt *p, uint16_t size, uint8_t ext, uint8_t version, uint16_t flags)
 {
 	size_t rdlen_off;
 
@@ -190,8 +189,8 @@ pkt_opt_done(struct pkt *p, size_t rdlen_off)
 }
 
 static void
-pkt_rr_fixed(struct pkt *p, uint16_t type, uint16_t rclass, uint32_t ttl,
-    uint16_t rdlen)
+pkt_rr_fixed(
+    struct pkt *p, uint16_t type, uint16_t rclass, uint32_t ttl, uint16_t rdlen)
 {
 	pkt_u16(p, type);
 	pkt_u16(p, rclass);
@@ -203,7 +202,7 @@ pkt_rr_fixed(struct pkt *p, uint16_t type, uint16_t rclass, uint32_t ttl,
 static void
 pkt_a(struct pkt *p, uint16_t owner_off, uint32_t ttl, uint8_t last)
 {
-	const uint8_t addr[4] = { 192, 0, 2, last };
+	const uint8_t addr[4] = {192, 0, 2, last};
 
 	pkt_u16(p, (uint16_t)(0xc000 | owner_off));
 	pkt_rr_fixed(p, WIRE_TYPE_A, WIRE_CLASS_IN, ttl, 4);
@@ -232,11 +231,13 @@ make_query(struct pkt *p, uint16_t id, uint16_t flags, const char *name,
  * and n A records owned by a pointer to the question name.
  */
 static void
-make_response(struct pkt *p, uint16_t rcode, const char *name, uint16_t qtype,
-    unsigned n)
+make_response(
+    struct pkt *p, uint16_t rcode, const char *name, uint16_t qtype, unsigned n)
 {
-	pkt_init(p, 0x1111, (uint16_t)(WIRE_QR | WIRE_AA | WIRE_AD | WIRE_RD |
-	    WIRE_RA | WIRE_Z | rcode), 1, (uint16_t)n, 0, 0);
+	pkt_init(p, 0x1111,
+	    (uint16_t)(WIRE_QR | WIRE_AA | WIRE_AD | WIRE_RD | WIRE_RA |
+		WIRE_Z | rcode),
+	    1, (uint16_t)n, 0, 0);
 	pkt_question(p, name, qtype, WIRE_CLASS_IN);
 	for (unsigned i = 0; i < n; i++)
 		pkt_a(p, WIRE_HDR_LEN, 300, (uint8_t)i);
@@ -368,7 +369,7 @@ END_TEST
 
 START_TEST(t_pq_opcodes)
 {
-	static const unsigned ops[] = { 1, 2, 5, 15 };
+	static const unsigned ops[] = {1, 2, 5, 15};
 	struct pkt p;
 	struct wire_query q;
 
@@ -387,8 +388,8 @@ END_TEST
 
 START_TEST(t_pq_compressed_qname)
 {
-	static const uint8_t ptr_name[] = { 3, 'w', 'w', 'w', 0xc0, 0x0c };
-	static const uint8_t self[] = { 0xc0, 0x0c };
+	static const uint8_t ptr_name[] = {3, 'w', 'w', 'w', 0xc0, 0x0c};
+	static const uint8_t self[] = {0xc0, 0x0c};
 	struct pkt p;
 	struct wire_query q;
 
@@ -412,7 +413,7 @@ END_TEST
 
 START_TEST(t_pq_label_type_bits)
 {
-	static const uint8_t types[] = { 0x40, 0x80 };
+	static const uint8_t types[] = {0x40, 0x80};
 	struct pkt p;
 	struct wire_query q;
 
@@ -420,7 +421,7 @@ START_TEST(t_pq_label_type_bits)
 		pkt_init(&p, 1, 0, 1, 0, 0, 0);
 		pkt_u8(&p, 3);
 		pkt_raw(&p, "www", 3);
-		pkt_u8(&p, (uint8_t)(types[i] | 1));  /* 0x41 / 0x81 */
+		pkt_u8(&p, (uint8_t)(types[i] | 1)); /* 0x41 / 0x81 */
 		pkt_u8(&p, 'x');
 		pkt_u8(&p, 0);
 		pkt_u16(&p, WIRE_TYPE_A);
@@ -475,8 +476,8 @@ START_TEST(t_pq_truncated_question)
 	struct pkt p;
 	struct wire_query q;
 
-	make_query(&p, 1, WIRE_RD, "www.example.com", WIRE_TYPE_A, false, 0,
-	    false);
+	make_query(
+	    &p, 1, WIRE_RD, "www.example.com", WIRE_TYPE_A, false, 0, false);
 	ck_assert_int_eq(parse(&p, &q), WIRE_ACCEPT);
 	for (size_t n = WIRE_HDR_LEN; n < p.len; n++) {
 		ck_assert_int_eq(wire_parse_query(p.b, n, &q), WIRE_FORMERR);
@@ -491,8 +492,8 @@ START_TEST(t_pq_truncated_opt)
 	struct wire_query q;
 	size_t qend;
 
-	make_query(&p, 1, WIRE_RD, "example.com", WIRE_TYPE_A, true, 1232,
-	    false);
+	make_query(
+	    &p, 1, WIRE_RD, "example.com", WIRE_TYPE_A, true, 1232, false);
 	qend = 12 + 13 + 4;
 	for (size_t n = qend; n < p.len; n++) {
 		ck_assert_int_eq(wire_parse_query(p.b, n, &q), WIRE_FORMERR);
@@ -562,7 +563,7 @@ END_TEST
 
 START_TEST(t_pq_option_overrun)
 {
-	static const uint8_t junk[4] = { 1, 2, 3, 4 };
+	static const uint8_t junk[4] = {1, 2, 3, 4};
 	struct pkt p;
 	struct wire_query q;
 	size_t rd;
@@ -599,7 +600,7 @@ END_TEST
 
 START_TEST(t_pq_cookie_bad_lengths)
 {
-	static const uint16_t lens[] = { 0, 1, 7, 9, 15, 41 };
+	static const uint16_t lens[] = {0, 1, 7, 9, 15, 41};
 	uint8_t cookie[48];
 	struct pkt p;
 	struct wire_query q;
@@ -607,8 +608,8 @@ START_TEST(t_pq_cookie_bad_lengths)
 
 	memset(cookie, 0xab, sizeof(cookie));
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
-		make_query(&p, 1, 0, "example.com", WIRE_TYPE_A, false, 0,
-		    false);
+		make_query(
+		    &p, 1, 0, "example.com", WIRE_TYPE_A, false, 0, false);
 		pkt_count(&p, 3, 1);
 		rd = pkt_opt(&p, 1232, 0, 0, 0);
 		pkt_option(&p, WIRE_OPT_COOKIE, cookie, lens[i]);
@@ -621,7 +622,7 @@ END_TEST
 
 START_TEST(t_pq_cookie_good_lengths)
 {
-	static const uint16_t lens[] = { 8, 16, 24, 40 };
+	static const uint16_t lens[] = {8, 16, 24, 40};
 	uint8_t cookie[40];
 	struct pkt p;
 	struct wire_query q;
@@ -630,8 +631,8 @@ START_TEST(t_pq_cookie_good_lengths)
 	for (size_t i = 0; i < sizeof(cookie); i++)
 		cookie[i] = (uint8_t)(0x10 + i);
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
-		make_query(&p, 1, 0, "example.com", WIRE_TYPE_A, false, 0,
-		    false);
+		make_query(
+		    &p, 1, 0, "example.com", WIRE_TYPE_A, false, 0, false);
 		pkt_count(&p, 3, 1);
 		rd = pkt_opt(&p, 4096, 0, 0, WIRE_EDNS_DO);
 		pkt_option(&p, WIRE_OPT_COOKIE, cookie, lens[i]);
@@ -712,7 +713,7 @@ END_TEST
 
 START_TEST(t_pq_unknown_option_ignored)
 {
-	static const uint8_t data[5] = { 9, 8, 7, 6, 5 };
+	static const uint8_t data[5] = {9, 8, 7, 6, 5};
 	struct pkt p;
 	struct wire_query q;
 	size_t rd;
@@ -735,7 +736,7 @@ END_TEST
 
 START_TEST(t_pq_keepalive_and_cookie)
 {
-	uint8_t cookie[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+	uint8_t cookie[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 	struct pkt p;
 	struct wire_query q;
 	size_t rd;
@@ -810,24 +811,24 @@ START_TEST(t_skip_name_truncated)
 	make_response(&p, 0, "example.com", WIRE_TYPE_A, 0);
 	/* Offset at or past the end. */
 	ck_assert_int_eq(wire_skip_name(p.b, p.len, p.len, &next), -EBADMSG);
-	ck_assert_int_eq(wire_skip_name(p.b, p.len, p.len + 10, &next),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_skip_name(p.b, p.len, p.len + 10, &next), -EBADMSG);
 	/* Every prefix of the name is cut short. */
 	for (size_t n = 12; n < 25; n++)
 		ck_assert_int_eq(wire_skip_name(p.b, n, 12, &next), -EBADMSG);
 	/* Half a pointer. */
 	pkt_u8(&p, 0xc0);
-	ck_assert_int_eq(wire_skip_name(p.b, p.len, p.len - 1, &next),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_skip_name(p.b, p.len, p.len - 1, &next), -EBADMSG);
 	/* Label types 01 and 10. */
 	p.b[p.len - 1] = 0x41;
 	pkt_u8(&p, 'x');
 	pkt_u8(&p, 0);
-	ck_assert_int_eq(wire_skip_name(p.b, p.len, p.len - 3, &next),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_skip_name(p.b, p.len, p.len - 3, &next), -EBADMSG);
 	p.b[p.len - 3] = 0x81;
-	ck_assert_int_eq(wire_skip_name(p.b, p.len, p.len - 3, &next),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_skip_name(p.b, p.len, p.len - 3, &next), -EBADMSG);
 }
 END_TEST
 
@@ -909,17 +910,17 @@ END_TEST
 START_TEST(t_name_pointer_overlap)
 {
 	static const uint8_t m[] = {
-		0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-		3, 'a', 'b', 'c', 0, 0xee, 0xee, 0xee,  /* 12: abc. */
-		5, 'x', 0xc0, 20, 'y', 'z',             /* 20: label over 22 */
-		0,                                      /* 26 */
+	    0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0xee,
+	    0xee, 0xee,                 /* 12: abc. */
+	    5, 'x', 0xc0, 20, 'y', 'z', /* 20: label over 22 */
+	    0,                          /* 26 */
 	};
 	uint8_t out[WIRE_NAME_MAX];
 	size_t next = 0;
 
 	ck_assert_int_eq(wire_read_name(m, sizeof(m), 12, out, false), 5);
-	ck_assert_int_eq(wire_read_name(m, sizeof(m), 22, out, false),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_read_name(m, sizeof(m), 22, out, false), -EBADMSG);
 	ck_assert_int_eq(wire_skip_name(m, sizeof(m), 22, &next), -EBADMSG);
 }
 END_TEST
@@ -932,10 +933,41 @@ END_TEST
 START_TEST(t_strip_keeps_names_valid)
 {
 	static const uint8_t m[] = {
-		0x20, 0x00, 0x81, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01,
-		0x00, 0x00, 0xc0, 0x00, 0x1c, 0x02, 0x20, 0x04, 0x00, 0x35,
-		0x00, 0x00, 0x29, 0x04, 0xc9, 0x0a, 0x00, 0x00, 0x00, 0x80,
-		0x00, 0x00, 0x00, 0x00, 0x11,
+	    0x20,
+	    0x00,
+	    0x81,
+	    0x80,
+	    0x00,
+	    0x01,
+	    0x00,
+	    0x00,
+	    0x00,
+	    0x01,
+	    0x00,
+	    0x00,
+	    0xc0,
+	    0x00,
+	    0x1c,
+	    0x02,
+	    0x20,
+	    0x04,
+	    0x00,
+	    0x35,
+	    0x00,
+	    0x00,
+	    0x29,
+	    0x04,
+	    0xc9,
+	    0x0a,
+	    0x00,
+	    0x00,
+	    0x00,
+	    0x80,
+	    0x00,
+	    0x00,
+	    0x00,
+	    0x00,
+	    0x11,
 	};
 	uint8_t b[sizeof(m)], out[WIRE_NAME_MAX], ext;
 	struct wire_iter it;
@@ -951,8 +983,8 @@ START_TEST(t_strip_keeps_names_valid)
 	ck_assert_int_ge(wire_read_name(b, (size_t)n, 12, out, false), 1);
 	ck_assert_int_eq(wire_iter_init(&it, b, (size_t)n), 0);
 	while ((r = wire_iter_next(&it, &rr)) == 1)
-		ck_assert_int_ge(wire_read_name(b, (size_t)n, rr.off, out,
-		    false), 1);
+		ck_assert_int_ge(
+		    wire_read_name(b, (size_t)n, rr.off, out, false), 1);
 	ck_assert_int_eq(r, 0);
 }
 END_TEST
@@ -1042,8 +1074,8 @@ START_TEST(t_read_name_bad_labels)
 	ck_assert_int_eq(wire_read_name(p.b, p.len, 12, out, false), -EBADMSG);
 	/* No root label before the end. */
 	p.b[12] = 1;
-	ck_assert_int_eq(wire_read_name(p.b, p.len - 1, 12, out, false),
-	    -EBADMSG);
+	ck_assert_int_eq(
+	    wire_read_name(p.b, p.len - 1, 12, out, false), -EBADMSG);
 	ck_assert_int_eq(wire_read_name(p.b, p.len, 12, out, false), 3);
 }
 END_TEST
@@ -1079,9 +1111,9 @@ END_TEST
 
 START_TEST(t_iter_sections)
 {
-	static const uint8_t cname[6] = { 3, 'w', 'w', 'w', 0xc0, 0x0c };
-	static const uint8_t ns[5] = { 2, 'n', 's', 0xc0, 0x0c };
-	static const uint8_t addr[4] = { 192, 0, 2, 1 };
+	static const uint8_t cname[6] = {3, 'w', 'w', 'w', 0xc0, 0x0c};
+	static const uint8_t ns[5] = {2, 'n', 's', 0xc0, 0x0c};
+	static const uint8_t addr[4] = {192, 0, 2, 1};
 	struct pkt p;
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -1091,18 +1123,18 @@ START_TEST(t_iter_sections)
 	pkt_init(&p, 1, WIRE_QR | WIRE_RD | WIRE_RA, 1, 2, 1, 1);
 	pkt_question(&p, "example.com", WIRE_TYPE_A, WIRE_CLASS_IN);
 	ck_assert_uint_eq(p.len, 29);
-	pkt_u16(&p, 0xc00c);                                 /* 29 */
+	pkt_u16(&p, 0xc00c); /* 29 */
 	pkt_rr_fixed(&p, WIRE_TYPE_CNAME, WIRE_CLASS_IN, 300, 6);
-	pkt_raw(&p, cname, 6);                               /* 41..47 */
-	pkt_u16(&p, 0xc000 | 41);                            /* 47 */
+	pkt_raw(&p, cname, 6);    /* 41..47 */
+	pkt_u16(&p, 0xc000 | 41); /* 47 */
 	pkt_rr_fixed(&p, WIRE_TYPE_A, WIRE_CLASS_IN, 60, 4);
-	pkt_raw(&p, addr, 4);                                /* 59..63 */
-	pkt_u16(&p, 0xc00c);                                 /* 63 */
+	pkt_raw(&p, addr, 4); /* 59..63 */
+	pkt_u16(&p, 0xc00c);  /* 63 */
 	pkt_rr_fixed(&p, WIRE_TYPE_NS, WIRE_CLASS_IN, 0x7fffffff, 5);
-	pkt_raw(&p, ns, 5);                                  /* 75..80 */
-	pkt_u16(&p, 0xc000 | 75);                            /* 80 */
+	pkt_raw(&p, ns, 5);       /* 75..80 */
+	pkt_u16(&p, 0xc000 | 75); /* 80 */
 	pkt_rr_fixed(&p, WIRE_TYPE_A, WIRE_CLASS_IN, 7200, 4);
-	pkt_raw(&p, addr, 4);                                /* 92..96 */
+	pkt_raw(&p, addr, 4); /* 92..96 */
 	ck_assert_uint_eq(p.len, 96);
 
 	ck_assert_int_eq(wire_iter_init(&it, p.b, p.len), 0);
@@ -1131,8 +1163,8 @@ START_TEST(t_iter_sections)
 	ck_assert_uint_eq(rr.end, 63);
 	/* Its owner expands through two pointers. */
 	wl = enc_name("www.example.com", want);
-	ck_assert_int_eq(wire_read_name(p.b, p.len, rr.off, out, false),
-	    (int)wl);
+	ck_assert_int_eq(
+	    wire_read_name(p.b, p.len, rr.off, out, false), (int)wl);
 	ck_assert_mem_eq(out, want, wl);
 
 	ck_assert_int_eq(wire_iter_next(&it, &rr), 1);
@@ -1248,8 +1280,8 @@ END_TEST
 
 START_TEST(t_build_query_roundtrip_edns)
 {
-	static const uint8_t opt_do[11] = { 0, 0, 41, 0x04, 0xd0, 0, 0, 0x80,
-		0, 0, 0 };
+	static const uint8_t opt_do[11] = {
+	    0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0};
 	uint8_t out[512], name[64];
 	size_t nl = enc_name("example.com", name);
 	struct wire_query q;
@@ -1283,16 +1315,20 @@ START_TEST(t_build_query_nospace)
 	uint8_t out[64], name[64];
 	size_t nl = enc_name("example.com", name);
 
-	ck_assert_int_eq(wire_build_query(out, 11, 1, 0, name, nl, 1, 1, 0,
-	    false), -ENOSPC);
-	ck_assert_int_eq(wire_build_query(out, 12 + nl + 3, 1, 0, name, nl, 1,
-	    1, 0, false), -ENOSPC);
-	ck_assert_int_eq(wire_build_query(out, 12 + nl + 4, 1, 0, name, nl, 1,
-	    1, 0, false), (int)(12 + nl + 4));
-	ck_assert_int_eq(wire_build_query(out, 12 + nl + 4 + 10, 1, 0, name,
-	    nl, 1, 1, 1232, false), -ENOSPC);
-	ck_assert_int_eq(wire_build_query(out, 12 + nl + 4 + 11, 1, 0, name,
-	    nl, 1, 1, 1232, false), (int)(12 + nl + 4 + 11));
+	ck_assert_int_eq(
+	    wire_build_query(out, 11, 1, 0, name, nl, 1, 1, 0, false), -ENOSPC);
+	ck_assert_int_eq(
+	    wire_build_query(out, 12 + nl + 3, 1, 0, name, nl, 1, 1, 0, false),
+	    -ENOSPC);
+	ck_assert_int_eq(
+	    wire_build_query(out, 12 + nl + 4, 1, 0, name, nl, 1, 1, 0, false),
+	    (int)(12 + nl + 4));
+	ck_assert_int_eq(wire_build_query(out, 12 + nl + 4 + 10, 1, 0, name, nl,
+			     1, 1, 1232, false),
+	    -ENOSPC);
+	ck_assert_int_eq(wire_build_query(out, 12 + nl + 4 + 11, 1, 0, name, nl,
+			     1, 1, 1232, false),
+	    (int)(12 + nl + 4 + 11));
 }
 END_TEST
 
@@ -1302,22 +1338,40 @@ START_TEST(t_append_opt_ede_bytes)
 {
 	static const char text[] = "no upstream";
 	static const uint8_t want[] = {
-		0x00,                   /* root owner */
-		0x00, 0x29,             /* OPT */
-		0x04, 0xd0,             /* 1232 */
-		0x01, 0x00,             /* ext rcode 1, version 0 */
-		0x80, 0x00,             /* DO */
-		0x00, 0x11,             /* RDLENGTH 4 + 2 + 11 = 17 */
-		0x00, 0x0f,             /* EDE */
-		0x00, 0x0d,             /* 2 + 11 */
-		0x00, 0x16,             /* 22 */
-		'n', 'o', ' ', 'u', 'p', 's', 't', 'r', 'e', 'a', 'm',
+	    0x00, /* root owner */
+	    0x00,
+	    0x29, /* OPT */
+	    0x04,
+	    0xd0, /* 1232 */
+	    0x01,
+	    0x00, /* ext rcode 1, version 0 */
+	    0x80,
+	    0x00, /* DO */
+	    0x00,
+	    0x11, /* RDLENGTH 4 + 2 + 11 = 17 */
+	    0x00,
+	    0x0f, /* EDE */
+	    0x00,
+	    0x0d, /* 2 + 11 */
+	    0x00,
+	    0x16, /* 22 */
+	    'n',
+	    'o',
+	    ' ',
+	    'u',
+	    'p',
+	    's',
+	    't',
+	    'r',
+	    'e',
+	    'a',
+	    'm',
 	};
 	struct pkt p;
 	int n;
 
 	make_response(&p, WIRE_RCODE_SERVFAIL, "example.com", WIRE_TYPE_A, 0);
-	pkt_count(&p, 3, 2);  /* pretend two records were already there */
+	pkt_count(&p, 3, 2); /* pretend two records were already there */
 	memset(p.b + p.len, 0xee, 64);
 	n = wire_append_opt(p.b, p.len, sizeof(p.b), 1232, 1, true,
 	    WIRE_EDE_NO_REACHABLE_AUTHORITY, text);
@@ -1334,20 +1388,20 @@ END_TEST
 
 START_TEST(t_append_opt_variants)
 {
-	static const uint8_t plain[] = { 0, 0, 0x29, 0x02, 0x00, 0, 0, 0, 0,
-		0, 0 };
-	static const uint8_t ede_notext[] = { 0, 0, 0x29, 0x10, 0x00, 0, 0,
-		0, 0, 0, 6, 0, 15, 0, 2, 0, 3 };
-	static const uint8_t ede_empty[] = { 0, 0, 0x29, 0x10, 0x00, 0, 0,
-		0, 0, 0, 6, 0, 15, 0, 2, 0, 0 };
+	static const uint8_t plain[] = {
+	    0, 0, 0x29, 0x02, 0x00, 0, 0, 0, 0, 0, 0};
+	static const uint8_t ede_notext[] = {
+	    0, 0, 0x29, 0x10, 0x00, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 3};
+	static const uint8_t ede_empty[] = {
+	    0, 0, 0x29, 0x10, 0x00, 0, 0, 0, 0, 0, 6, 0, 15, 0, 2, 0, 0};
 	struct pkt p;
 	struct wire_query q;
 	int n;
 
 	/* No EDE: an 11-byte OPT, ARCOUNT 0 -> 1; a parseable query results. */
 	make_query(&p, 3, 0, "example.com", WIRE_TYPE_A, false, 0, false);
-	n = wire_append_opt(p.b, p.len, sizeof(p.b), 512, 0, false, -1,
-	    "ignored");
+	n = wire_append_opt(
+	    p.b, p.len, sizeof(p.b), 512, 0, false, -1, "ignored");
 	ck_assert_int_eq(n, 29 + 11);
 	ck_assert_mem_eq(p.b + 29, plain, sizeof(plain));
 	ck_assert_uint_eq(WIRE_ARCOUNT(p.b), 1);
@@ -1357,13 +1411,13 @@ START_TEST(t_append_opt_variants)
 
 	/* EDE 3 with NULL text, and EDE 0 with "" text. */
 	make_query(&p, 3, 0, "example.com", WIRE_TYPE_A, false, 0, false);
-	n = wire_append_opt(p.b, p.len, sizeof(p.b), 4096, 0, false,
-	    WIRE_EDE_STALE, NULL);
+	n = wire_append_opt(
+	    p.b, p.len, sizeof(p.b), 4096, 0, false, WIRE_EDE_STALE, NULL);
 	ck_assert_int_eq(n, 29 + (int)sizeof(ede_notext));
 	ck_assert_mem_eq(p.b + 29, ede_notext, sizeof(ede_notext));
 	make_query(&p, 3, 0, "example.com", WIRE_TYPE_A, false, 0, false);
-	n = wire_append_opt(p.b, p.len, sizeof(p.b), 4096, 0, false,
-	    WIRE_EDE_OTHER, "");
+	n = wire_append_opt(
+	    p.b, p.len, sizeof(p.b), 4096, 0, false, WIRE_EDE_OTHER, "");
 	ck_assert_int_eq(n, 29 + (int)sizeof(ede_empty));
 	ck_assert_mem_eq(p.b + 29, ede_empty, sizeof(ede_empty));
 }
@@ -1376,18 +1430,21 @@ START_TEST(t_append_opt_nospace)
 
 	make_query(&p, 3, 0, "example.com", WIRE_TYPE_A, false, 0, false);
 	memcpy(before, p.b, 29);
-	ck_assert_int_eq(wire_append_opt(p.b, 29, 39, 1232, 0, false, -1, NULL),
-	    -ENOSPC);
+	ck_assert_int_eq(
+	    wire_append_opt(p.b, 29, 39, 1232, 0, false, -1, NULL), -ENOSPC);
 	ck_assert_uint_eq(WIRE_ARCOUNT(p.b), 0);
 	ck_assert_int_eq(wire_append_opt(p.b, 29, 29 + 11 + 6 + 4, 1232, 0,
-	    false, 18, "abcde"), -ENOSPC);
+			     false, 18, "abcde"),
+	    -ENOSPC);
 	ck_assert_mem_eq(p.b, before, 29);
 	ck_assert_int_eq(wire_append_opt(p.b, 29, 29 + 11 + 6 + 5, 1232, 0,
-	    false, 18, "abcde"), 29 + 11 + 6 + 5);
+			     false, 18, "abcde"),
+	    29 + 11 + 6 + 5);
 	ck_assert_uint_eq(WIRE_ARCOUNT(p.b), 1);
 	/* Less than a header is not a message. */
-	ck_assert_int_eq(wire_append_opt(p.b, 5, sizeof(p.b), 1232, 0, false,
-	    -1, NULL), -ENOSPC);
+	ck_assert_int_eq(
+	    wire_append_opt(p.b, 5, sizeof(p.b), 1232, 0, false, -1, NULL),
+	    -ENOSPC);
 }
 END_TEST
 
@@ -1414,7 +1471,7 @@ START_TEST(t_strip_opt_last)
 	pkt_count(&p, 3, 1);
 	{
 		size_t rd = pkt_opt(&p, 1232, 0, 0, 0);
-		uint8_t c[8] = { 0 };
+		uint8_t c[8] = {0};
 
 		pkt_option(&p, WIRE_OPT_COOKIE, c, 8);
 		pkt_opt_done(&p, rd);
@@ -1554,9 +1611,9 @@ START_TEST(t_set_ttls_name_through_ttl)
 	int r;
 
 	pkt_init(&p, 1, WIRE_QR, 1, 2, 0, 0);
-	pkt_question(&p, "a", WIRE_TYPE_A, WIRE_CLASS_IN);   /* 12..19 */
-	pkt_a(&p, 12, 3600, 1);                              /* TTL 25..28 */
-	pkt_u16(&p, 0xc000 | 24);                            /* 35 */
+	pkt_question(&p, "a", WIRE_TYPE_A, WIRE_CLASS_IN); /* 12..19 */
+	pkt_a(&p, 12, 3600, 1);                            /* TTL 25..28 */
+	pkt_u16(&p, 0xc000 | 24);                          /* 35 */
 	pkt_rr_fixed(&p, WIRE_TYPE_A, WIRE_CLASS_IN, 60, 4);
 	pkt_u32(&p, 0xc0000202);
 	/* Before: 24 is "\001" label 0x00, then the root at 26. */
@@ -1568,8 +1625,8 @@ START_TEST(t_set_ttls_name_through_ttl)
 	}
 	ck_assert_int_eq(wire_iter_init(&it, p.b, p.len), 0);
 	while ((r = wire_iter_next(&it, &rr)) == 1)
-		ck_assert_int_ge(wire_read_name(p.b, p.len, rr.off, out,
-		    false), 1);
+		ck_assert_int_ge(
+		    wire_read_name(p.b, p.len, rr.off, out, false), 1);
 	ck_assert_int_eq(r, 0);
 }
 END_TEST
@@ -1578,8 +1635,8 @@ END_TEST
 
 START_TEST(t_make_reply_basic_edns)
 {
-	static const uint8_t opt[11] = { 0, 0, 0x29, 0x04, 0xd0, 0, 0, 0x80, 0,
-		0, 0 };
+	static const uint8_t opt[11] = {
+	    0, 0, 0x29, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0};
 	struct pkt cq, r, orig;
 	struct wire_query q;
 	int n;
@@ -1587,15 +1644,15 @@ START_TEST(t_make_reply_basic_edns)
 	make_query(&cq, 0xbeef, WIRE_RD | WIRE_CD, "WwW.ExAmPlE.cOm",
 	    WIRE_TYPE_A, true, 4096, true);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
-	make_response(&r, WIRE_RCODE_NOERROR, "www.example.com", WIRE_TYPE_A,
-	    2);
+	make_response(
+	    &r, WIRE_RCODE_NOERROR, "www.example.com", WIRE_TYPE_A, 2);
 	orig = r;
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), 1232, cq.b, &q, 1232, -1,
-	    NULL);
+	n = wire_make_reply(
+	    r.b, r.len, sizeof(r.b), 1232, cq.b, &q, 1232, -1, NULL);
 	ck_assert_int_eq(n, (int)(orig.len + 11));
 	ck_assert_uint_eq(WIRE_ID(r.b), 0xbeef);
-	ck_assert_uint_eq(WIRE_FLAGS(r.b),
-	    WIRE_QR | WIRE_RA | WIRE_RD | WIRE_CD);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(r.b), WIRE_QR | WIRE_RA | WIRE_RD | WIRE_CD);
 	ck_assert_uint_eq(WIRE_QDCOUNT(r.b), 1);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 2);
 	ck_assert_uint_eq(WIRE_NSCOUNT(r.b), 0);
@@ -1624,23 +1681,23 @@ START_TEST(t_make_reply_flags_from_client)
 	/* No OPT in the query: none in the reply, EDE or not. */
 	ck_assert_int_eq(n, (int)r.len);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x0102);
-	ck_assert_uint_eq(WIRE_FLAGS(r.b),
-	    WIRE_QR | WIRE_RA | WIRE_RCODE_NXDOMAIN);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(r.b), WIRE_QR | WIRE_RA | WIRE_RCODE_NXDOMAIN);
 	ck_assert_uint_eq(WIRE_ARCOUNT(r.b), 0);
 }
 END_TEST
 
 START_TEST(t_make_reply_ede)
 {
-	static const uint8_t tail[] = { 0, 0, 0x29, 0x04, 0xd0, 0, 0, 0, 0,
-		0, 10, 0, 15, 0, 6, 0, 3, 's', 't', 'a', 'l' };
+	static const uint8_t tail[] = {0, 0, 0x29, 0x04, 0xd0, 0, 0, 0, 0, 0,
+	    10, 0, 15, 0, 6, 0, 3, 's', 't', 'a', 'l'};
 	struct pkt cq, r;
 	struct wire_query q;
 	size_t len;
 	int n;
 
-	make_query(&cq, 9, WIRE_RD, "example.com", WIRE_TYPE_A, true, 1232,
-	    false);
+	make_query(
+	    &cq, 9, WIRE_RD, "example.com", WIRE_TYPE_A, true, 1232, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 1);
 	len = r.len;
@@ -1653,8 +1710,8 @@ START_TEST(t_make_reply_ede)
 
 	/* No room for the EDE: the OPT goes without it. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 1);
-	n = wire_make_reply(r.b, r.len, len + 11, 1232, cq.b, &q, 1232,
-	    WIRE_EDE_STALE, "stal");
+	n = wire_make_reply(
+	    r.b, r.len, len + 11, 1232, cq.b, &q, 1232, WIRE_EDE_STALE, "stal");
 	ck_assert_int_eq(n, (int)(len + 11));
 	ck_assert_mem_eq(r.b + len, tail, 9);
 	ck_assert_uint_eq(wire_u16(r.b + len + 9), 0);
@@ -1670,8 +1727,8 @@ START_TEST(t_make_reply_truncates_no_edns)
 	size_t limit;
 	int n;
 
-	make_query(&cq, 0x5555, WIRE_RD, "Example.com", WIRE_TYPE_A, false, 0,
-	    false);
+	make_query(
+	    &cq, 0x5555, WIRE_RD, "Example.com", WIRE_TYPE_A, false, 0, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	limit = wire_udp_limit(&q, 1232);
 	ck_assert_uint_eq(limit, 512);
@@ -1679,12 +1736,12 @@ START_TEST(t_make_reply_truncates_no_edns)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 31);
 	pkt_count(&r, 2, 0);
 	ck_assert_uint_eq(r.len, 525);
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1,
-	    NULL);
+	n = wire_make_reply(
+	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
 	ck_assert_int_eq(n, 29);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x5555);
-	ck_assert_uint_eq(WIRE_FLAGS(r.b),
-	    WIRE_QR | WIRE_RA | WIRE_RD | WIRE_TC);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(r.b), WIRE_QR | WIRE_RA | WIRE_RD | WIRE_TC);
 	ck_assert_uint_eq(WIRE_QDCOUNT(r.b), 1);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 0);
 	ck_assert_uint_eq(WIRE_NSCOUNT(r.b), 0);
@@ -1693,8 +1750,8 @@ START_TEST(t_make_reply_truncates_no_edns)
 
 	/* 29 + 30 * 16 = 509 fits. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 30);
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1,
-	    NULL);
+	n = wire_make_reply(
+	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
 	ck_assert_int_eq(n, 509);
 	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 30);
@@ -1703,27 +1760,27 @@ END_TEST
 
 START_TEST(t_make_reply_truncates_edns)
 {
-	static const uint8_t opt[11] = { 0, 0, 0x29, 0x04, 0xd0, 0, 0, 0x80, 0,
-		0, 0 };
+	static const uint8_t opt[11] = {
+	    0, 0, 0x29, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0};
 	struct pkt cq, r;
 	struct wire_query q;
 	size_t limit, len;
 	int n;
 
-	make_query(&cq, 0x6666, WIRE_CD, "example.com", WIRE_TYPE_A, true, 4096,
-	    true);
+	make_query(
+	    &cq, 0x6666, WIRE_CD, "example.com", WIRE_TYPE_A, true, 4096, true);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	limit = wire_udp_limit(&q, 1232);
 	ck_assert_uint_eq(limit, 1232);
 
 	/* Exactly at the limit with the OPT: no truncation. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 74);
-	r.len += 8;  /* 29 + 74 * 16 + 8 + 11 = 1232: pad the last rdata */
+	r.len += 8; /* 29 + 74 * 16 + 8 + 11 = 1232: pad the last rdata */
 	wire_put16(r.b + r.len - 8 - 4 - 2, 12);
 	len = r.len;
 	ck_assert_uint_eq(len + 11, 1232);
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232,
-	    -1, NULL);
+	n = wire_make_reply(
+	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
 	ck_assert_int_eq(n, 1232);
 	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
 
@@ -1735,8 +1792,8 @@ START_TEST(t_make_reply_truncates_edns)
 	    WIRE_EDE_STALE, "stale");
 	ck_assert_int_eq(n, 29 + 11);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x6666);
-	ck_assert_uint_eq(WIRE_FLAGS(r.b),
-	    WIRE_QR | WIRE_RA | WIRE_CD | WIRE_TC);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(r.b), WIRE_QR | WIRE_RA | WIRE_CD | WIRE_TC);
 	ck_assert_uint_eq(WIRE_QDCOUNT(r.b), 1);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 0);
 	ck_assert_uint_eq(WIRE_NSCOUNT(r.b), 0);
@@ -1753,8 +1810,8 @@ START_TEST(t_make_reply_drops_ede_before_tc)
 	size_t len;
 	int n;
 
-	make_query(&cq, 0x7777, WIRE_RD, "example.com", WIRE_TYPE_A, true, 512,
-	    false);
+	make_query(
+	    &cq, 0x7777, WIRE_RD, "example.com", WIRE_TYPE_A, true, 512, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	/* 29 + 29 * 16 = 493; + OPT 11 = 504 <= 512; + EDE(5 text) 11 more. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 29);
@@ -1780,10 +1837,12 @@ START_TEST(t_make_reply_errors)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 0);
 	/* Shorter than the question. */
 	ck_assert_int_eq(wire_make_reply(r.b, 28, sizeof(r.b), 512, cq.b, &q,
-	    1232, -1, NULL), -EBADMSG);
+			     1232, -1, NULL),
+	    -EBADMSG);
 	/* No room even for the OPT of a TC reply. */
 	ck_assert_int_eq(wire_make_reply(r.b, r.len, r.len + 10, 512, cq.b, &q,
-	    1232, -1, NULL), -ENOSPC);
+			     1232, -1, NULL),
+	    -ENOSPC);
 }
 END_TEST
 
@@ -1806,8 +1865,8 @@ START_TEST(t_build_error_formerr_question)
 	    WIRE_RCODE_FORMERR, 1232, -1, NULL);
 	ck_assert_int_eq(n, 29);
 	ck_assert_uint_eq(WIRE_ID(out), 0x2222);
-	ck_assert_uint_eq(WIRE_FLAGS(out), WIRE_QR | WIRE_RA | WIRE_RD |
-	    WIRE_CD | WIRE_RCODE_FORMERR);
+	ck_assert_uint_eq(WIRE_FLAGS(out),
+	    WIRE_QR | WIRE_RA | WIRE_RD | WIRE_CD | WIRE_RCODE_FORMERR);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 1);
 	ck_assert_uint_eq(WIRE_ANCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_NSCOUNT(out), 0);
@@ -1830,8 +1889,8 @@ START_TEST(t_build_error_formerr_no_question)
 	    WIRE_RCODE_FORMERR, 1232, -1, NULL);
 	ck_assert_int_eq(n, 12);
 	ck_assert_uint_eq(WIRE_ID(out), 0x3333);
-	ck_assert_uint_eq(WIRE_FLAGS(out),
-	    WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_FORMERR);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(out), WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_FORMERR);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 0);
 
@@ -1856,8 +1915,8 @@ START_TEST(t_build_error_formerr_no_question)
 	ck_assert_int_eq(n, 12 + 13 + 4);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 1);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 0);
-	ck_assert_uint_eq(WIRE_FLAGS(out), (5 << 11) | WIRE_QR | WIRE_RA |
-	    WIRE_RD | WIRE_RCODE_NOTIMP);
+	ck_assert_uint_eq(WIRE_FLAGS(out),
+	    (5 << 11) | WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_NOTIMP);
 
 	/* NOTIMP to a query with EDNS carries an OPT (RFC 6891 7). */
 	make_query(&cq, 0x3336, (uint16_t)(2 << 11), "example.com",
@@ -1873,8 +1932,8 @@ END_TEST
 
 START_TEST(t_build_error_badvers)
 {
-	static const uint8_t opt[11] = { 0, 0, 0x29, 0x04, 0xd0, 0x01, 0x00,
-		0x80, 0, 0, 0 };
+	static const uint8_t opt[11] = {
+	    0, 0, 0x29, 0x04, 0xd0, 0x01, 0x00, 0x80, 0, 0, 0};
 	struct pkt cq;
 	struct wire_query q;
 	uint8_t out[512];
@@ -1915,8 +1974,8 @@ START_TEST(t_build_error_ede)
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
 	    WIRE_RCODE_SERVFAIL, 1232, WIRE_EDE_NO_REACHABLE_AUTHORITY, text);
 	ck_assert_int_eq(n, (int)(29 + 11 + 6 + strlen(text)));
-	ck_assert_uint_eq(WIRE_FLAGS(out),
-	    WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_SERVFAIL);
+	ck_assert_uint_eq(
+	    WIRE_FLAGS(out), WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_SERVFAIL);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 1);
 	o = 29;
 	ck_assert_uint_eq(out[o], 0);
@@ -1952,11 +2011,14 @@ START_TEST(t_build_error_nospace)
 	make_query(&cq, 1, 0, "example.com", WIRE_TYPE_A, true, 1232, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	ck_assert_int_eq(wire_build_error(out, 11, cq.b, cq.len, &q,
-	    WIRE_RCODE_SERVFAIL, 1232, -1, NULL), -ENOSPC);
+			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+	    -ENOSPC);
 	ck_assert_int_eq(wire_build_error(out, 29 + 10, cq.b, cq.len, &q,
-	    WIRE_RCODE_SERVFAIL, 1232, -1, NULL), -ENOSPC);
+			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+	    -ENOSPC);
 	ck_assert_int_eq(wire_build_error(out, 29 + 11, cq.b, cq.len, &q,
-	    WIRE_RCODE_SERVFAIL, 1232, -1, NULL), 40);
+			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+	    40);
 }
 END_TEST
 
@@ -2003,8 +2065,8 @@ END_TEST
 
 START_TEST(t_name_text_escaping)
 {
-	static const uint8_t n[] = { 3, 'a', '.', 'b', 2, '\\', '"', 1, ' ', 1,
-		0x00, 1, 0xff, 1, 0x7f, 0 };
+	static const uint8_t n[] = {3, 'a', '.', 'b', 2, '\\', '"', 1, ' ', 1,
+	    0x00, 1, 0xff, 1, 0x7f, 0};
 	char out[300];
 
 	wire_name_text(n, sizeof(n), out, sizeof(out));
@@ -2027,7 +2089,7 @@ START_TEST(t_name_text_small_buffer)
 	}
 	/* Escapes are not cut in half. */
 	{
-		static const uint8_t e[] = { 3, 0x01, 0x02, 0x03, 0 };
+		static const uint8_t e[] = {3, 0x01, 0x02, 0x03, 0};
 
 		memset(out, 'Z', sizeof(out));
 		wire_name_text(e, sizeof(e), out, 8);
@@ -2060,8 +2122,8 @@ END_TEST
 
 START_TEST(t_name_from_text_invalid)
 {
-	static const char *const bad[] = { "", "..", "a..b", ".a", "a.b..",
-		"..a" };
+	static const char *const bad[] = {
+	    "", "..", "a..b", ".a", "a.b..", "..a"};
 	uint8_t out[WIRE_NAME_MAX + 8];
 	char label[80];
 
@@ -2100,8 +2162,8 @@ START_TEST(t_name_from_text_length)
 			ck_assert_int_eq(r, (int)total);
 			ck_assert_mem_eq(out, w, total);
 		} else {
-			ck_assert_msg(r == -EINVAL, "%zu-byte name: %d", total,
-			    r);
+			ck_assert_msg(
+			    r == -EINVAL, "%zu-byte name: %d", total, r);
 		}
 		text[strlen(text) - 1] = '\0';
 		r = wire_name_from_text(text, out);
@@ -2112,8 +2174,8 @@ END_TEST
 
 START_TEST(t_name_text_roundtrip)
 {
-	static const char *const names[] = { "example.com.", "a.b.c.d.e.",
-		"xn--bcher-kva.example.", "_dmarc.Example.ORG.", "*.example." };
+	static const char *const names[] = {"example.com.", "a.b.c.d.e.",
+	    "xn--bcher-kva.example.", "_dmarc.Example.ORG.", "*.example."};
 	uint8_t w[WIRE_NAME_MAX];
 	char out[1100];
 
@@ -2133,8 +2195,8 @@ END_TEST
  */
 START_TEST(t_name_text_roundtrip_escapes)
 {
-	static const uint8_t n[] = { 3, 'a', '.', 'b', 2, '\\', 'x', 1, ' ',
-		3, 'c', 'o', 'm', 0 };
+	static const uint8_t n[] = {
+	    3, 'a', '.', 'b', 2, '\\', 'x', 1, ' ', 3, 'c', 'o', 'm', 0};
 	uint8_t w[WIRE_NAME_MAX];
 	char out[1100];
 
@@ -2147,12 +2209,12 @@ END_TEST
 
 START_TEST(t_name_from_text_escapes)
 {
-	static const uint8_t abc[] = { 3, 'A', 'b', 'c', 3, 'c', 'o', 'm', 0 };
-	static const uint8_t dot[] = { 3, 'a', '.', 'b', 3, 'c', 'o', 'm', 0 };
-	static const uint8_t tail[] = { 2, 'a', '.', 0 };
-	static const uint8_t zero[] = { 2, 0, 0xff, 0 };
-	static const char *const bad[] = { "\\256", "\\1", "\\12", "\\1a3",
-		"abc\\", "a.\\", "\\999.com" };
+	static const uint8_t abc[] = {3, 'A', 'b', 'c', 3, 'c', 'o', 'm', 0};
+	static const uint8_t dot[] = {3, 'a', '.', 'b', 3, 'c', 'o', 'm', 0};
+	static const uint8_t tail[] = {2, 'a', '.', 0};
+	static const uint8_t zero[] = {2, 0, 0xff, 0};
+	static const char *const bad[] = {
+	    "\\256", "\\1", "\\12", "\\1a3", "abc\\", "a.\\", "\\999.com"};
 	uint8_t out[WIRE_NAME_MAX];
 
 	ck_assert_int_eq(wire_name_from_text("\\065bc.com", out), sizeof(abc));
