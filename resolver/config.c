@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 
 #include "stubborn/config.h"
 #include "stubborn/log.h"
+#include "stubborn/stamp.h"
 
 #define CONFIG_VERSION_TEXT "stubborn 0.1.0"
 #define CONFIG_MAX_WORKERS 64
@@ -26,21 +28,24 @@
 	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 enum opt_type {
-	OPT_UINT,       /* decimal in min..max */
-	OPT_SIZE,       /* bytes, optional k/M/G suffix, in min..max */
-	OPT_ADDR_LIST,  /* ADDR[:PORT], repeatable */
-	OPT_ADDR,       /* ADDR:PORT or "off" */
-	OPT_ZONE_LIST,  /* ZONE ADDR[:PORT] [ADDR[:PORT]...], repeatable */
-	OPT_LEVEL,      /* error|warn|info|debug */
-	OPT_CHOICE,     /* one of choices[], stored as its index in an int */
-	OPT_QNAME,      /* NAME [TYPE]: name here, qtype (uint16_t) at aux */
-	OPT_QNAME_LIST, /* NAME TYPE, repeatable (struct config_name_type) */
-	OPT_NAME_LIST,  /* ZONE, repeatable; "." allowed (char[256] each) */
-	OPT_PATH,       /* any non-empty string that fits the field */
-	OPT_OPT_PATH,   /* OPT_PATH whose default is "" (off); printed as a
-			   comment then, since "" cannot be a value */
-	OPT_YESNO,      /* yes|no (true|false, on|off) into a bool */
-	OPT_BOOL,       /* flag without a value */
+	OPT_UINT,          /* decimal in min..max */
+	OPT_SIZE,          /* bytes, optional k/M/G suffix, in min..max */
+	OPT_ADDR_LIST,     /* ADDR[:PORT], repeatable */
+	OPT_UPSTREAM_LIST, /* upstream server (config_parse_upstream),
+			      repeatable */
+	OPT_PREFIX_LIST,   /* ADDR[/BITS], repeatable */
+	OPT_ADDR,          /* ADDR:PORT or "off" */
+	OPT_ZONE_LIST,     /* ZONE ADDR[:PORT] [ADDR[:PORT]...], repeatable */
+	OPT_LEVEL,         /* error|warn|info|debug */
+	OPT_CHOICE,        /* one of choices[], stored as its index in an int */
+	OPT_QNAME,         /* NAME [TYPE]: name here, qtype (uint16_t) at aux */
+	OPT_QNAME_LIST,    /* NAME TYPE, repeatable (struct config_name_type) */
+	OPT_NAME_LIST,     /* ZONE, repeatable; "." allowed (char[256] each) */
+	OPT_PATH,          /* any non-empty string that fits the field */
+	OPT_OPT_PATH,      /* OPT_PATH whose default is "" (off); printed as a
+			      comment then, since "" cannot be a value */
+	OPT_YESNO,         /* yes|no (true|false, on|off) into a bool */
+	OPT_BOOL,          /* flag without a value */
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -64,6 +69,7 @@ struct opt {
 	size_t aux;          /* lists: the count; OPT_ADDR: on flag;
 				OPT_QNAME: the qtype */
 	size_t max_n;        /* lists: capacity */
+	const char *empty;   /* OPT_OPT_PATH: what "" means, for print-back */
 	const char *const *choices; /* OPT_CHOICE: names, indexed by value */
 	size_t n_choices;
 	const char *help;
@@ -138,13 +144,16 @@ static const struct opt opts[] = {
     },
     {
 	.name = "upstream",
-	.type = OPT_ADDR_LIST,
+	.type = OPT_UPSTREAM_LIST,
 	.where = OPT_BOTH,
-	.metavar = "ADDR[:PORT]",
+	.metavar = "SERVER",
 	.port = 53,
 	LIST(upstream, n_upstream),
-	.help = "forward queries to this server (repeatable; default: the "
-		"nameservers of resolv-conf minus stubborn's own addresses)",
+	.help = "forward queries to this server: ADDR[:PORT] (UDP, TCP "
+		"when truncated), tcp://ADDR[:PORT], tls://ADDR[:PORT]#NAME "
+		"(DNS-over-TLS, port 853) or sdns://... (a DNSCrypt stamp); "
+		"repeatable; default: the nameservers of resolv-conf minus "
+		"stubborn's own addresses",
     },
     {
 	.name = "resolv-conf",
@@ -160,11 +169,11 @@ static const struct opt opts[] = {
 	.name = "forward-zone",
 	.type = OPT_ZONE_LIST,
 	.where = OPT_BOTH,
-	.metavar = "ZONE ADDR...",
+	.metavar = "ZONE SERVER...",
 	.port = 53,
 	LIST(zones, n_zones),
 	.help = "send queries for ZONE and names below it to these "
-		"servers (ADDR[:PORT]) instead of the upstreams; "
+		"servers (written as for upstream) instead of the upstreams; "
 		"repeatable; one quoted argument on the command line",
     },
     {
@@ -508,6 +517,7 @@ static const struct opt opts[] = {
 	.where = OPT_BOTH,
 	.metavar = "FILE",
 	FIELD(snapshot),
+	.empty = "none",
 	.help = "save the cache to FILE and load it at start, so that a "
 		"restart keeps answering (default: none, no snapshot)",
     },
@@ -668,6 +678,108 @@ static const struct opt opts[] = {
 	.help = "the hold doubles on each further failure up to this",
     },
     {
+	.name = "control-socket",
+	.type = OPT_OPT_PATH,
+	.where = OPT_BOTH,
+	.metavar = "PATH",
+	FIELD(control_socket),
+	.empty = "none",
+	.help = "listen for control commands (stubborn-ctl) on this Unix "
+		"socket; a second stubborn started with the same path takes "
+		"over the sockets and the cache of the running one "
+		"(default: none)",
+    },
+    {
+	.name = "user",
+	.type = OPT_OPT_PATH,
+	.where = OPT_BOTH,
+	.metavar = "NAME",
+	FIELD(user),
+	.empty = "stubborn if that user exists, else nobody",
+	.help = "after binding, run as this user, without capabilities; "
+		"root keeps root (default: stubborn if that user exists, "
+		"else nobody)",
+    },
+    {
+	.name = "allow",
+	.type = OPT_PREFIX_LIST,
+	.where = OPT_BOTH,
+	.metavar = "PREFIX",
+	LIST(allow, n_allow),
+	.help = "answer clients in this prefix (ADDR or ADDR/BITS, IPv4 or "
+		"IPv6; repeatable); others get REFUSED.  Loopback clients "
+		"are always answered; required when a listen address is "
+		"not loopback",
+    },
+    {
+	.name = "ratelimit-loopback",
+	.type = OPT_YESNO,
+	.where = OPT_BOTH,
+	.metavar = "yes|no",
+	.def = "no",
+	FIELD(ratelimit_loopback),
+	.help = "apply client-qps and cache-qps to loopback clients too; "
+		"off, every local program shares 127.0.0.1 and only the "
+		"upstream budget bounds them",
+    },
+    {
+	.name = "log-queries",
+	.type = OPT_YESNO,
+	.where = OPT_BOTH,
+	.metavar = "yes|no",
+	.def = "no",
+	FIELD(log_queries),
+	.help = "log one line per reply (client, name, type, rcode, "
+		"source, duration), for debugging",
+    },
+    {
+	.name = "log-queries-sample",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "PERCENT",
+	.def = "100",
+	.min = 1,
+	.max = 100,
+	FIELD(log_queries_sample),
+	.help = "with log-queries, log this percent of the replies, "
+		"chosen at random",
+    },
+    {
+	.name = "trust-upstream-ad",
+	.type = OPT_YESNO,
+	.where = OPT_BOTH,
+	.metavar = "yes|no",
+	.def = "no",
+	FIELD(trust_upstream_ad),
+	.help = "pass the upstream's AD (authenticated data) bit to "
+		"clients that ask with DO or AD; only for a validating "
+		"upstream on a trusted path",
+    },
+    {
+	.name = "tls-ca-file",
+	.type = OPT_OPT_PATH,
+	.where = OPT_BOTH,
+	.metavar = "FILE",
+	FIELD(tls_ca_file),
+	.empty = "the system's trust store",
+	.help = "verify DNS-over-TLS upstreams against the CA "
+		"certificates in this PEM file (default: the system's "
+		"trust store)",
+    },
+    {
+	.name = "dnscrypt-key-lifetime",
+	.type = OPT_UINT,
+	.where = OPT_BOTH,
+	.metavar = "SECONDS",
+	.def = "600",
+	.min = 0,
+	.max = 86400,
+	.unit = "s",
+	FIELD(dnscrypt_key_lifetime),
+	.help = "use one DNSCrypt client key pair this long; 0 makes a "
+		"fresh one per query",
+    },
+    {
 	.name = "check-config",
 	.type = OPT_BOOL,
 	.where = OPT_FLAG,
@@ -745,6 +857,15 @@ static int set_list(
     const struct opt *o, struct config *cfg, const char *val, struct why *why);
 static int set_addr(
     const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_upstream_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static int set_prefix_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why);
+static bool upstream_same(
+    const struct config_upstream *a, const struct config_upstream *b);
+static void upstream_plain(
+    struct config_upstream *u, const struct config_addr *a);
+static unsigned usable_cpus(void);
 static const char *next_word(const char **sp, size_t *len);
 static const char *name_parse(const char *s, size_t len, char *out);
 static int qtype_parse(const char *s, size_t len, uint16_t *out);
@@ -781,6 +902,7 @@ static int finish(struct loader *ld, struct config *cfg);
 static int check_upstreams(struct loader *ld, struct config *cfg);
 static int check_zones(struct loader *ld, const struct config *cfg);
 static int load_resolv(struct loader *ld, struct config *cfg);
+static int read_resolv(const char *path, struct config *cfg);
 static int resolv_line(char *line, struct config_addr *a);
 static void usage_line(const struct opt *o, FILE *f);
 
@@ -1203,6 +1325,256 @@ set_addr(
 	return 0;
 }
 
+/*
+ * "tls://ADDR[:PORT]#NAME", "tcp://ADDR[:PORT]", "sdns://..." or a plain
+ * address.  The scheme decides the transport; everything after it is
+ * parsed as for a plain address, so IPv6 and scope ids work the same way.
+ */
+int
+config_parse_upstream(
+    const char *s, struct config_upstream *out, char *why, size_t whylen)
+{
+	struct config_upstream u;
+	struct stamp_dnscrypt st;
+	char host[128];
+	const char *hash, *reason;
+	size_t hlen;
+
+	memset(&u, 0, sizeof(u));
+	if (strncmp(s, "sdns://", 7) == 0) {
+		if (strlen(s) >= sizeof(u.text)) {
+			snprintf(why, whylen,
+			    "stamp longer than %zu characters",
+			    sizeof(u.text) - 1);
+			return -EINVAL;
+		}
+		if (stamp_parse_dnscrypt(s, &st, &reason) != 0) {
+			snprintf(why, whylen, "%s", reason);
+			return -EINVAL;
+		}
+		if (config_parse_addr(st.addr, STAMP_DEFAULT_PORT, &u.addr) !=
+		    0) {
+			snprintf(why, whylen,
+			    "stamp address '%.64s' is not a numeric address",
+			    st.addr);
+			return -EINVAL;
+		}
+		u.proto = CONFIG_PROTO_DNSCRYPT;
+		memcpy(u.pk, st.pk, sizeof(u.pk));
+		u.props = st.props;
+		snprintf(u.name, sizeof(u.name), "%s", st.name);
+		snprintf(u.text, sizeof(u.text), "%s", s);
+		*out = u;
+		return 0;
+	}
+	if (strncmp(s, "tls://", 6) == 0) {
+		s += 6;
+		hash = strchr(s, '#');
+		if (hash == NULL || hash[1] == '\0') {
+			snprintf(why, whylen,
+			    "tls:// needs the server's authentication name: "
+			    "tls://ADDR[:PORT]#NAME");
+			return -EINVAL;
+		}
+		hlen = (size_t)(hash - s);
+		if (hlen == 0 || hlen >= sizeof(host) ||
+		    name_parse(hash + 1, strlen(hash + 1), u.name) != NULL ||
+		    strcmp(u.name, ".") == 0) {
+			snprintf(why, whylen,
+			    "tls://ADDR[:PORT]#NAME with a "
+			    "numeric address and a host name");
+			return -EINVAL;
+		}
+		/* name_parse adds the root's dot; certificates name hosts
+		 * without it. */
+		u.name[strlen(u.name) - 1] = '\0';
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+		if (config_parse_addr(host, 853, &u.addr) != 0) {
+			snprintf(why, whylen,
+			    "tls://ADDR[:PORT]#NAME with a "
+			    "numeric address");
+			return -EINVAL;
+		}
+		u.proto = CONFIG_PROTO_TLS;
+		snprintf(
+		    u.text, sizeof(u.text), "tls://%s#%s", u.addr.text, u.name);
+		*out = u;
+		return 0;
+	}
+	if (strncmp(s, "tcp://", 6) == 0) {
+		if (config_parse_addr(s + 6, 53, &u.addr) != 0) {
+			snprintf(why, whylen,
+			    "tcp://ADDR[:PORT] with a "
+			    "numeric address");
+			return -EINVAL;
+		}
+		u.proto = CONFIG_PROTO_TCP;
+		snprintf(u.text, sizeof(u.text), "tcp://%s", u.addr.text);
+		*out = u;
+		return 0;
+	}
+	if (strstr(s, "://") != NULL) {
+		snprintf(why, whylen,
+		    "unknown scheme (ADDR[:PORT], tcp://, tls:// or sdns://)");
+		return -EINVAL;
+	}
+	if (config_parse_addr(s, 53, &u.addr) != 0) {
+		snprintf(why, whylen, "not a numeric address");
+		return -EINVAL;
+	}
+	upstream_plain(out, &u.addr);
+	return 0;
+}
+
+static void
+upstream_plain(struct config_upstream *u, const struct config_addr *a)
+{
+	memset(u, 0, sizeof(*u));
+	u->addr = *a;
+	u->proto = CONFIG_PROTO_UDP;
+	snprintf(u->text, sizeof(u->text), "%s", a->text);
+}
+
+/* The same server reached the same way (a TLS name or a key differs: not). */
+static bool
+upstream_same(const struct config_upstream *a, const struct config_upstream *b)
+{
+	return a->proto == b->proto && addr_same(&a->addr, &b->addr) &&
+	    strcmp(a->name, b->name) == 0 &&
+	    memcmp(a->pk, b->pk, sizeof(a->pk)) == 0;
+}
+
+static int
+set_upstream_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
+{
+	struct config_upstream *list = field(o, cfg), u;
+	size_t *n = (size_t *)((char *)cfg + o->aux);
+	char reason[160];
+
+	if (config_parse_upstream(val, &u, reason, sizeof(reason)) != 0)
+		return refuse(why, "bad server", "'%.100s' (%s)", val, reason);
+	for (size_t i = 0; i < *n; i++)
+		if (upstream_same(&list[i], &u))
+			return refuse(why, "duplicate server",
+			    "'%.100s' is already listed", val);
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu", o->max_n);
+	list[(*n)++] = u;
+	return 0;
+}
+
+int
+config_parse_prefix(const char *s, struct config_prefix *out)
+{
+	char host[INET6_ADDRSTRLEN];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash ? (size_t)(slash - s) : strlen(s);
+	struct config_prefix p;
+	uint64_t bits;
+	unsigned max, nbytes;
+
+	memset(&p, 0, sizeof(p));
+	if (hlen == 0 || hlen >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(AF_INET, host, p.addr) == 1) {
+		p.family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, p.addr) == 1) {
+		p.family = AF_INET6;
+		max = 128;
+	} else {
+		return -EINVAL;
+	}
+	bits = max;
+	if (slash != NULL && (parse_uint(slash + 1, &bits) != 0 || bits > max))
+		return -EINVAL;
+	p.bits = (unsigned)bits;
+	/* Host bits set ("10.1.2.3/8") usually mean a typo in the length. */
+	nbytes = max / 8;
+	for (unsigned i = 0; i < nbytes; i++) {
+		unsigned keep = p.bits > i * 8 ? p.bits - i * 8 : 0;
+		uint8_t mask = keep >= 8 ? 0xff : (uint8_t)(0xff << (8 - keep));
+		if (p.addr[i] & ~mask)
+			return -EINVAL;
+	}
+	inet_ntop(p.family, p.addr, host, sizeof(host));
+	snprintf(p.text, sizeof(p.text), "%s/%u", host, p.bits);
+	*out = p;
+	return 0;
+}
+
+bool
+config_prefix_match(const struct config_prefix *p, const struct sockaddr *addr)
+{
+	const uint8_t *a;
+	uint8_t mapped[4];
+	unsigned full = p->bits / 8, rest = p->bits % 8;
+
+	if (addr->sa_family == AF_INET) {
+		a = (const uint8_t *)&((const struct sockaddr_in *)addr)
+			->sin_addr;
+	} else {
+		a = (const uint8_t *)&((const struct sockaddr_in6 *)addr)
+			->sin6_addr;
+		/* A v4 client on a dual-stack socket looks like ::ffff:a.b.c.d.
+		 */
+		if (p->family == AF_INET &&
+		    IN6_IS_ADDR_V4MAPPED(
+			&((const struct sockaddr_in6 *)addr)->sin6_addr)) {
+			memcpy(mapped, a + 12, 4);
+			a = mapped;
+		} else if (p->family != AF_INET6) {
+			return false;
+		}
+	}
+	if (p->family == AF_INET6 && addr->sa_family != AF_INET6)
+		return false;
+	if (memcmp(a, p->addr, full) != 0)
+		return false;
+	return rest == 0 ||
+	    ((a[full] ^ p->addr[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+bool
+config_addr_is_loopback(const struct sockaddr *addr)
+{
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)addr;
+
+	if (addr->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)addr)
+				  ->sin_addr.s_addr) >>
+			   24) == 127;
+	if (addr->sa_family != AF_INET6)
+		return false;
+	return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr) ||
+	    (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr) &&
+		a6->sin6_addr.s6_addr[12] == 127);
+}
+
+static int
+set_prefix_list(
+    const struct opt *o, struct config *cfg, const char *val, struct why *why)
+{
+	struct config_prefix *list = field(o, cfg), p;
+	size_t *n = (size_t *)((char *)cfg + o->aux);
+
+	if (config_parse_prefix(val, &p) != 0)
+		return refuse(why, "bad prefix",
+		    "'%.100s' (ADDR or ADDR/BITS, no host bits set)", val);
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(list[i].text, p.text) == 0)
+			return refuse(why, "duplicate prefix",
+			    "'%.100s' is already listed", val);
+	if (*n >= o->max_n)
+		return refuse(why, "too many values", "at most %zu", o->max_n);
+	list[(*n)++] = p;
+	return 0;
+}
+
 /* The next run of non-blanks in *sp, its length in *len; NULL at the end. */
 static const char *
 next_word(const char **sp, size_t *len)
@@ -1308,9 +1680,9 @@ set_zone(
 {
 	struct config_zone *zones = field(o, cfg), z;
 	size_t *n = (size_t *)((char *)cfg + o->aux), len;
-	char addr[128];
+	char addr[sizeof(z.upstream[0].text)], bad[160];
 	const char *w, *reason;
-	struct config_addr a;
+	struct config_upstream a;
 
 	memset(&z, 0, sizeof(z));
 	if ((w = next_word(&val, &len)) == NULL)
@@ -1334,14 +1706,18 @@ set_zone(
 			memcpy(addr, w, len);
 			addr[len] = '\0';
 		}
-		if (len >= sizeof(addr) ||
-		    config_parse_addr(addr, o->port, &a) != 0)
-			return refuse(why, "bad address",
-			    "'%.*s' in zone %.100s",
-			    (int)(len > 100 ? 100 : len), w, z.name);
+		if (len >= sizeof(addr))
+			return refuse(why, "bad server",
+			    "'%.100s...' in zone "
+			    "%.100s (too long)",
+			    w, z.name);
+		if (config_parse_upstream(addr, &a, bad, sizeof(bad)) != 0)
+			return refuse(why, "bad server",
+			    "'%.*s' in zone %.100s (%s)",
+			    (int)(len > 100 ? 100 : len), w, z.name, bad);
 		for (size_t i = 0; i < z.n_upstream; i++)
-			if (addr_same(&z.upstream[i], &a))
-				return refuse(why, "duplicate address",
+			if (upstream_same(&z.upstream[i], &a))
+				return refuse(why, "duplicate server",
 				    "'%.100s' is already listed for %.100s",
 				    addr, z.name);
 		if (z.n_upstream >= CONFIG_MAX_UPSTREAM)
@@ -1352,8 +1728,8 @@ set_zone(
 	}
 	if (z.n_upstream == 0)
 		return refuse(why, "missing address",
-		    "zone %.100s needs at least one server (ZONE ADDR[:PORT] "
-		    "[ADDR[:PORT]...])",
+		    "zone %.100s needs at least one server (ZONE SERVER "
+		    "[SERVER...])",
 		    z.name);
 	zones[(*n)++] = z;
 	return 0;
@@ -1546,7 +1922,8 @@ static bool
 opt_is_list(const struct opt *o)
 {
 	return o->type == OPT_ADDR_LIST || o->type == OPT_ZONE_LIST ||
-	    o->type == OPT_QNAME_LIST || o->type == OPT_NAME_LIST;
+	    o->type == OPT_QNAME_LIST || o->type == OPT_NAME_LIST ||
+	    o->type == OPT_UPSTREAM_LIST || o->type == OPT_PREFIX_LIST;
 }
 
 static int
@@ -1562,6 +1939,10 @@ opt_set(
 		return set_size(o, cfg, val, why);
 	case OPT_ADDR_LIST:
 		return set_list(o, cfg, val, why);
+	case OPT_UPSTREAM_LIST:
+		return set_upstream_list(o, cfg, val, why);
+	case OPT_PREFIX_LIST:
+		return set_prefix_list(o, cfg, val, why);
 	case OPT_ADDR:
 		return set_addr(o, cfg, val, why);
 	case OPT_ZONE_LIST:
@@ -1723,8 +2104,13 @@ parse_line(struct loader *ld, struct config *cfg, unsigned lineno, char *line)
 	struct why why;
 	size_t idx;
 
-	if ((hash = strchr(line, '#')) != NULL)
-		*hash = '\0';
+	/* A comment starts at a '#' that begins the line or follows a blank:
+	 * "tls://192.0.2.1#dns.example" holds one that does not. */
+	for (hash = line; (hash = strchr(hash, '#')) != NULL; hash++)
+		if (hash == line || isspace((unsigned char)hash[-1])) {
+			*hash = '\0';
+			break;
+		}
 	s = trim(line);
 	if (*s == '\0')
 		return 0;
@@ -1832,13 +2218,20 @@ finish(struct loader *ld, struct config *cfg)
 {
 	char where[1100];
 	size_t idx;
-	long ncpu;
 
-	if (cfg->workers == 0) {
-		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->workers = ncpu < 1         ? 1
-		    : ncpu > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS
-						: (unsigned)ncpu;
+	if (cfg->workers == 0)
+		cfg->workers = usable_cpus();
+	/* An address others can reach, answered for anyone, is an open
+	 * resolver: the operator must say whom it serves. */
+	for (size_t i = 0; i < cfg->n_listen && cfg->n_allow == 0; i++) {
+		if (addr_is_loopback(&cfg->listen[i]))
+			continue;
+		origin_prefix(ld, opt_index("listen"), i, where, sizeof(where));
+		return fail(ld,
+		    "%slisten %s is not a loopback address: give allow = "
+		    "PREFIX for the clients it serves (an open resolver "
+		    "otherwise)",
+		    where, cfg->listen[i].text);
 	}
 	if (cfg->min_ttl > cfg->max_ttl) {
 		idx = opt_index("min-ttl");
@@ -1875,6 +2268,41 @@ finish(struct loader *ld, struct config *cfg)
 	return check_upstreams(ld, cfg);
 }
 
+/*
+ * The CPUs this process may run on (its affinity mask), bounded by its
+ * cgroup's CPU quota: a pod limited to one CPU on a 64-core node must not
+ * start 64 threads that the quota then throttles.
+ */
+static unsigned
+usable_cpus(void)
+{
+	cpu_set_t set;
+	long n = 0;
+	char line[128];
+	FILE *f;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		n = CPU_COUNT(&set);
+	if (n < 1)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	/* cgroup v2: "max 100000" or "QUOTA PERIOD" in microseconds. */
+	f = fopen("/sys/fs/cgroup/cpu.max", "r");
+	if (f != NULL) {
+		unsigned long long quota, period;
+		if (fgets(line, sizeof(line), f) != NULL &&
+		    sscanf(line, "%llu %llu", &quota, &period) == 2 &&
+		    period > 0) {
+			long q = (long)((quota + period - 1) / period);
+			if (q >= 1 && q < n)
+				n = q;
+		}
+		fclose(f);
+	}
+	if (n < 1)
+		n = 1;
+	return n > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (unsigned)n;
+}
+
 /* A zone's server on a listen address would loop, as an upstream would. */
 static int
 check_zones(struct loader *ld, const struct config *cfg)
@@ -1885,7 +2313,7 @@ check_zones(struct loader *ld, const struct config *cfg)
 	for (size_t i = 0; i < cfg->n_zones; i++) {
 		z = &cfg->zones[i];
 		for (size_t j = 0; j < z->n_upstream; j++) {
-			if (!addr_is_own(cfg, &z->upstream[j]))
+			if (!addr_is_own(cfg, &z->upstream[j].addr))
 				continue;
 			origin_prefix(ld, opt_index("forward-zone"), i, where,
 			    sizeof(where));
@@ -1909,7 +2337,7 @@ check_upstreams(struct loader *ld, struct config *cfg)
 	/* Configured on purpose, so a loop is a mistake to report rather
 	 * than an entry to drop quietly. */
 	for (size_t i = 0; i < cfg->n_upstream; i++) {
-		if (!addr_is_own(cfg, &cfg->upstream[i]))
+		if (!addr_is_own(cfg, &cfg->upstream[i].addr))
 			continue;
 		origin_prefix(
 		    ld, opt_index("upstream"), i, where, sizeof(where));
@@ -1953,39 +2381,69 @@ resolv_line(char *line, struct config_addr *a)
 	return 1;
 }
 
+/*
+ * Adds the nameservers of path that are not our own addresses.  Returns
+ * how many nameserver lines it found, or -errno when it cannot be read.
+ */
 static int
-load_resolv(struct loader *ld, struct config *cfg)
+read_resolv(const char *path, struct config *cfg)
 {
 	struct config_addr a;
+	struct config_upstream u;
 	char *line = NULL;
-	size_t cap = 0, found = 0;
+	size_t cap = 0;
+	int found = 0;
 	bool dup;
 	FILE *f;
 
-	if ((f = fopen(cfg->resolv_conf, "r")) == NULL)
-		return fail(ld,
-		    "no upstream: cannot read %s: %s; give "
-		    "--upstream",
-		    cfg->resolv_conf, strerror(errno));
+	if ((f = fopen(path, "r")) == NULL)
+		return -errno;
 	while (getline(&line, &cap, f) != -1) {
 		if (!resolv_line(line, &a))
 			continue;
 		found++;
 		if (addr_is_own(cfg, &a))
 			continue;
+		upstream_plain(&u, &a);
 		dup = false;
 		for (size_t i = 0; i < cfg->n_upstream; i++)
-			dup = dup || addr_same(&cfg->upstream[i], &a);
+			dup = dup || upstream_same(&cfg->upstream[i], &u);
 		if (!dup && cfg->n_upstream < CONFIG_MAX_UPSTREAM)
-			cfg->upstream[cfg->n_upstream++] = a;
+			cfg->upstream[cfg->n_upstream++] = u;
 	}
 	free(line);
 	fclose(f);
+	return found;
+}
+
+static int
+load_resolv(struct loader *ld, struct config *cfg)
+{
+	int found = read_resolv(cfg->resolv_conf, cfg);
+
+	if (found < 0)
+		return fail(ld,
+		    "no upstream: cannot read %s: %s; give "
+		    "--upstream",
+		    cfg->resolv_conf, strerror(-found));
 	if (cfg->n_upstream == 0 && found == 0)
 		return fail(ld,
 		    "no upstream: %s lists no nameserver; give "
 		    "--upstream",
 		    cfg->resolv_conf);
+	/*
+	 * A systemd-resolved host names only its stub, 127.0.0.53, which is
+	 * us once DNSStubListener=no: resolved keeps the real servers in its
+	 * own file.  Only for the default file: one named on purpose is used
+	 * as it is.
+	 */
+	if (cfg->n_upstream == 0 &&
+	    ld->origin[opt_index("resolv-conf")] == ORIGIN_DEFAULT &&
+	    read_resolv(CONFIG_RESOLVED_CONF, cfg) > 0 && cfg->n_upstream > 0) {
+		snprintf(cfg->resolv_conf, sizeof(cfg->resolv_conf), "%s",
+		    CONFIG_RESOLVED_CONF);
+		cfg->resolv_fallback = true;
+	}
 	if (cfg->n_upstream == 0)
 		return fail(ld,
 		    "no upstream: %s lists only stubborn's own "
@@ -2041,6 +2499,8 @@ void
 config_print(const struct config *cfg, FILE *f)
 {
 	const struct config_addr *list;
+	const struct config_upstream *ups;
+	const struct config_prefix *prefixes;
 	const struct config_zone *zones;
 	const struct config_name_type *nts;
 	const char(*names)[256];
@@ -2061,12 +2521,24 @@ config_print(const struct config *cfg, FILE *f)
 		case OPT_ADDR_LIST:
 			list = cfield(o, cfg);
 			n = *(const size_t *)((const char *)cfg + o->aux);
-			if (o->off == offsetof(struct config, upstream) &&
-			    cfg->upstream_from_resolv)
+			for (size_t j = 0; j < n; j++)
+				fprintf(f, "%s = %s\n", o->name, list[j].text);
+			break;
+		case OPT_UPSTREAM_LIST:
+			ups = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			if (cfg->upstream_from_resolv)
 				fprintf(f, "# upstream: from %s\n",
 				    cfg->resolv_conf);
 			for (size_t j = 0; j < n; j++)
-				fprintf(f, "%s = %s\n", o->name, list[j].text);
+				fprintf(f, "%s = %s\n", o->name, ups[j].text);
+			break;
+		case OPT_PREFIX_LIST:
+			prefixes = cfield(o, cfg);
+			n = *(const size_t *)((const char *)cfg + o->aux);
+			for (size_t j = 0; j < n; j++)
+				fprintf(
+				    f, "%s = %s\n", o->name, prefixes[j].text);
 			break;
 		case OPT_ADDR:
 			fprintf(f, "%s = %s\n", o->name,
@@ -2123,7 +2595,8 @@ config_print(const struct config *cfg, FILE *f)
 		case OPT_OPT_PATH:
 			/* "" is no value to write; a comment says so. */
 			if (*(const char *)cfield(o, cfg) == '\0') {
-				fprintf(f, "# %s: none\n", o->name);
+				fprintf(f, "# %s: %s\n", o->name,
+				    o->empty ? o->empty : "none");
 				break;
 			}
 			/* fall through */

@@ -829,7 +829,7 @@ build_upstream_query(struct fwd_attempt *a, uint8_t *out, size_t cap)
 static int
 send_udp(struct fwd_attempt *a)
 {
-	const struct config_addr *up = upstream_addr(a->pool, a->up);
+	const struct config_addr *up = &upstream_addr(a->pool, a->up)->addr;
 	uint8_t pkt[FWD_QBYTES_MAX + 64];
 	int n, fd, r = -1;
 
@@ -876,7 +876,7 @@ fail:
 static int
 send_tcp(struct fwd_attempt *a)
 {
-	const struct config_addr *up = upstream_addr(a->pool, a->up);
+	const struct config_addr *up = &upstream_addr(a->pool, a->up)->addr;
 	uint8_t pkt[FWD_QBYTES_MAX + 64 + 2];
 	int n;
 

@@ -16,7 +16,7 @@
 #define BUDGET_MAX (200 * BUDGET_UNIT)
 
 struct server {
-	struct config_addr addr;
+	struct config_upstream up;
 	bool sampled;
 	double srtt;   /* ms */
 	double rttvar; /* ms */
@@ -113,7 +113,7 @@ upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms)
 }
 
 struct upstream_pool *
-upstream_pool_new(const char *name, const struct config_addr *addrs, size_t n,
+upstream_pool_new(const char *name, const struct config_upstream *ups, size_t n,
     const struct upstream_params *p)
 {
 	struct upstream_pool *pool;
@@ -132,7 +132,7 @@ upstream_pool_new(const char *name, const struct config_addr *addrs, size_t n,
 	pool->n = n;
 	pool->tokens = (int64_t)p->budget_floor * BUDGET_UNIT;
 	for (size_t i = 0; i < n; i++)
-		pool->s[i].addr = addrs[i];
+		pool->s[i].up = ups[i];
 	return pool;
 }
 
@@ -151,10 +151,10 @@ upstream_count(const struct upstream_pool *pool)
 	return pool->n;
 }
 
-const struct config_addr *
+const struct config_upstream *
 upstream_addr(const struct upstream_pool *pool, unsigned idx)
 {
-	return &pool->s[idx].addr;
+	return &pool->s[idx].up;
 }
 
 static uint32_t
@@ -214,13 +214,13 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 		log_warn("upstream",
 		    "circuit open zone=%s up=%s reason=%s failures=%u "
 		    "next_probe_ms=%u",
-		    pool->name, s->addr.text, why, s->fails, s->backoff_ms);
+		    pool->name, s->up.text, why, s->fails, s->backoff_ms);
 	} else if (c == UPSTREAM_HALF_OPEN) {
 		s->successes = 0;
 		s->next_probe_ms = now;
 		log_info("upstream",
 		    "circuit half-open zone=%s up=%s reason=%s", pool->name,
-		    s->addr.text, why);
+		    s->up.text, why);
 	} else {
 		s->fails = 0;
 		/* Back from an outage: ramp the rate up instead of a burst. */
@@ -232,7 +232,7 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 			s->rate_tokens = ramp_burst(pool, s, now);
 		}
 		log_info("upstream", "circuit closed zone=%s up=%s reason=%s",
-		    pool->name, s->addr.text, why);
+		    pool->name, s->up.text, why);
 	}
 	s->circuit = c;
 	s->probe_pending = false;

@@ -6,7 +6,7 @@
 cd "$(dirname "$0")/.." || exit 1
 layer() {
 	case "$1" in
-	log | clock) echo 0 ;;
+	log | clock | stamp) echo 0 ;;
 	rng | wire | acl | ratelimit | metrics | config) echo 1 ;;
 	cache | msg | upstream | cookie) echo 2 ;;
 	snapshot | forward) echo 3 ;;

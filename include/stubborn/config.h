@@ -20,6 +20,7 @@
 #define CONFIG_MAX_UPSTREAM 16
 #define CONFIG_MAX_ZONES 32
 #define CONFIG_MAX_KEEP_WARM 64
+#define CONFIG_MAX_ALLOW 64
 
 struct config_addr {
 	struct sockaddr_storage ss; /* AF_INET or AF_INET6, port set */
@@ -27,11 +28,38 @@ struct config_addr {
 	char text[64]; /* "127.0.0.1:53" or "[::1]:53" */
 };
 
-/* forward-zone = ZONE ADDR[:PORT] [ADDR[:PORT]...] */
+/* How an upstream is reached. */
+#define CONFIG_PROTO_UDP 0      /* ADDR[:PORT]: UDP, TCP when truncated */
+#define CONFIG_PROTO_TCP 1      /* tcp://ADDR[:PORT]: TCP only */
+#define CONFIG_PROTO_TLS 2      /* tls://ADDR[:PORT]#NAME (RFC 7858) */
+#define CONFIG_PROTO_DNSCRYPT 3 /* sdns://... (DNSCrypt v2 stamp) */
+
+/* upstream = ..., and each server of a forward-zone. */
+struct config_upstream {
+	struct config_addr addr; /* where queries go */
+	int proto;               /* CONFIG_PROTO_* */
+	/* TLS: the authentication name (SNI, certificate check); DNSCrypt:
+	 * the provider name; "" otherwise.  No trailing dot. */
+	char name[256];
+	uint8_t pk[32]; /* DNSCrypt: the provider's Ed25519 public key */
+	uint64_t props; /* DNSCrypt: the stamp's properties */
+	char text[400]; /* as written back: "192.0.2.1:53",
+			   "tls://192.0.2.1:853#dns.example", "sdns://..." */
+};
+
+/* forward-zone = ZONE SERVER [SERVER...] */
 struct config_zone {
 	char name[256]; /* lower-case, trailing dot: "cluster.local." */
-	struct config_addr upstream[CONFIG_MAX_UPSTREAM];
+	struct config_upstream upstream[CONFIG_MAX_UPSTREAM];
 	size_t n_upstream;
+};
+
+/* allow = PREFIX: an address with an optional prefix length. */
+struct config_prefix {
+	int family;       /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* network order, bits past the prefix zero */
+	unsigned bits;    /* 0..32 or 0..128 */
+	char text[64];    /* "10.0.0.0/8", "2001:db8::/32" */
 };
 
 /* keep-warm = NAME TYPE */
@@ -55,9 +83,12 @@ struct config {
 	char config_file[1024]; /* "" when none */
 	struct config_addr listen[CONFIG_MAX_LISTEN];
 	size_t n_listen;
-	struct config_addr upstream[CONFIG_MAX_UPSTREAM];
+	struct config_upstream upstream[CONFIG_MAX_UPSTREAM];
 	size_t n_upstream;
 	bool upstream_from_resolv; /* upstreams came from resolv_conf */
+	/* resolv_conf named only our own addresses and upstreams came from
+	 * CONFIG_RESOLVED_CONF instead (a systemd-resolved host) */
+	bool resolv_fallback;
 	char resolv_conf[1024];
 	unsigned workers; /* >= 1 after config_load */
 	bool metrics_on;
@@ -112,8 +143,23 @@ struct config {
 	uint32_t max_waiters;      /* clients waiting on one in-flight query */
 	uint32_t failure_hold_min; /* s, RFC 9520 hold after a failure */
 	uint32_t failure_hold_max; /* s */
+	/* lifecycle and deployment */
+	char control_socket[108]; /* Unix socket path; "" = none */
+	char user[64];            /* "" = stubborn if it exists, else nobody */
+	struct config_prefix allow[CONFIG_MAX_ALLOW];
+	size_t n_allow;
+	bool ratelimit_loopback; /* loopback clients get per-client limits */
+	bool log_queries;        /* one logfmt line per reply */
+	uint32_t log_queries_sample; /* percent of replies logged */
+	bool trust_upstream_ad;      /* pass the upstream's AD bit on */
+	/* encrypted upstreams */
+	char tls_ca_file[1024];         /* "" = the system's trust store */
+	uint32_t dnscrypt_key_lifetime; /* s; 0 = a fresh key per query */
 	bool check_config;
 };
+
+/* Where systemd-resolved lists the real upstreams. */
+#define CONFIG_RESOLVED_CONF "/run/systemd/resolve/resolv.conf"
 
 /* What main should do after config_load(). */
 enum config_outcome {
@@ -138,6 +184,27 @@ enum config_outcome config_load(
  */
 int config_parse_addr(
     const char *s, uint16_t default_port, struct config_addr *out);
+
+/*
+ * Parses an upstream server: "ADDR[:PORT]" (port 53), "tcp://ADDR[:PORT]"
+ * (53), "tls://ADDR[:PORT]#NAME" (853) or a DNSCrypt stamp "sdns://...".
+ * Returns 0, or -EINVAL with a short reason in why (whylen bytes).
+ */
+int config_parse_upstream(
+    const char *s, struct config_upstream *out, char *why, size_t whylen);
+
+/*
+ * Parses "ADDR" or "ADDR/BITS" (IPv4 or IPv6) into *out.  Returns 0 or
+ * -EINVAL (bad address, bits beyond the family's length, host bits set).
+ */
+int config_parse_prefix(const char *s, struct config_prefix *out);
+
+/* True when addr (AF_INET or AF_INET6) lies within p. */
+bool config_prefix_match(
+    const struct config_prefix *p, const struct sockaddr *addr);
+
+/* True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
+bool config_addr_is_loopback(const struct sockaddr *addr);
 
 /*
  * Parses a byte count with an optional k/M/G suffix (powers of 1024).

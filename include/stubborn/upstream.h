@@ -97,14 +97,15 @@ void upstream_params_default(struct upstream_params *p, uint32_t rto_max_ms);
  * zone it serves, for logs.  NULL on ENOMEM or bad n.
  */
 struct upstream_pool *upstream_pool_new(const char *name,
-    const struct config_addr *addrs, size_t n, const struct upstream_params *p);
+    const struct config_upstream *ups, size_t n,
+    const struct upstream_params *p);
 
 void upstream_pool_free(struct upstream_pool *pool);
 
 size_t upstream_count(const struct upstream_pool *pool);
 
 /* The server's address (valid as long as the pool). */
-const struct config_addr *upstream_addr(
+const struct config_upstream *upstream_addr(
     const struct upstream_pool *pool, unsigned idx);
 
 /*

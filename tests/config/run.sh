@@ -118,8 +118,9 @@ else
 	fi
 	# Every key it prints must be documented in the shipped file.
 	missing=
-	for key in $(sed -n 's/^\([a-z-]*\) = .*/\1/p' "$tmp/ship.out" |
-	    sort -u); do
+	# Keys whose value is "none" print as "# key: ...".
+	for key in $(sed -n -e 's/^\([a-z-]*\) = .*/\1/p' \
+	    -e 's/^# \([a-z-]*\): .*/\1/p' "$tmp/ship.out" | sort -u); do
 		grep -q "^#\{0,1\}$key = " "$ship" || missing="$missing $key"
 	done
 	if [ -n "$missing" ]; then

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "stubborn/config.h"
+#include "stubborn/stamp.h"
 #include "stubborn/log.h"
 #include "unit.h"
 
@@ -112,6 +113,17 @@ assert_same_addr(const struct config_addr *a, const struct config_addr *b)
 	ck_assert_int_eq(memcmp(&a->ss, &b->ss, a->len), 0);
 }
 
+static void
+assert_same_upstream(
+    const struct config_upstream *a, const struct config_upstream *b)
+{
+	assert_same_addr(&a->addr, &b->addr);
+	ck_assert_int_eq(a->proto, b->proto);
+	ck_assert_str_eq(a->name, b->name);
+	ck_assert_str_eq(a->text, b->text);
+	ck_assert_int_eq(memcmp(a->pk, b->pk, sizeof(a->pk)), 0);
+}
+
 /* Every field a config file can carry; not config_file, check_config or
  * where the upstreams came from. */
 static void
@@ -122,7 +134,7 @@ assert_same_config(const struct config *a, const struct config *b)
 		assert_same_addr(&a->listen[i], &b->listen[i]);
 	ck_assert_uint_eq(a->n_upstream, b->n_upstream);
 	for (size_t i = 0; i < a->n_upstream; i++)
-		assert_same_addr(&a->upstream[i], &b->upstream[i]);
+		assert_same_upstream(&a->upstream[i], &b->upstream[i]);
 	ck_assert_str_eq(a->resolv_conf, b->resolv_conf);
 	ck_assert_uint_eq(a->workers, b->workers);
 	ck_assert_int_eq(a->metrics_on, b->metrics_on);
@@ -144,7 +156,7 @@ assert_same_config(const struct config *a, const struct config *b)
 		ck_assert_uint_eq(
 		    a->zones[i].n_upstream, b->zones[i].n_upstream);
 		for (size_t j = 0; j < a->zones[i].n_upstream; j++)
-			assert_same_addr(
+			assert_same_upstream(
 			    &a->zones[i].upstream[j], &b->zones[i].upstream[j]);
 	}
 	ck_assert_int_eq(a->policy, b->policy);
@@ -186,6 +198,20 @@ assert_same_config(const struct config *a, const struct config *b)
 	ck_assert_uint_eq(a->max_waiters, b->max_waiters);
 	ck_assert_uint_eq(a->failure_hold_min, b->failure_hold_min);
 	ck_assert_uint_eq(a->failure_hold_max, b->failure_hold_max);
+	ck_assert_str_eq(a->control_socket, b->control_socket);
+	ck_assert_str_eq(a->user, b->user);
+	ck_assert_uint_eq(a->n_allow, b->n_allow);
+	for (size_t i = 0; i < a->n_allow; i++) {
+		ck_assert_str_eq(a->allow[i].text, b->allow[i].text);
+		ck_assert_int_eq(
+		    memcmp(a->allow[i].addr, b->allow[i].addr, 16), 0);
+	}
+	ck_assert_int_eq(a->ratelimit_loopback, b->ratelimit_loopback);
+	ck_assert_int_eq(a->log_queries, b->log_queries);
+	ck_assert_uint_eq(a->log_queries_sample, b->log_queries_sample);
+	ck_assert_int_eq(a->trust_upstream_ad, b->trust_upstream_ad);
+	ck_assert_str_eq(a->tls_ca_file, b->tls_ca_file);
+	ck_assert_uint_eq(a->dnscrypt_key_lifetime, b->dnscrypt_key_lifetime);
 }
 
 START_TEST(test_defaults)
@@ -204,10 +230,9 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(cfg.upstream[0].text, "192.0.2.1:53");
 	ck_assert(!cfg.upstream_from_resolv);
 	ck_assert_str_eq(cfg.resolv_conf, "/etc/resolv.conf");
-	ck_assert_uint_eq(cfg.workers,
-	    ncpu < 1        ? 1
-		: ncpu > 64 ? 64
-			    : (unsigned)ncpu);
+	/* The CPUs it may run on: at most the online ones, at least one. */
+	ck_assert_uint_ge(cfg.workers, 1);
+	ck_assert_uint_le(cfg.workers, ncpu < 1 ? 1 : ncpu > 64 ? 64 : ncpu);
 	ck_assert(!cfg.metrics_on);
 	ck_assert_uint_eq(cfg.cache_size, 64ull << 20);
 	ck_assert_int_eq(cfg.log_level, LOG_LEVEL_INFO);
@@ -500,7 +525,8 @@ START_TEST(test_flag_errors)
 	ck_assert_str_eq(err, "--listen: empty value");
 	ck_assert_int_eq(
 	    load(&cfg, "--upstream", "1.2.3", NULL), CONFIG_EXIT_BAD);
-	ck_assert_str_eq(err, "--upstream: bad address: '1.2.3'");
+	ck_assert_str_eq(
+	    err, "--upstream: bad server: '1.2.3' (not a numeric address)");
 	ck_assert_int_eq(
 	    load(&cfg, "--check-config=yes", NULL), CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err, "--check-config: takes no value");
@@ -599,7 +625,7 @@ START_TEST(test_list_limits_and_duplicates)
 			     &p),
 	    CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
-	    "%s:2: duplicate address for upstream: "
+	    "%s:2: duplicate server for upstream: "
 	    "'192.0.2.1:53' is already listed",
 	    p);
 	ck_assert_str_eq(err, want);
@@ -908,14 +934,17 @@ START_TEST(test_print_round_trip)
 
 	ck_assert_int_eq(
 	    load(&cfg, "--listen", "127.0.0.1:5353", "--listen",
-		"[fe80::1%lo]:5353", "--listen", "0.0.0.0:5454", "--upstream",
-		"192.0.2.1", "--upstream", "[2001:db8::1]:5300",
-		"--resolv-conf", "/nonexistent", "--workers", "7", "--metrics",
-		"127.0.0.1:9100", "--cache-size", "3M", "--log-level", "debug",
-		"--min-ttl", "10", "--max-ttl", "20", "--max-negative-ttl",
-		"30", "--edns-buffer-size", "1400", "--upstream-timeout", "333",
-		"--tcp-idle-timeout", "4444", "--tcp-max-connections", "55",
-		"--shutdown-timeout", "666", "--forward-zone",
+		"[fe80::1%lo]:5353", "--listen", "0.0.0.0:5454", "--allow",
+		"10.0.0.0/8", "--allow", "2001:db8::/32", "--upstream",
+		"192.0.2.1", "--upstream", "[2001:db8::1]:5300", "--upstream",
+		"tls://192.0.2.2#dns.example", "--upstream",
+		"tcp://[2001:db8::2]", "--resolv-conf", "/nonexistent",
+		"--workers", "7", "--metrics", "127.0.0.1:9100", "--cache-size",
+		"3M", "--log-level", "debug", "--min-ttl", "10", "--max-ttl",
+		"20", "--max-negative-ttl", "30", "--edns-buffer-size", "1400",
+		"--upstream-timeout", "333", "--tcp-idle-timeout", "4444",
+		"--tcp-max-connections", "55", "--shutdown-timeout", "666",
+		"--forward-zone",
 		"Cluster.Local 10.96.0.10 [2001:db8::53]:5300",
 		"--forward-zone", "10.in-addr.arpa. 192.0.2.10:53", "--policy",
 		"round-robin", "--health-check-name", "x.example TYPE99",
@@ -932,9 +961,15 @@ START_TEST(test_print_round_trip)
 		"--ratelimit-action", "truncate", "--ratelimit-clients", "230",
 		"--upstream-qps", "24", "--upstream-max-outstanding", "25",
 		"--max-waiters", "26", "--failure-hold-min", "27",
-		"--failure-hold-max", "28", NULL),
+		"--failure-hold-max", "28", "--control-socket",
+		"/run/x/ctl.sock", "--user", "daemon", "--ratelimit-loopback",
+		"yes", "--log-queries", "yes", "--log-queries-sample", "29",
+		"--trust-upstream-ad", "yes", "--tls-ca-file", "/etc/x/ca.pem",
+		"--dnscrypt-key-lifetime", "31", NULL),
 	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
+	ck_assert_uint_eq(cfg.n_allow, 2);
+	ck_assert_uint_eq(cfg.n_upstream, 4);
 	ck_assert_uint_eq(cfg.n_keep_warm, 2);
 	ck_assert_str_eq(cfg.snapshot, "/tmp/x y.snap");
 	round_trip(&cfg, &back);
@@ -1010,7 +1045,15 @@ START_TEST(test_print_format)
 	    "upstream-max-outstanding = 256\n"
 	    "max-waiters = 256\n"
 	    "failure-hold-min = 1\n"
-	    "failure-hold-max = 300\n");
+	    "failure-hold-max = 300\n"
+	    "# control-socket: none\n"
+	    "# user: stubborn if that user exists, else nobody\n"
+	    "ratelimit-loopback = no\n"
+	    "log-queries = no\n"
+	    "log-queries-sample = 100\n"
+	    "trust-upstream-ad = no\n"
+	    "# tls-ca-file: the system's trust store\n"
+	    "dnscrypt-key-lifetime = 600\n");
 
 	f = tmpfile();
 	ck_assert_int_eq(
@@ -1081,7 +1124,7 @@ START_TEST(test_usage_lists_every_option)
 	    "--cache-size", "--log-level", "--min-ttl", "--max-ttl",
 	    "--max-negative-ttl", "--edns-buffer-size", "--upstream-timeout",
 	    "--tcp-idle-timeout", "--tcp-max-connections", "--shutdown-timeout",
-	    "--forward-zone ZONE ADDR", "--policy",
+	    "--forward-zone ZONE SERVER", "--policy",
 	    "--health-check-name NAME [TYPE]", "--retry-budget",
 	    "--circuit-failures", "--probe-max-interval",
 	    "--serve-stale yes|no", "--stale-ttl", "--stale-max-age",
@@ -1092,7 +1135,10 @@ START_TEST(test_usage_lists_every_option)
 	    "--cache-qps", "--client-prefix-v4", "--client-prefix-v6",
 	    "--ratelimit-action", "--ratelimit-clients", "--upstream-qps",
 	    "--upstream-max-outstanding", "--max-waiters", "--failure-hold-min",
-	    "--failure-hold-max", "--check-config", "--help", "--version"};
+	    "--failure-hold-max", "--control-socket PATH", "--user NAME",
+	    "--allow PREFIX", "--ratelimit-loopback", "--log-queries",
+	    "--log-queries-sample", "--trust-upstream-ad", "--tls-ca-file FILE",
+	    "--dnscrypt-key-lifetime", "--check-config", "--help", "--version"};
 	static char text[32768];
 	size_t n;
 	FILE *f = tmpfile();
@@ -1161,14 +1207,14 @@ START_TEST(test_forward_zone_forms)
 	ck_assert_str_eq(z->name, "cluster.local.");
 	ck_assert_uint_eq(z->n_upstream, 1);
 	ck_assert_str_eq(z->upstream[0].text, "10.96.0.10:53");
-	ck_assert_uint_eq(port_of(&z->upstream[0]), 53);
+	ck_assert_uint_eq(port_of(&z->upstream[0].addr), 53);
 	z = &cfg.zones[1];
 	ck_assert_str_eq(z->name, "svc.example.org.");
 	ck_assert_uint_eq(z->n_upstream, 3);
 	ck_assert_str_eq(z->upstream[0].text, "10.96.0.10:53");
 	ck_assert_str_eq(z->upstream[1].text, "10.96.0.11:5353");
 	ck_assert_str_eq(z->upstream[2].text, "[2001:db8::53]:53");
-	ck_assert_int_eq(z->upstream[2].ss.ss_family, AF_INET6);
+	ck_assert_int_eq(z->upstream[2].addr.ss.ss_family, AF_INET6);
 	z = &cfg.zones[2];
 	ck_assert_str_eq(z->name, "_msdcs.corp-1.example.");
 	ck_assert_str_eq(z->upstream[0].text, "[2001:db8::2]:53");
@@ -1210,7 +1256,7 @@ START_TEST(test_forward_zone_errors)
 	    {"forward-zone = cluster.local",
 		"missing address for "
 		"forward-zone: zone cluster.local. needs at least one "
-		"server (ZONE ADDR[:PORT] [ADDR[:PORT]...])"},
+		"server (ZONE SERVER [SERVER...])"},
 	    {"forward-zone = cluster..local 10.96.0.10",
 		"bad zone for "
 		"forward-zone: 'cluster..local' (empty label)"},
@@ -1229,19 +1275,21 @@ START_TEST(test_forward_zone_errors)
 		"forward-zone: 'ex\\.ample' (labels take letters, digits, "
 		"'-' and '_')"},
 	    {"forward-zone = 10.96.0.10 cluster.local",
-		"bad address for "
-		"forward-zone: 'cluster.local' in zone 10.96.0.10."},
+		"bad server for "
+		"forward-zone: 'cluster.local' in zone 10.96.0.10. (not a "
+		"numeric address)"},
 	    {"forward-zone = cluster.local 10.96.0.10 10.96.0.300",
-		"bad address for forward-zone: '10.96.0.300' in zone "
-		"cluster.local."},
+		"bad server for forward-zone: '10.96.0.300' in zone "
+		"cluster.local. (not a numeric address)"},
 	    {"forward-zone = cluster.local 10.96.0.10,10.96.0.11",
-		"bad address for forward-zone: '10.96.0.10,10.96.0.11' "
-		"in zone cluster.local."},
+		"bad server for forward-zone: '10.96.0.10,10.96.0.11' "
+		"in zone cluster.local. (not a numeric address)"},
 	    {"forward-zone = cluster.local 10.96.0.10:0",
-		"bad address for "
-		"forward-zone: '10.96.0.10:0' in zone cluster.local."},
+		"bad server for "
+		"forward-zone: '10.96.0.10:0' in zone cluster.local. (not a "
+		"numeric address)"},
 	    {"forward-zone = cluster.local 10.96.0.10 10.96.0.10:53",
-		"duplicate address for forward-zone: '10.96.0.10:53' is "
+		"duplicate server for forward-zone: '10.96.0.10:53' is "
 		"already listed for cluster.local."},
 	};
 	char text[320], want[512];
@@ -1406,7 +1454,7 @@ START_TEST(test_forward_zone_loop_refused)
 	/* A wildcard listener on the port covers the loopback addresses. */
 	ck_assert_int_eq(
 	    load(&cfg, "--upstream", "192.0.2.1", "--listen", "[::]:5353",
-		"--forward-zone", "lan 127.0.0.1:5353", NULL),
+		"--allow", "::1", "--forward-zone", "lan 127.0.0.1:5353", NULL),
 	    CONFIG_EXIT_BAD);
 	ck_assert_str_eq(err,
 	    "--forward-zone: forward-zone lan.: server "
@@ -2339,6 +2387,205 @@ START_TEST(test_failure_hold_min_le_max)
 }
 END_TEST
 
+/* issue 11: the four ways to write an upstream, and what each refuses. */
+START_TEST(test_upstream_forms)
+{
+	struct config_upstream u;
+	struct stamp_dnscrypt st, back;
+	char why[160], stamp[512];
+	const char *reason;
+	static const char *const bad[][2] = {
+	    {"tls://192.0.2.1", "authentication name"},
+	    {"tls://192.0.2.1#", "authentication name"},
+	    {"tls://dns.example#dns.example", "numeric address"},
+	    {"tls://192.0.2.1#bad*name", "host name"},
+	    {"tcp://", "numeric address"},
+	    {"https://192.0.2.1/dns-query", "unknown scheme"},
+	    {"sdns://", "base64url"},
+	    {"sdns://!!!", "base64url"},
+	    {"sdns://AgcAAAAAAAAAAA", "DNSCrypt kind"},
+	    {"sdns://AQ", "truncated"},
+	};
+
+	ck_assert_int_eq(
+	    config_parse_upstream("192.0.2.1", &u, why, sizeof(why)), 0);
+	ck_assert_int_eq(u.proto, CONFIG_PROTO_UDP);
+	ck_assert_str_eq(u.text, "192.0.2.1:53");
+	ck_assert_int_eq(config_parse_upstream(
+			     "tcp://[2001:db8::1]:5300", &u, why, sizeof(why)),
+	    0);
+	ck_assert_int_eq(u.proto, CONFIG_PROTO_TCP);
+	ck_assert_str_eq(u.text, "tcp://[2001:db8::1]:5300");
+	ck_assert_int_eq(config_parse_upstream("tls://192.0.2.1#Dns.Example.",
+			     &u, why, sizeof(why)),
+	    0);
+	ck_assert_int_eq(u.proto, CONFIG_PROTO_TLS);
+	ck_assert_str_eq(u.name, "dns.example");
+	ck_assert_str_eq(u.addr.text, "192.0.2.1:853");
+	ck_assert_str_eq(u.text, "tls://192.0.2.1:853#dns.example");
+	ck_assert_int_eq(config_parse_upstream("tls://[2001:db8::1]:8853#x.y",
+			     &u, why, sizeof(why)),
+	    0);
+	ck_assert_str_eq(u.addr.text, "[2001:db8::1]:8853");
+
+	/* A stamp written by the stamp module parses back to its fields. */
+	memset(&st, 0, sizeof(st));
+	st.props = STAMP_PROP_DNSSEC | STAMP_PROP_NOLOG;
+	snprintf(st.addr, sizeof(st.addr), "127.0.0.1:8443");
+	for (int i = 0; i < 32; i++)
+		st.pk[i] = (uint8_t)(i * 7 + 1);
+	snprintf(st.name, sizeof(st.name), "2.dnscrypt-cert.example");
+	ck_assert_int_gt(stamp_write_dnscrypt(&st, stamp, sizeof(stamp)), 7);
+	ck_assert_int_eq(stamp_parse_dnscrypt(stamp, &back, &reason), 0);
+	ck_assert_uint_eq(back.props, st.props);
+	ck_assert_str_eq(back.addr, st.addr);
+	ck_assert_str_eq(back.name, st.name);
+	ck_assert_int_eq(memcmp(back.pk, st.pk, 32), 0);
+	ck_assert_int_eq(config_parse_upstream(stamp, &u, why, sizeof(why)), 0);
+	ck_assert_int_eq(u.proto, CONFIG_PROTO_DNSCRYPT);
+	ck_assert_str_eq(u.addr.text, "127.0.0.1:8443");
+	ck_assert_str_eq(u.name, "2.dnscrypt-cert.example");
+	ck_assert_int_eq(memcmp(u.pk, st.pk, 32), 0);
+	ck_assert_str_eq(u.text, stamp);
+	/* Without a port the stamp means 443; a host name is refused. */
+	snprintf(st.addr, sizeof(st.addr), "[::1]");
+	ck_assert_int_gt(stamp_write_dnscrypt(&st, stamp, sizeof(stamp)), 7);
+	ck_assert_int_eq(config_parse_upstream(stamp, &u, why, sizeof(why)), 0);
+	ck_assert_str_eq(u.addr.text, "[::1]:443");
+	snprintf(st.addr, sizeof(st.addr), "dns.example");
+	ck_assert_int_gt(stamp_write_dnscrypt(&st, stamp, sizeof(stamp)), 7);
+	ck_assert_int_eq(
+	    config_parse_upstream(stamp, &u, why, sizeof(why)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(why, "numeric"));
+	/* A key of 31 bytes, or a byte after the name, is not a stamp. */
+	snprintf(st.addr, sizeof(st.addr), "127.0.0.1");
+	ck_assert_int_gt(stamp_write_dnscrypt(&st, stamp, sizeof(stamp)), 7);
+	stamp[strlen(stamp) - 2] = '\0';
+	ck_assert_int_eq(
+	    config_parse_upstream(stamp, &u, why, sizeof(why)), -EINVAL);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(
+		    config_parse_upstream(bad[i][0], &u, why, sizeof(why)),
+		    -EINVAL);
+		ck_assert_msg(
+		    strstr(why, bad[i][1]) != NULL, "%s: %s", bad[i][0], why);
+	}
+
+	/* '#' after a blank starts a comment; inside a value it does not. */
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = tls://192.0.2.1#dns.example # DoT\n"
+			     "forward-zone = lan tls://192.0.2.9#ns.lan "
+			     "192.0.2.10#x\n",
+			     NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, "'192.0.2.10#x'"));
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = tls://192.0.2.1#dns.example # DoT\n"
+			     "forward-zone = lan tls://192.0.2.9#ns.lan\n",
+			     NULL),
+	    CONFIG_RUN);
+	ck_assert_str_eq(cfg.upstream[0].name, "dns.example");
+	ck_assert_int_eq(cfg.zones[0].upstream[0].proto, CONFIG_PROTO_TLS);
+	/* The same address over another transport is another server. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--upstream",
+			     "tcp://192.0.2.1", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "tls://192.0.2.1#a.example", "--upstream",
+		"tls://192.0.2.1:853#a.example", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, "duplicate server"));
+}
+END_TEST
+
+/* issue 10: allow lists, and listening beyond loopback needs one. */
+START_TEST(test_allow)
+{
+	struct config_prefix p;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+	const char *path;
+
+	ck_assert_int_eq(config_parse_prefix("10.0.0.0/8", &p), 0);
+	ck_assert_str_eq(p.text, "10.0.0.0/8");
+	ck_assert_int_eq(config_parse_prefix("192.0.2.7", &p), 0);
+	ck_assert_str_eq(p.text, "192.0.2.7/32");
+	ck_assert_int_eq(config_parse_prefix("2001:DB8::/32", &p), 0);
+	ck_assert_str_eq(p.text, "2001:db8::/32");
+	ck_assert_int_eq(config_parse_prefix("0.0.0.0/0", &p), 0);
+	ck_assert_int_eq(config_parse_prefix("10.1.2.3/8", &p), -EINVAL);
+	ck_assert_int_eq(config_parse_prefix("10.0.0.0/33", &p), -EINVAL);
+	ck_assert_int_eq(config_parse_prefix("10.0.0.0/", &p), -EINVAL);
+	ck_assert_int_eq(config_parse_prefix("/8", &p), -EINVAL);
+	ck_assert_int_eq(config_parse_prefix("host.example", &p), -EINVAL);
+	ck_assert_int_eq(config_parse_prefix("::/129", &p), -EINVAL);
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	inet_pton(AF_INET, "10.200.3.4", &sin.sin_addr);
+	ck_assert_int_eq(config_parse_prefix("10.192.0.0/10", &p), 0);
+	ck_assert(config_prefix_match(&p, (struct sockaddr *)&sin));
+	inet_pton(AF_INET, "10.128.3.4", &sin.sin_addr);
+	ck_assert(!config_prefix_match(&p, (struct sockaddr *)&sin));
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	/* A v4 client on a v6 socket matches v4 prefixes. */
+	inet_pton(AF_INET6, "::ffff:10.200.3.4", &sin6.sin6_addr);
+	ck_assert(config_prefix_match(&p, (struct sockaddr *)&sin6));
+	ck_assert_int_eq(config_parse_prefix("2001:db8:8000::/33", &p), 0);
+	inet_pton(AF_INET6, "2001:db8:8001::1", &sin6.sin6_addr);
+	ck_assert(config_prefix_match(&p, (struct sockaddr *)&sin6));
+	inet_pton(AF_INET6, "2001:db8:7fff::1", &sin6.sin6_addr);
+	ck_assert(!config_prefix_match(&p, (struct sockaddr *)&sin6));
+	ck_assert(!config_prefix_match(&p, (struct sockaddr *)&sin));
+
+	inet_pton(AF_INET, "127.9.9.9", &sin.sin_addr);
+	ck_assert(config_addr_is_loopback((struct sockaddr *)&sin));
+	inet_pton(AF_INET6, "::1", &sin6.sin6_addr);
+	ck_assert(config_addr_is_loopback((struct sockaddr *)&sin6));
+	inet_pton(AF_INET6, "::ffff:127.0.0.1", &sin6.sin6_addr);
+	ck_assert(config_addr_is_loopback((struct sockaddr *)&sin6));
+	inet_pton(AF_INET6, "::2", &sin6.sin6_addr);
+	ck_assert(!config_addr_is_loopback((struct sockaddr *)&sin6));
+
+	/* Loopback listening needs no list; anything else does. */
+	ck_assert_int_eq(load(&cfg, "--upstream", "192.0.2.1", "--listen",
+			     "127.0.0.1:53", "--listen", "[::1]:53", NULL),
+	    CONFIG_RUN);
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = 192.0.2.1\n"
+			     "listen = 127.0.0.53\n"
+			     "listen = 169.254.20.10\n",
+			     &path),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":3: listen 169.254.20.10:53"));
+	ck_assert_ptr_nonnull(strstr(err, "allow"));
+	ck_assert_int_eq(
+	    load(&cfg, "--upstream", "192.0.2.1", "--listen", "0.0.0.0", NULL),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, "--listen: listen 0.0.0.0:53"));
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = 192.0.2.1\n"
+			     "listen = 169.254.20.10\n"
+			     "allow = 10.0.0.0/8\n"
+			     "allow = fd00::/8\n",
+			     &path),
+	    CONFIG_RUN);
+	ck_assert_uint_eq(cfg.n_allow, 2);
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = 192.0.2.1\n"
+			     "allow = 10.0.0.0/8\n"
+			     "allow = 10.0.0.0/8\n",
+			     &path),
+	    CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":3: duplicate prefix for allow"));
+	ck_assert_int_eq(
+	    load_file(&cfg, "allow = 10.1.0.0/8\n", &path), CONFIG_EXIT_BAD);
+	ck_assert_ptr_nonnull(strstr(err, ":1: bad prefix for allow"));
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -2389,6 +2636,8 @@ make_suite(void)
 	tcase_add_test(tc, test_snapshot);
 	tcase_add_test(tc, test_ratelimit_action);
 	tcase_add_test(tc, test_failure_hold_min_le_max);
+	tcase_add_test(tc, test_upstream_forms);
+	tcase_add_test(tc, test_allow);
 	suite_add_tcase(s, tc);
 	return s;
 }

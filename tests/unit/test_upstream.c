@@ -48,14 +48,16 @@ params(void)
 static struct upstream_pool *
 new_pool(size_t n, const struct upstream_params *p)
 {
-	struct config_addr addrs[UPSTREAM_MAX];
+	struct config_upstream addrs[UPSTREAM_MAX];
 	struct upstream_pool *pool;
-	char text[32];
+	char text[32], why[128];
 
 	ck_assert_uint_le(n, UPSTREAM_MAX);
 	for (size_t i = 0; i < n; i++) {
 		snprintf(text, sizeof(text), "127.0.0.1:%zu", 5301 + i);
-		ck_assert_int_eq(config_parse_addr(text, 53, &addrs[i]), 0);
+		ck_assert_int_eq(
+		    config_parse_upstream(text, &addrs[i], why, sizeof(why)),
+		    0);
 	}
 	pool = upstream_pool_new("test.", addrs, n, p);
 	ck_assert_ptr_nonnull(pool);
@@ -1513,12 +1515,14 @@ END_TEST
 START_TEST(test_pool_new_edges)
 {
 	struct upstream_params p = params();
-	struct config_addr addrs[UPSTREAM_MAX + 1];
+	struct config_upstream addrs[UPSTREAM_MAX + 1];
 	struct upstream_pool *pool;
+	char why[128];
 
 	for (size_t i = 0; i <= UPSTREAM_MAX; i++)
-		ck_assert_int_eq(
-		    config_parse_addr("127.0.0.1:5301", 53, &addrs[i]), 0);
+		ck_assert_int_eq(config_parse_upstream("127.0.0.1:5301",
+				     &addrs[i], why, sizeof(why)),
+		    0);
 	ck_assert_ptr_null(upstream_pool_new("test.", addrs, 0, &p));
 	ck_assert_ptr_null(
 	    upstream_pool_new("test.", addrs, UPSTREAM_MAX + 1, &p));
@@ -1529,8 +1533,12 @@ START_TEST(test_pool_new_edges)
 	upstream_pool_free(NULL);
 
 	/* Addresses are copied. */
-	ck_assert_int_eq(config_parse_addr("127.0.0.1:5301", 53, &addrs[0]), 0);
-	ck_assert_int_eq(config_parse_addr("[::1]", 5302, &addrs[1]), 0);
+	ck_assert_int_eq(config_parse_upstream(
+			     "127.0.0.1:5301", &addrs[0], why, sizeof(why)),
+	    0);
+	ck_assert_int_eq(
+	    config_parse_upstream("[::1]:5302", &addrs[1], why, sizeof(why)),
+	    0);
 	pool = upstream_pool_new("test.", addrs, 2, &p);
 	ck_assert_ptr_nonnull(pool);
 	memset(addrs, 0, sizeof(addrs));
