@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,8 @@
 #define CACHE_MAX_SHARDS (1u << 16)
 /* Shards are padded apart so that two workers' locks do not share a line. */
 #define CACHE_LINE 64
+/* The longest TTL a record keeps (max-ttl's ceiling). */
+#define CACHE_TTL_MAX 604800
 
 struct entry {
 	struct entry *hnext; /* bucket chain */
@@ -44,6 +47,7 @@ struct entry {
 	bool positive;
 	uint32_t fail_s; /* current failure hold length (RFC 9520) */
 	uint64_t hold_until_ms;
+	uint64_t hold_since_ms; /* when the current hold was placed */
 	uint64_t neg_since_ms;
 	uint16_t off[]; /* noff TTL offsets, then key, then response */
 };
@@ -67,8 +71,8 @@ struct shard {
 struct cache {
 	struct shard *shards;
 	unsigned nshards;
-	uint64_t budget; /* per shard, for entries */
-	uint32_t stale_max_age_s;
+	uint64_t budget;                  /* per shard, for entries */
+	_Atomic uint32_t stale_max_age_s; /* changed by a reload */
 	unsigned char hkey[crypto_shorthash_KEYBYTES];
 };
 
@@ -92,7 +96,7 @@ static uint8_t *entry_key(struct entry *);
 static uint8_t *entry_resp(struct entry *);
 static enum cache_result entry_age(
     const struct entry *, uint64_t, uint32_t, struct cache_hit *);
-static void entry_copy_out(struct entry *, uint8_t *, uint32_t);
+static void entry_copy_out(struct entry *, uint8_t *, bool, uint32_t, uint32_t);
 static void free_chain(struct entry *);
 static int store(struct cache *, const uint8_t *, size_t, const uint8_t *,
     size_t, uint32_t, uint64_t, bool);
@@ -150,7 +154,7 @@ cache_new(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s)
 		return NULL;
 	c->nshards = n;
 	c->budget = per_shard > table ? per_shard - table : 0;
-	c->stale_max_age_s = stale_max_age_s;
+	atomic_init(&c->stale_max_age_s, stale_max_age_s);
 	rng_bytes(c->hkey, sizeof(c->hkey));
 	c->shards = aligned_alloc(CACHE_LINE, n * sizeof(struct shard));
 	if (c->shards == NULL)
@@ -167,6 +171,12 @@ free_shards:
 free_cache:
 	free(c);
 	return NULL;
+}
+
+void
+cache_set_stale_max_age(struct cache *c, uint32_t s)
+{
+	atomic_store_explicit(&c->stale_max_age_s, s, memory_order_relaxed);
 }
 
 void
@@ -266,7 +276,10 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
 	if (e != NULL) {
-		r = entry_age(e, now_ms, c->stale_max_age_s, &info);
+		r = entry_age(e, now_ms,
+		    atomic_load_explicit(
+			&c->stale_max_age_s, memory_order_relaxed),
+		    &info);
 		if (r == CACHE_MISS) {
 			/* Too old even for serve-stale: nobody can use it. */
 			shard_unlink(s, e);
@@ -299,8 +312,7 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 		return CACHE_MISS;
 	}
 	if (out != NULL)
-		entry_copy_out(
-		    e, out, r == CACHE_FRESH ? info.ttl_left : stale_ttl);
+		entry_copy_out(e, out, r == CACHE_FRESH, info.age_s, stale_ttl);
 	if (out_len != NULL)
 		*out_len = e->len;
 	lru_unlink(s, e);
@@ -357,6 +369,7 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	else
 		e->fail_s = min_s;
 	e->hold_until_ms = now_ms + (uint64_t)e->fail_s * 1000;
+	e->hold_since_ms = now_ms;
 	until = e->hold_until_ms;
 	pthread_mutex_unlock(&s->lock);
 	free(fresh);
@@ -365,7 +378,8 @@ cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 }
 
 bool
-cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms)
+cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
+    uint64_t until_ms)
 {
 	uint64_t h = cache_hash(c, key, klen);
 	struct shard *s = shard_of(c, h);
@@ -373,8 +387,10 @@ cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms)
 
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
-	if (e != NULL && e->len > 0 && e->hold_until_ms < until_ms)
+	if (e != NULL && e->len > 0 && e->hold_until_ms < until_ms) {
 		e->hold_until_ms = until_ms;
+		e->hold_since_ms = now_ms;
+	}
 	pthread_mutex_unlock(&s->lock);
 	return e != NULL && e->len > 0;
 }
@@ -394,26 +410,89 @@ cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
 		if (e->neg_since_ms == 0)
 			e->neg_since_ms = now_ms;
 		e->hold_until_ms = hold_until_ms;
+		e->hold_since_ms = now_ms;
 		since = e->neg_since_ms;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return since;
 }
 
-void
+/* One entry as cache_walk copies it out of its shard. */
+struct walk_rec {
+	uint64_t stored_ms;
+	uint32_t ttl;
+	uint16_t klen, len;
+};
+
+/*
+ * Copies a shard's data entries (least recently used first, so a reload
+ * keeps the order) into one allocation under its lock; fn then runs with
+ * no lock held, so a slow reader (a snapshot on a slow disk) never stalls
+ * the shard's lookups.
+ */
+static uint8_t *
+shard_copy(struct shard *s, size_t *used, bool *nomem)
+{
+	size_t need = 0, o = 0;
+	uint8_t *buf;
+
+	for (struct entry *e = s->tail; e != NULL; e = e->prev)
+		if (e->len > 0)
+			need += sizeof(struct walk_rec) + e->klen + e->len;
+	*used = 0;
+	if (need == 0)
+		return NULL;
+	if ((buf = malloc(need)) == NULL) {
+		*nomem = true;
+		return NULL;
+	}
+	for (struct entry *e = s->tail; e != NULL; e = e->prev) {
+		struct walk_rec rec;
+		if (e->len == 0)
+			continue;
+		rec.stored_ms = e->stored_ms;
+		rec.ttl = e->ttl;
+		rec.klen = e->klen;
+		rec.len = e->len;
+		memcpy(buf + o, &rec, sizeof(rec));
+		o += sizeof(rec);
+		memcpy(buf + o, entry_key(e), e->klen);
+		o += e->klen;
+		memcpy(buf + o, entry_resp(e), e->len);
+		o += e->len;
+	}
+	*used = o;
+	return buf;
+}
+
+int
 cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
 {
+	int rc = 0;
+
 	for (unsigned i = 0; i < c->nshards; i++) {
 		struct shard *s = &c->shards[i];
+		size_t used, o = 0;
+		uint8_t *buf;
+
+		bool nomem = false;
 
 		pthread_mutex_lock(&s->lock);
-		/* Least recently used first: a reload keeps the LRU order. */
-		for (struct entry *e = s->tail; e != NULL; e = e->prev)
-			if (e->len > 0)
-				fn(arg, entry_key(e), e->klen, entry_resp(e),
-				    e->len, e->ttl, e->stored_ms);
+		buf = shard_copy(s, &used, &nomem);
 		pthread_mutex_unlock(&s->lock);
+		if (nomem)
+			rc = -ENOMEM;
+		while (o < used) {
+			struct walk_rec rec;
+			memcpy(&rec, buf + o, sizeof(rec));
+			o += sizeof(rec);
+			fn(arg, buf + o, rec.klen, buf + o + rec.klen, rec.len,
+			    rec.ttl, rec.stored_ms);
+			o += (size_t)rec.klen + rec.len;
+		}
+		free(buf);
 	}
+	return rc;
 }
 
 bool
@@ -684,6 +763,16 @@ entry_new(const uint8_t *key, size_t klen, const uint8_t *resp, size_t len,
 	/* Same message as the counting pass, so the same count. */
 	(void)scan_ttls(resp, len, e->off, &n);
 	memcpy(entry_resp(e), resp, len);
+	/*
+	 * No record may run out before the entry does; one claiming more
+	 * than a week (or with the high bit set, RFC 8767 4) gets the
+	 * entry's TTL.  The engine has clamped them to max-ttl already.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		uint32_t own = wire_u32(entry_resp(e) + e->off[i]);
+		if (own < ttl || own > CACHE_TTL_MAX)
+			wire_put32(entry_resp(e) + e->off[i], ttl);
+	}
 	/* IDs are per exchange; every reply gets the client's own. */
 	wire_put16(entry_resp(e), 0);
 	return e;
@@ -718,6 +807,7 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 	hit->rcode = e->rcode;
 	hit->positive = e->positive;
 	hit->hold_until_ms = e->hold_until_ms;
+	hit->hold_since_ms = e->hold_since_ms;
 	hit->neg_since_ms = e->neg_since_ms;
 	if (e->len == 0) {
 		/*
@@ -730,6 +820,7 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 		    ? CACHE_STALE
 		    : CACHE_MISS;
 	}
+	hit->age_s = (uint32_t)(age_ms / 1000);
 	if (age_ms < life_ms) {
 		hit->ttl_left = e->ttl - (uint32_t)(age_ms / 1000);
 		hit->stale_s = 0;
@@ -744,12 +835,23 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 	return CACHE_MISS;
 }
 
+/*
+ * Each record counts down from its own TTL (a day-long CNAME in front of a
+ * minute-long A keeps its day), the entry expiring with the shortest; a
+ * stale copy gives every record the stale TTL.
+ */
 static void
-entry_copy_out(struct entry *e, uint8_t *out, uint32_t ttl)
+entry_copy_out(struct entry *e, uint8_t *out, bool fresh, uint32_t age_s,
+    uint32_t stale_ttl)
 {
 	memcpy(out, entry_resp(e), e->len);
-	for (size_t i = 0; i < e->noff; i++)
-		wire_put32(out + e->off[i], ttl);
+	for (size_t i = 0; i < e->noff; i++) {
+		uint32_t own = wire_u32(out + e->off[i]);
+		wire_put32(out + e->off[i],
+		    !fresh            ? stale_ttl
+			: own > age_s ? own - age_s
+				      : 0);
+	}
 }
 
 static void

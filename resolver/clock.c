@@ -23,6 +23,19 @@ clock_now_ms(void)
 }
 
 uint64_t
+clock_now_us(void)
+{
+	struct timespec ts;
+	uint64_t f = atomic_load_explicit(&fake_ms, memory_order_relaxed);
+
+	if (f != 0)
+		return f * 1000;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((1ull << 32) + (uint64_t)ts.tv_sec * 1000u) * 1000u +
+	    (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t
 clock_wall_s(void)
 {
 	return (uint64_t)time(NULL);

@@ -20,7 +20,8 @@
 #include "stubborn/log.h"
 #include "stubborn/stamp.h"
 
-#define CONFIG_VERSION_TEXT "stubborn 0.1.0"
+#define CONFIG_VERSION "0.2.0"
+#define CONFIG_VERSION_TEXT "stubborn " CONFIG_VERSION
 #define CONFIG_MAX_WORKERS 64
 /* Interface names in a scope id.  The kernel resolves "lo:1" (an alias) and
  * names with ']' to an index too, but those would not survive print-back. */
@@ -1192,6 +1193,18 @@ addr_is_loopback(const struct config_addr *a)
 	if (a->ss.ss_family == AF_INET)
 		return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
 	return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+}
+
+const char *
+config_version(void)
+{
+	return CONFIG_VERSION;
+}
+
+bool
+config_addr_is_wildcard(const struct config_addr *a)
+{
+	return addr_is_wildcard(a);
 }
 
 static bool

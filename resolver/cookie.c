@@ -3,7 +3,6 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "stubborn/clock.h"
 #include "stubborn/cookie.h"
 #include "stubborn/wire.h"
 
@@ -12,11 +11,13 @@
 #define COOKIE_MAX_AHEAD_S 300 /* and so is more than 5 min ahead */
 
 /*
- * Two secrets; current names the one used to make cookies.  Rotation
- * overwrites the other one, hourly at most, long after any reader of it
- * finished with it.
+ * Three slots: current makes cookies, the one before it still validates,
+ * and rotation writes the third, which no reader has looked at for an hour
+ * (two slots would have the writer overwrite the one readers still check).
+ * The index is published with release after the slot is written.
  */
-static unsigned char secrets[2][crypto_shorthash_KEYBYTES];
+#define COOKIE_SLOTS 3
+static unsigned char secrets[COOKIE_SLOTS][crypto_shorthash_KEYBYTES];
 static _Atomic unsigned current;
 
 static void hash_cookie(const unsigned char *secret, const uint8_t *cc,
@@ -25,18 +26,18 @@ static void hash_cookie(const unsigned char *secret, const uint8_t *cc,
 void
 cookie_init(void)
 {
-	randombytes_buf(secrets[0], sizeof(secrets[0]));
-	randombytes_buf(secrets[1], sizeof(secrets[1]));
+	for (unsigned i = 0; i < COOKIE_SLOTS; i++)
+		randombytes_buf(secrets[i], sizeof(secrets[i]));
 	atomic_store(&current, 0);
 }
 
 void
 cookie_rotate(void)
 {
-	unsigned next = atomic_load(&current) ^ 1;
+	unsigned next = (atomic_load(&current) + 1) % COOKIE_SLOTS;
 
 	randombytes_buf(secrets[next], sizeof(secrets[next]));
-	atomic_store(&current, next);
+	atomic_store_explicit(&current, next, memory_order_release);
 }
 
 static void
@@ -69,15 +70,18 @@ cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
 	out[0] = COOKIE_VERSION;
 	out[1] = out[2] = out[3] = 0;
 	wire_put32(out + 4, now_s);
-	hash_cookie(secrets[atomic_load(&current)], cc, out, peer, out + 8);
+	hash_cookie(
+	    secrets[atomic_load_explicit(&current, memory_order_acquire)], cc,
+	    out, peer, out + 8);
 }
 
 bool
-cookie_valid_query(
-    const struct wire_query *q, const struct sockaddr_storage *peer)
+cookie_valid_query(const struct wire_query *q,
+    const struct sockaddr_storage *peer, uint32_t now)
 {
 	const uint8_t *sc = q->cookie + COOKIE_CLIENT_LEN;
-	uint32_t now = (uint32_t)clock_wall_s(), ts;
+	unsigned cur = atomic_load_explicit(&current, memory_order_acquire);
+	uint32_t ts;
 	uint8_t h[8];
 
 	if (!q->has_cookie ||
@@ -89,8 +93,9 @@ cookie_valid_query(
 	if ((int32_t)(now - ts) > COOKIE_MAX_AGE_S ||
 	    (int32_t)(ts - now) > COOKIE_MAX_AHEAD_S)
 		return false;
-	for (int i = 0; i < 2; i++) {
-		hash_cookie(secrets[i], q->cookie, sc, peer, h);
+	for (unsigned i = 0; i < 2; i++) {
+		unsigned slot = (cur + COOKIE_SLOTS - i) % COOKIE_SLOTS;
+		hash_cookie(secrets[slot], q->cookie, sc, peer, h);
 		if (sodium_memcmp(h, sc + 8, 8) == 0)
 			return true;
 	}
@@ -98,24 +103,12 @@ cookie_valid_query(
 }
 
 size_t
-cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
-    const struct wire_query *q, const struct sockaddr_storage *peer)
+cookie_reply_option(const struct wire_query *q,
+    const struct sockaddr_storage *peer, uint32_t now_s, uint8_t *out)
 {
-	uint8_t opt[COOKIE_CLIENT_LEN + COOKIE_SERVER_LEN];
-	int n;
-
 	if (!q->has_cookie || !q->has_opt)
-		return len;
-	memcpy(opt, q->cookie, COOKIE_CLIENT_LEN);
-	cookie_make(
-	    q->cookie, peer, (uint32_t)clock_wall_s(), opt + COOKIE_CLIENT_LEN);
-	/*
-	 * Within the limit or not at all: wire_add_option leaves buf alone
-	 * when it fails, but not when it succeeds past the limit.
-	 */
-	n = wire_add_option(buf, len, cap < limit ? cap : limit,
-	    WIRE_OPT_COOKIE, opt, sizeof(opt));
-	if (n < 0)
-		return len;
-	return (size_t)n;
+		return 0;
+	memcpy(out, q->cookie, COOKIE_CLIENT_LEN);
+	cookie_make(q->cookie, peer, now_s, out + COOKIE_CLIENT_LEN);
+	return COOKIE_CLIENT_LEN + COOKIE_SERVER_LEN;
 }

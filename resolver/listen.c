@@ -13,25 +13,33 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "stubborn/cache.h"
 #include "stubborn/clock.h"
 #include "stubborn/config.h"
-#include "stubborn/forward.h"
+#include "stubborn/engine.h"
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
-#include "stubborn/ratelimit.h"
-#include "stubborn/cookie.h"
+#include "stubborn/pipeline.h"
+#include "stubborn/rng.h"
+#include "stubborn/route.h"
 #include "stubborn/wire.h"
 
 #define UDP_BATCH 32
 #define UDP_BUF 4096        /* larger client queries are not DNS we serve */
+#define UDP_OUT 4096        /* largest UDP reply (edns-buffer-size max) */
 #define TCP_MAX_PIPELINE 64 /* queries in flight per connection */
+#define CMSG_SPACE_MAX                                                         \
+	(CMSG_SPACE(sizeof(struct in6_pktinfo)) >                              \
+		    CMSG_SPACE(sizeof(struct in_pktinfo))                      \
+		? CMSG_SPACE(sizeof(struct in6_pktinfo))                       \
+		: CMSG_SPACE(sizeof(struct in_pktinfo)))
 
 struct udp_sock {
 	struct listen *l;
 	int fd;
-	struct event *ev; /* added by listen_new, freed by close_udp */
+	bool wildcard;
+	struct event *ev; /* read: added by listen_new, deleted by listen_stop,
+			     freed by listen_free */
 };
 
 struct tcp_conn {
@@ -49,30 +57,50 @@ struct tcp_conn {
 	bool closing;       /* close once the owed replies are flushed */
 };
 
+/* Replies made while a batch of datagrams is handled leave together. */
+struct out_batch {
+	unsigned n;
+	struct mmsghdr mm[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sockaddr_storage peer[UDP_BATCH];
+	uint8_t ctl[UDP_BATCH][CMSG_SPACE_MAX];
+	uint8_t buf[UDP_BATCH][UDP_OUT];
+};
+
 struct listen {
 	struct event_base *base;
-	const struct config *cfg;
-	struct forward *fwd;
-	struct cache *cache;
+	struct pipeline *p;
+	struct engine *engine;
 	struct metrics_worker *met;
-	struct udp_sock udp[CONFIG_MAX_LISTEN];
+	struct udp_sock udp[2 * CONFIG_MAX_LISTEN];
 	size_t n_udp;
-	struct evconnlistener *tcp[CONFIG_MAX_LISTEN];
+	struct evconnlistener *tcp[2 * CONFIG_MAX_LISTEN];
 	size_t n_tcp;
 	struct tcp_conn *conns;
 	size_t n_conns;
-	struct listen_limits limits;
 	bool stopped;
+	struct udp_sock *batching; /* the socket whose batch is being read */
+	uint64_t now_us;           /* its arrival time */
+	struct out_batch out;
 	uint8_t rbuf[UDP_BATCH][UDP_BUF];
-	uint8_t out[WIRE_MSG_MAX + 1024];
+	uint8_t rctl[UDP_BATCH][CMSG_SPACE_MAX];
 };
 
 /* Connections of all workers together, against tcp-max-connections. */
 static _Atomic unsigned tcp_total;
 
-static int open_socket(const struct config_addr *a, int type, bool reuseport,
-    char *err, size_t errlen, int *errnum);
+static const struct config *cfg_of(const struct listen *l);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
+static void read_dst(struct msghdr *mh, struct client *cl);
+static void put_dst(
+    const struct client *cl, struct msghdr *mh, uint8_t *ctl, size_t cap);
+static void udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src);
+static void flush_batch(struct listen *l, int fd);
+static void observe(struct listen *l, const struct client *cl,
+    const uint8_t *msg, size_t len, enum client_source src, uint64_t now_us);
+static void log_query(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src, uint64_t us);
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *sa, int salen, void *arg);
 static void tcp_read_cb(struct bufferevent *bev, void *arg);
@@ -87,36 +115,19 @@ static void conn_close_when_flushed(struct tcp_conn *c);
 static void idle_cb(evutil_socket_t fd, short what, void *arg);
 static void flushed_cb(struct bufferevent *bev, void *arg);
 static void conn_release(struct tcp_conn *c);
-static void udp_reply(
-    const struct fwd_client *cl, const uint8_t *msg, size_t len);
-static void tcp_reply(
-    const struct fwd_client *cl, const uint8_t *msg, size_t len);
-static void process(
-    struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl);
-static void answer_error(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, int rcode, int ede, const char *text,
-    struct fwd_client *cl);
-static void answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, const uint8_t *key, size_t klen,
-    struct fwd_client *cl);
-static void reply_cached(struct listen *l, const uint8_t *pkt,
-    const struct wire_query *q, size_t slen, struct fwd_client *cl, int ede);
-static void reply_stale(struct listen *l, const uint8_t *pkt,
-    const struct wire_query *q, size_t slen, const struct cache_hit *hit,
-    struct fwd_client *cl);
-static bool client_allowed(struct listen *l, struct ratelimit *rl,
-    uint32_t rate, const struct fwd_client *cl, uint64_t now);
-static void over_limit(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, struct fwd_client *cl);
-static void maybe_refresh(struct listen *l, const uint8_t *pkt,
-    const struct wire_query *q, const uint8_t *key, size_t klen,
-    const struct cache_hit *hit, uint64_t now);
+static void tcp_reply(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src);
 
-static int
-open_socket(const struct config_addr *a, int type, bool reuseport, char *err,
-    size_t errlen, int *errnum)
+int
+listen_open_socket(const struct config_addr *a, int type, bool reuseport,
+    char *err, size_t errlen, int *errnum)
 {
 	int one = 1, fd;
+	bool wild = a->ss.ss_family == AF_INET
+	    ? ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr ==
+		htonl(INADDR_ANY)
+	    : IN6_IS_ADDR_UNSPECIFIED(
+		  &((const struct sockaddr_in6 *)&a->ss)->sin6_addr);
 
 	fd = socket(a->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -129,6 +140,13 @@ open_socket(const struct config_addr *a, int type, bool reuseport, char *err,
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (a->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* A reply must leave from the address the query was sent to. */
+	if (wild && type == SOCK_DGRAM &&
+	    (a->ss.ss_family == AF_INET
+		    ? setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one))
+		    : setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one,
+			  sizeof(one))) < 0)
+		goto fail;
 	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
 		goto fail;
 	if (type == SOCK_STREAM && listen(fd, 256) < 0)
@@ -154,12 +172,12 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 	int errnum = 0;
 
 	for (size_t i = 0; i < cfg->n_listen; i++) {
-		int fd = open_socket(
+		int fd = listen_open_socket(
 		    &cfg->listen[i], SOCK_DGRAM, false, err, errlen, &errnum);
 		if (fd < 0)
 			return -errnum;
 		close(fd);
-		fd = open_socket(
+		fd = listen_open_socket(
 		    &cfg->listen[i], SOCK_STREAM, false, err, errlen, &errnum);
 		if (fd < 0)
 			return -errnum;
@@ -169,55 +187,49 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 }
 
 struct listen *
-listen_new(struct event_base *base, const struct config *cfg,
-    struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    const struct listen_limits *limits, char *err, size_t errlen, int *errnum)
+listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
+    struct metrics_worker *met, const struct listen_sock *socks, size_t n)
 {
 	struct listen *l = calloc(1, sizeof(*l));
 
-	*errnum = ENOMEM;
-	if (l == NULL) {
-		snprintf(err, errlen, "out of memory");
+	if (l == NULL)
 		return NULL;
-	}
 	l->base = base;
-	l->cfg = cfg;
-	l->fwd = fwd;
-	l->cache = cache;
+	l->p = p;
+	l->engine = engine;
 	l->met = met;
-	if (limits != NULL)
-		l->limits = *limits;
-	for (size_t i = 0; i < cfg->n_listen; i++) {
-		const struct config_addr *a = &cfg->listen[i];
-		struct udp_sock *u = &l->udp[l->n_udp];
-		int fd = open_socket(a, SOCK_DGRAM, true, err, errlen, errnum);
-		if (fd < 0)
-			goto fail;
-		u->l = l;
-		u->fd = fd;
-		l->n_udp++;
-		u->ev =
-		    event_new(base, fd, EV_READ | EV_PERSIST, udp_read_cb, u);
-		if (u->ev == NULL || event_add(u->ev, NULL) < 0)
-			goto fail_mem;
-		fd = open_socket(a, SOCK_STREAM, true, err, errlen, errnum);
-		if (fd < 0)
-			goto fail;
-		l->tcp[l->n_tcp] = evconnlistener_new(
-		    base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-		if (l->tcp[l->n_tcp] == NULL) {
-			close(fd);
-			goto fail_mem;
+	for (size_t i = 0; i < n; i++) {
+		if (socks[i].type == SOCK_DGRAM &&
+		    l->n_udp < sizeof(l->udp) / sizeof(l->udp[0])) {
+			struct udp_sock *u = &l->udp[l->n_udp];
+			u->l = l;
+			u->fd = socks[i].fd;
+			u->wildcard = socks[i].wildcard;
+			u->ev = event_new(
+			    base, u->fd, EV_READ | EV_PERSIST, udp_read_cb, u);
+			if (u->ev == NULL || event_add(u->ev, NULL) < 0)
+				goto fail;
+			l->n_udp++;
+		} else if (socks[i].type == SOCK_STREAM &&
+		    l->n_tcp < sizeof(l->tcp) / sizeof(l->tcp[0])) {
+			/* The fd is main's: no LEV_OPT_CLOSE_ON_FREE. */
+			l->tcp[l->n_tcp] = evconnlistener_new(
+			    base, accept_cb, l, 0, -1, socks[i].fd);
+			if (l->tcp[l->n_tcp] == NULL)
+				goto fail;
+			l->n_tcp++;
 		}
-		l->n_tcp++;
 	}
 	return l;
-fail_mem:
-	*errnum = ENOMEM;
-	snprintf(err, errlen, "out of memory setting up listeners");
 fail:
 	listen_free(l);
 	return NULL;
+}
+
+static const struct config *
+cfg_of(const struct listen *l)
+{
+	return &engine_route(l->engine)->cfg;
 }
 
 void
@@ -228,19 +240,12 @@ listen_stop(struct listen *l)
 	if (l->stopped)
 		return;
 	l->stopped = true;
-	for (size_t i = 0; i < l->n_udp; i++) {
-		if (l->udp[i].ev) {
-			event_free(l->udp[i].ev);
-			l->udp[i].ev = NULL;
-		}
-		close(l->udp[i].fd);
-		l->udp[i].fd = -1;
-	}
-	for (size_t i = 0; i < l->n_tcp; i++) {
-		evconnlistener_free(l->tcp[i]);
-		l->tcp[i] = NULL;
-	}
-	l->n_tcp = 0;
+	/* The sockets stay open: owed replies still leave through them. */
+	for (size_t i = 0; i < l->n_udp; i++)
+		if (l->udp[i].ev)
+			event_del(l->udp[i].ev);
+	for (size_t i = 0; i < l->n_tcp; i++)
+		evconnlistener_disable(l->tcp[i]);
 	for (c = l->conns; c != NULL; c = next) {
 		next = c->next;
 		if (c->inflight == 0) {
@@ -266,21 +271,134 @@ listen_free(struct listen *l)
 	listen_stop(l);
 	/*
 	 * conn_close unlinks each; one still owed replies is freed by its
-	 * last reply, and the forwarder (freed first) has given them all.
+	 * last reply, and the engine (freed first) has given them all.
 	 */
 	while (l->conns != NULL)
 		conn_close(l->conns);
+	for (size_t i = 0; i < l->n_udp; i++)
+		if (l->udp[i].ev)
+			event_free(l->udp[i].ev);
+	for (size_t i = 0; i < l->n_tcp; i++)
+		evconnlistener_free(l->tcp[i]);
 	free(l);
 }
 
+/* The address a datagram was sent to (wildcard sockets only). */
 static void
-udp_reply(const struct fwd_client *cl, const uint8_t *msg, size_t len)
+read_dst(struct msghdr *mh, struct client *cl)
 {
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(mh); c != NULL;
+	     c = CMSG_NXTHDR(mh, c)) {
+		if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+			struct in_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			cl->dst.family = AF_INET;
+			cl->dst.ifindex = (unsigned)pi.ipi_ifindex;
+			cl->dst.a.v4 = pi.ipi_addr;
+		} else if (c->cmsg_level == IPPROTO_IPV6 &&
+		    c->cmsg_type == IPV6_PKTINFO) {
+			struct in6_pktinfo pi;
+			memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+			cl->dst.family = AF_INET6;
+			cl->dst.ifindex = pi.ipi6_ifindex;
+			cl->dst.a.v6 = pi.ipi6_addr;
+		}
+	}
+}
+
+/* Makes the reply leave from the address the query was sent to. */
+static void
+put_dst(const struct client *cl, struct msghdr *mh, uint8_t *ctl, size_t cap)
+{
+	struct cmsghdr *c;
+
+	mh->msg_control = NULL;
+	mh->msg_controllen = 0;
+	if (cl->dst.family == 0)
+		return;
+	memset(ctl, 0, cap);
+	mh->msg_control = ctl;
+	mh->msg_controllen = cap;
+	c = CMSG_FIRSTHDR(mh);
+	if (cl->dst.family == AF_INET) {
+		struct in_pktinfo pi;
+		memset(&pi, 0, sizeof(pi));
+		pi.ipi_spec_dst = cl->dst.a.v4;
+		pi.ipi_ifindex = (int)cl->dst.ifindex;
+		c->cmsg_level = IPPROTO_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		mh->msg_controllen = CMSG_SPACE(sizeof(pi));
+	} else {
+		struct in6_pktinfo pi;
+		memset(&pi, 0, sizeof(pi));
+		pi.ipi6_addr = cl->dst.a.v6;
+		pi.ipi6_ifindex = cl->dst.ifindex;
+		c->cmsg_level = IPPROTO_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		mh->msg_controllen = CMSG_SPACE(sizeof(pi));
+	}
+}
+
+static void
+udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src)
+{
+	struct udp_sock *u = cl->conn;
+	struct listen *l = u->l;
+	struct out_batch *b = &l->out;
+	struct msghdr mh;
+	struct iovec iov;
+	uint8_t ctl[CMSG_SPACE_MAX];
+
 	if (msg == NULL)
 		return;
+	observe(l, cl, msg, len, src,
+	    l->batching == u ? l->now_us : clock_now_us());
+	if (l->batching == u && b->n < UDP_BATCH && len <= UDP_OUT) {
+		unsigned i = b->n++;
+		memcpy(b->buf[i], msg, len);
+		memcpy(&b->peer[i], &cl->peer, cl->peer_len);
+		b->iov[i].iov_base = b->buf[i];
+		b->iov[i].iov_len = len;
+		memset(&b->mm[i], 0, sizeof(b->mm[i]));
+		b->mm[i].msg_hdr.msg_iov = &b->iov[i];
+		b->mm[i].msg_hdr.msg_iovlen = 1;
+		b->mm[i].msg_hdr.msg_name = &b->peer[i];
+		b->mm[i].msg_hdr.msg_namelen = cl->peer_len;
+		put_dst(cl, &b->mm[i].msg_hdr, b->ctl[i], sizeof(b->ctl[i]));
+		return;
+	}
+	memset(&mh, 0, sizeof(mh));
+	iov.iov_base = (void *)msg;
+	iov.iov_len = len;
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_name = (void *)&cl->peer;
+	mh.msg_namelen = cl->peer_len;
+	put_dst(cl, &mh, ctl, sizeof(ctl));
 	/* A full socket buffer loses this reply; the client will retry. */
-	(void)sendto(cl->fd, msg, len, 0, (const struct sockaddr *)&cl->peer,
-	    cl->peer_len);
+	(void)sendmsg(cl->fd, &mh, 0);
+}
+
+static void
+flush_batch(struct listen *l, int fd)
+{
+	struct out_batch *b = &l->out;
+	unsigned sent = 0;
+
+	while (sent < b->n) {
+		int r = sendmmsg(fd, b->mm + sent, b->n - sent, 0);
+		/* What the socket buffer does not take is lost, as a single
+		 * sendto's would be; the clients retry. */
+		if (r <= 0)
+			break;
+		sent += (unsigned)r;
+	}
+	b->n = 0;
 }
 
 static void
@@ -291,7 +409,9 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct mmsghdr mm[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 	struct sockaddr_storage peers[UDP_BATCH];
-	struct fwd_client cl;
+	struct client cl;
+	uint64_t now_ms;
+	uint32_t now_s;
 	int n;
 
 	memset(mm, 0, sizeof(mm));
@@ -302,8 +422,19 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		mm[i].msg_hdr.msg_iovlen = 1;
 		mm[i].msg_hdr.msg_name = &peers[i];
 		mm[i].msg_hdr.msg_namelen = sizeof(peers[i]);
+		if (u->wildcard) {
+			mm[i].msg_hdr.msg_control = l->rctl[i];
+			mm[i].msg_hdr.msg_controllen = sizeof(l->rctl[i]);
+		}
 	}
 	n = recvmmsg(fd, mm, UDP_BATCH, MSG_DONTWAIT, NULL);
+	if (n <= 0)
+		return;
+	/* One clock reading for the batch: its packets arrived together. */
+	l->now_us = clock_now_us();
+	now_ms = l->now_us / 1000;
+	now_s = (uint32_t)clock_wall_s();
+	l->batching = u;
 	for (int i = 0; i < n; i++) {
 		metrics_inc(l->met, MET_QUERIES_UDP);
 		if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -313,274 +444,70 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		memset(&cl, 0, sizeof(cl));
 		cl.reply = udp_reply;
 		cl.fd = fd;
+		cl.conn = u;
+		cl.start_us = l->now_us;
 		memcpy(&cl.peer, &peers[i], mm[i].msg_hdr.msg_namelen);
 		cl.peer_len = mm[i].msg_hdr.msg_namelen;
-		process(l, l->rbuf[i], mm[i].msg_len, &cl);
+		if (u->wildcard)
+			read_dst(&mm[i].msg_hdr, &cl);
+		pipeline_process(
+		    l->p, l->rbuf[i], mm[i].msg_len, &cl, now_ms, now_s);
 	}
+	l->batching = NULL;
+	flush_batch(l, fd);
+}
+
+/* Every reply is timed; with log-queries, (a sample of) them logged. */
+static void
+observe(struct listen *l, const struct client *cl, const uint8_t *msg,
+    size_t len, enum client_source src, uint64_t now_us)
+{
+	const struct config *cfg = cfg_of(l);
+	uint64_t us = now_us > cl->start_us ? now_us - cl->start_us : 0;
+
+	metrics_observe(l->met, src, us);
+	if (cfg->log_queries &&
+	    (cfg->log_queries_sample >= 100 ||
+		rng_uniform(100) < cfg->log_queries_sample))
+		log_query(cl, msg, len, src, us);
 }
 
 static void
-process(struct listen *l, const uint8_t *pkt, size_t len, struct fwd_client *cl)
+log_query(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src, uint64_t us)
 {
-	struct wire_query q;
-	enum wire_verdict v = wire_parse_query(pkt, len, &q);
-	uint8_t key[CACHE_KEY_MAX];
-	size_t klen;
+	static const char *const srcs[] = {
+	    "cache", "upstream", "stale", "error"};
+	static const char *const rcodes[] = {
+	    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"};
+	char addr[INET6_ADDRSTRLEN] = "?", name[WIRE_NAME_MAX * 4 + 8] = "";
+	struct wire_question q;
+	unsigned rcode = len >= WIRE_HDR_LEN ? WIRE_RCODE(WIRE_FLAGS(msg)) : 0;
+	char rc[16];
 
-	cl->max_len = cl->tcp ? WIRE_MSG_MAX
-			      : wire_udp_limit(&q, l->cfg->edns_buffer_size);
-	switch (v) {
-	case WIRE_ACCEPT:
-		break;
-	case WIRE_DROP:
-		metrics_inc(l->met, MET_DROPPED);
-		cl->reply(cl, NULL, 0);
-		return;
-	case WIRE_NOTIMP:
-		metrics_inc(l->met, MET_REPLIES_NOTIMP);
-		answer_error(l, pkt, len, &q, WIRE_RCODE_NOTIMP, -1, NULL, cl);
-		return;
-	case WIRE_BADVERS:
-		metrics_inc(l->met, MET_REPLIES_BADVERS);
-		answer_error(l, pkt, len, &q, WIRE_RCODE_BADVERS, -1, NULL, cl);
-		return;
-	case WIRE_REFUSED:
-		metrics_inc(l->met, MET_REPLIES_REFUSED);
-		answer_error(l, pkt, len, &q, WIRE_RCODE_REFUSED,
-		    WIRE_EDE_NOT_SUPPORTED, "zone transfers are not served",
-		    cl);
-		return;
-	case WIRE_FORMERR:
-	default:
-		metrics_inc(l->met, MET_REPLIES_FORMERR);
-		answer_error(l, pkt, len, &q, WIRE_RCODE_FORMERR, -1, NULL, cl);
-		return;
-	}
-	klen = cache_make_key(key, pkt + q.q.name_off, q.q.name_len, q.q.qtype,
-	    q.q.qclass,
-	    (q.do_bit ? CACHE_KEY_DO : 0) |
-		((q.flags & WIRE_CD) ? CACHE_KEY_CD : 0));
-	answer_or_forward(l, pkt, len, &q, key, klen, cl);
-}
-
-/* The cache decides: fresh answer, stale answer, held failure, or upstream. */
-static void
-answer_or_forward(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, const uint8_t *key, size_t klen,
-    struct fwd_client *cl)
-{
-	const struct config *cfg = l->cfg;
-	uint64_t now = clock_now_ms();
-	struct cache_hit hit;
-	enum cache_result r = CACHE_MISS;
-	size_t slen = 0;
-	unsigned flags = 0;
-	int rc;
-
-	memset(&hit, 0, sizeof(hit));
-	/* RFC 8482 ANY is passed through, never answered from the cache. */
-	if (q->q.qtype != WIRE_TYPE_ANY)
-		r = cache_lookup(l->cache, key, klen, now, cfg->stale_ttl,
-		    l->out, WIRE_MSG_MAX, &slen, &hit);
-	switch (r) {
-	case CACHE_FRESH:
-		if (!client_allowed(
-			l, l->limits.hit, cfg->cache_qps, cl, now)) {
-			over_limit(l, pkt, len, q, cl);
-			return;
-		}
-		metrics_inc(l->met, MET_CACHE_HITS);
-		reply_cached(l, pkt, q, slen, cl, -1);
-		maybe_refresh(l, pkt, q, key, klen, &hit, now);
-		return;
-	case CACHE_FAILED:
-		/* Resolution failed moments ago (RFC 9520): do not ask again.
-		 */
-		metrics_inc(l->met, MET_FAILURE_CACHE_HITS);
-		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL,
-		    WIRE_EDE_CACHED_ERROR, "recent upstream failure", cl);
-		return;
-	case CACHE_STALE:
-		if (!cfg->serve_stale)
-			break;
-		/* Held after a failed refresh: stale at once (RFC 8767 5). */
-		if (hit.hold_until_ms > now) {
-			reply_stale(l, pkt, q, slen, &hit, cl);
-			return;
-		}
-		flags = FWD_HAVE_STALE;
-		break;
-	case CACHE_MISS:
-	default:
-		break;
-	}
-	/* Only work that costs upstream queries counts against client-qps. */
-	if (!client_allowed(l, l->limits.miss,
-		q->has_cookie && cookie_valid_query(q, &cl->peer)
-		    ? cfg->client_qps_cookie
-		    : cfg->client_qps,
-		cl, now)) {
-		if (flags == FWD_HAVE_STALE) {
-			metrics_inc(l->met, MET_RATELIMITED_STALE);
-			reply_stale(l, pkt, q, slen, &hit, cl);
-		} else
-			over_limit(l, pkt, len, q, cl);
-		return;
-	}
-	metrics_inc(l->met, MET_CACHE_MISSES);
-	rc = forward_query(l->fwd, pkt, len, q, key, klen, cl, flags);
-	if (rc < 0 && flags == FWD_HAVE_STALE) {
-		/* l->out still holds the stale copy the lookup made. */
-		reply_stale(l, pkt, q, slen, &hit, cl);
-		return;
-	}
-	if (rc < 0)
-		answer_error(l, pkt, len, q, WIRE_RCODE_SERVFAIL,
-		    WIRE_EDE_OTHER,
-		    rc == -ESHUTDOWN ? "shutting down"
-				     : "too many queries in flight",
-		    cl);
-}
-
-/*
- * The client's token bucket (rate per second, burst twice that); the first
- * time a client goes over, one log line (itself rate-limited).
- */
-static bool
-client_allowed(struct listen *l, struct ratelimit *rl, uint32_t rate,
-    const struct fwd_client *cl, uint64_t now)
-{
-	static _Atomic uint64_t last_log_ms;
-	uint8_t prefix[17];
-	size_t plen;
-	enum ratelimit_verdict v;
-	char addr[INET6_ADDRSTRLEN] = "?";
-
-	if (rl == NULL || rate == 0)
-		return true;
-	plen = ratelimit_prefix((const struct sockaddr *)&cl->peer,
-	    l->cfg->client_prefix_v4, l->cfg->client_prefix_v6, prefix);
-	v = ratelimit_check(rl, prefix, plen, rate,
-	    rate > UINT32_MAX / 2 ? UINT32_MAX : rate * 2, now);
-	if (v == RATELIMIT_PASS)
-		return true;
-	if (v == RATELIMIT_LIMITED_FIRST) {
-		uint64_t last = atomic_load(&last_log_ms);
-		if (now >= last + 1000 &&
-		    atomic_compare_exchange_strong(&last_log_ms, &last, now)) {
-			if (cl->peer.ss_family == AF_INET6)
-				inet_ntop(AF_INET6,
-				    &((const struct sockaddr_in6 *)&cl->peer)
-					 ->sin6_addr,
-				    addr, sizeof(addr));
-			else
-				inet_ntop(AF_INET,
-				    &((const struct sockaddr_in *)&cl->peer)
-					 ->sin_addr,
-				    addr, sizeof(addr));
-			log_warn("listen",
-			    "client over its query limit client=%s qps=%u "
-			    "action=%s",
-			    addr, rate,
-			    l->cfg->ratelimit_action == CONFIG_RL_DROP ? "drop"
-				: l->cfg->ratelimit_action == CONFIG_RL_TRUNCATE
-				? "truncate"
-				: "refuse");
-		}
-	}
-	return false;
-}
-
-/* An over-limit query without a stale answer: refuse, drop or TC=1. */
-static void
-over_limit(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, struct fwd_client *cl)
-{
-	int action = l->cfg->ratelimit_action;
-	int n;
-
-	if (action == CONFIG_RL_DROP) {
-		metrics_inc(l->met, MET_RATELIMITED_DROP);
-		cl->reply(cl, NULL, 0);
-		return;
-	}
-	if (action == CONFIG_RL_TRUNCATE && !cl->tcp) {
-		/* Genuine clients retry over TCP; spoofed sources cannot. */
-		metrics_inc(l->met, MET_RATELIMITED_TRUNCATE);
-		n = wire_build_error(l->out, sizeof(l->out), pkt, len, q,
-		    WIRE_RCODE_NOERROR, l->cfg->edns_buffer_size, -1, NULL);
-		if (n >= 0)
-			wire_put16(l->out + 2,
-			    (uint16_t)(WIRE_FLAGS(l->out) | WIRE_TC));
-		cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
-		return;
-	}
-	metrics_inc(l->met, MET_RATELIMITED_REFUSE);
-	answer_error(l, pkt, len, q, WIRE_RCODE_REFUSED, WIRE_EDE_OTHER,
-	    "rate limited", cl);
-}
-
-/* Sends the response in l->out (slen bytes), made into this client's reply. */
-static void
-reply_cached(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
-    size_t slen, struct fwd_client *cl, int ede)
-{
-	int n = wire_make_reply(l->out, slen, sizeof(l->out), cl->max_len, pkt,
-	    q, l->cfg->edns_buffer_size, ede, ede >= 0 ? "stale answer" : NULL);
-
-	if (n < 0) {
-		cl->reply(cl, NULL, 0);
-		return;
-	}
-	if (WIRE_FLAGS(l->out) & WIRE_TC)
-		metrics_inc(l->met, MET_REPLIES_TRUNCATED);
-	cl->reply(cl, l->out,
-	    cookie_attach(
-		l->out, (size_t)n, sizeof(l->out), cl->max_len, q, &cl->peer));
-}
-
-static void
-reply_stale(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
-    size_t slen, const struct cache_hit *hit, struct fwd_client *cl)
-{
-	metrics_inc(l->met, MET_STALE_ANSWERS);
-	reply_cached(l, pkt, q, slen, cl,
-	    hit->rcode == WIRE_RCODE_NXDOMAIN ? WIRE_EDE_STALE_NXDOMAIN
-					      : WIRE_EDE_STALE);
-}
-
-/*
- * Refresh-ahead: a name asked for in the last refresh-ahead percent of its
- * TTL is fetched again in the background, so popular names never expire.
- */
-static void
-maybe_refresh(struct listen *l, const uint8_t *pkt, const struct wire_query *q,
-    const uint8_t *key, size_t klen, const struct cache_hit *hit, uint64_t now)
-{
-	uint32_t pct = l->cfg->refresh_ahead;
-
-	if (pct == 0 || hit->hold_until_ms > now ||
-	    (uint64_t)hit->ttl_left * 100 > (uint64_t)hit->ttl * pct)
-		return;
-	forward_refresh(l->fwd, key, klen, pkt + q->q.name_off, q->q.name_len,
-	    q->q.qtype, q->q.qclass, key[klen - 1]);
-}
-
-static void
-answer_error(struct listen *l, const uint8_t *pkt, size_t len,
-    const struct wire_query *q, int rcode, int ede, const char *text,
-    struct fwd_client *cl)
-{
-	int n = wire_build_error(l->out, sizeof(l->out), pkt, len, q, rcode,
-	    l->cfg->edns_buffer_size, ede, text);
-
-	if (rcode == WIRE_RCODE_SERVFAIL)
-		metrics_inc(l->met, MET_REPLIES_SERVFAIL);
-	/* A malformed cookie is why FORMERR is sent: none goes back then. */
-	if (n >= 0 && rcode != WIRE_RCODE_FORMERR)
-		n = (int)cookie_attach(l->out, (size_t)n, sizeof(l->out),
-		    cl->max_len, q, &cl->peer);
-	cl->reply(cl, n < 0 ? NULL : l->out, n < 0 ? 0 : (size_t)n);
+	if (cl->peer.ss_family == AF_INET6)
+		inet_ntop(AF_INET6,
+		    &((const struct sockaddr_in6 *)&cl->peer)->sin6_addr, addr,
+		    sizeof(addr));
+	else
+		inet_ntop(AF_INET,
+		    &((const struct sockaddr_in *)&cl->peer)->sin_addr, addr,
+		    sizeof(addr));
+	memset(&q, 0, sizeof(q));
+	if (wire_read_question(msg, len, &q) == 0)
+		wire_name_text(
+		    msg + q.name_off, q.name_len, name, sizeof(name));
+	if (rcode < sizeof(rcodes) / sizeof(rcodes[0]))
+		snprintf(rc, sizeof(rc), "%s", rcodes[rcode]);
+	else
+		snprintf(rc, sizeof(rc), "RCODE%u", rcode);
+	log_info("query",
+	    "reply client=%s proto=%s name=\"%s\" type=%u rcode=%s%s "
+	    "source=%s duration_us=%llu",
+	    addr, cl->tcp ? "tcp" : "udp", name, (unsigned)q.qtype, rc,
+	    len >= WIRE_HDR_LEN && (WIRE_FLAGS(msg) & WIRE_TC) ? " tc=1" : "",
+	    srcs[src < CLIENT_SRC_COUNT ? src : CLIENT_SRC_ERROR],
+	    (unsigned long long)us);
 }
 
 static bool
@@ -606,8 +533,9 @@ same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
 static bool
 make_room(struct listen *l, const struct sockaddr *sa, bool at_total)
 {
-	unsigned workers = l->cfg->workers ? l->cfg->workers : 1;
-	unsigned share = (l->cfg->tcp_max_per_client + workers - 1) / workers;
+	const struct config *cfg = cfg_of(l);
+	unsigned workers = cfg->workers ? cfg->workers : 1;
+	unsigned share = (cfg->tcp_max_per_client + workers - 1) / workers;
 	struct tcp_conn *idlest = NULL, *idlest_own = NULL;
 	unsigned own = 0;
 
@@ -644,16 +572,16 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
 	struct listen *l = arg;
+	const struct config *cfg = cfg_of(l);
 	struct tcp_conn *c;
 	struct timeval idle;
-	unsigned workers = l->cfg->workers ? l->cfg->workers : 1;
+	unsigned workers = cfg->workers ? cfg->workers : 1;
 	/*
 	 * Each worker keeps to its share of the total, so a worker at the
 	 * total always has connections of its own to make room with.
 	 */
-	bool at_total =
-	    atomic_load(&tcp_total) >= l->cfg->tcp_max_connections ||
-	    l->n_conns >= (l->cfg->tcp_max_connections + workers - 1) / workers;
+	bool at_total = atomic_load(&tcp_total) >= cfg->tcp_max_connections ||
+	    l->n_conns >= (cfg->tcp_max_connections + workers - 1) / workers;
 
 	if (l->stopped || !make_room(l, sa, at_total)) {
 		metrics_inc(l->met, MET_TCP_REJECTED);
@@ -664,7 +592,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	 * The total is shared by the workers: another worker's connections
 	 * may fill it while this one had nothing idle to close.
 	 */
-	if (atomic_fetch_add(&tcp_total, 1) + 1 > l->cfg->tcp_max_connections) {
+	if (atomic_fetch_add(&tcp_total, 1) + 1 > cfg->tcp_max_connections) {
 		atomic_fetch_sub(&tcp_total, 1);
 		metrics_inc(l->met, MET_TCP_REJECTED);
 		close(fd);
@@ -699,8 +627,8 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		l->conns->prev = c;
 	l->conns = c;
 	l->n_conns++;
-	idle.tv_sec = l->cfg->tcp_idle_timeout_ms / 1000;
-	idle.tv_usec = (l->cfg->tcp_idle_timeout_ms % 1000) * 1000;
+	idle.tv_sec = cfg->tcp_idle_timeout_ms / 1000;
+	idle.tv_usec = (cfg->tcp_idle_timeout_ms % 1000) * 1000;
 	/*
 	 * A reader too slow to take its answers within the idle time is cut
 	 * off; the idle timer itself is ours, because only whole messages
@@ -716,7 +644,7 @@ static void
 conn_arm_idle(struct tcp_conn *c)
 {
 	struct timeval idle;
-	uint32_t ms = c->l->cfg->tcp_idle_timeout_ms;
+	uint32_t ms = cfg_of(c->l)->tcp_idle_timeout_ms;
 
 	idle.tv_sec = ms / 1000;
 	idle.tv_usec = (ms % 1000) * 1000;
@@ -743,7 +671,7 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 	struct tcp_conn *c = arg;
 	struct listen *l = c->l;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	struct fwd_client cl;
+	struct client cl;
 	uint8_t lenb[2];
 	uint8_t *msg;
 	size_t mlen;
@@ -775,23 +703,27 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 		cl.tcp = true;
 		cl.conn = c;
 		cl.fd = -1;
+		cl.start_us = clock_now_us();
 		memcpy(&cl.peer, &c->peer, c->peer_len);
 		cl.peer_len = c->peer_len;
 		c->inflight++;
-		process(l, msg ? msg : lenb, mlen, &cl);
+		pipeline_process(l->p, msg ? msg : lenb, mlen, &cl,
+		    cl.start_us / 1000, (uint32_t)clock_wall_s());
 		if (c->bev != NULL)
 			evbuffer_drain(in, mlen);
 	}
 }
 
 static void
-tcp_reply(const struct fwd_client *cl, const uint8_t *msg, size_t len)
+tcp_reply(const struct client *cl, const uint8_t *msg, size_t len,
+    enum client_source src)
 {
 	struct tcp_conn *c = cl->conn;
 	uint8_t lenb[2];
 
 	if (msg != NULL && c->bev != NULL) {
 		struct evbuffer *out = bufferevent_get_output(c->bev);
+		observe(c->l, cl, msg, len, src, clock_now_us());
 		wire_put16(lenb, (uint16_t)len);
 		evbuffer_add(out, lenb, 2);
 		evbuffer_add(out, msg, len);
@@ -824,7 +756,7 @@ conn_release(struct tcp_conn *c)
 		bufferevent_enable(c->bev, EV_READ);
 		/*
 		 * Queries already buffered raise no new read event; deferred,
-		 * so the forwarder is not re-entered from inside a reply.
+		 * so the engine is not re-entered from inside a reply.
 		 */
 		bufferevent_trigger(c->bev, EV_READ,
 		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -871,7 +803,7 @@ tcp_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /*
- * Closes the socket at once; the struct lives on while the forwarder still
+ * Closes the socket at once; the struct lives on while the engine still
  * owes it replies (conn_release frees it then).
  */
 static void

@@ -1,14 +1,19 @@
 /*
- * main: CLI, start-up order, signals and shutdown.  The only place that
- * calls exit(): 2 for bad config or flags, 1 when start-up fails, 0 after a
- * clean drain.
+ * main: CLI, start-up order, signals (reload, drain), the periodic jobs
+ * (snapshots, cookie secrets, resolv-conf), metrics and shutdown.  The only
+ * place that calls exit(): 2 for bad config or flags, 1 when start-up
+ * fails, 0 after a clean drain.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -21,52 +26,225 @@
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
 #include "stubborn/metrics.h"
+#include "stubborn/pipeline.h"
 #include "stubborn/ratelimit.h"
 #include "stubborn/rng.h"
+#include "stubborn/route.h"
 #include "stubborn/snapshot.h"
 #include "stubborn/upstream.h"
 #include "stubborn/wire.h"
 #include "stubborn/worker.h"
 
 #define CACHE_SHARDS 64
+#define MAX_SOCKS (CONFIG_MAX_LISTEN * 64 * 2)
+/* How often the resolv-conf file is looked at for changes. */
+#define RESOLV_POLL_MS 1000
 
 struct daemon {
-	struct config cfg;
-	pthread_t loader; /* loads the snapshot after listening */
-	bool loader_started;
-	struct event *ev_snapshot; /* periodic save, freed at exit */
-	struct fwd_zone zones[CONFIG_MAX_ZONES + 1];
-	size_t nzones;
-	struct worker_shared shared;
+	int argc;
+	char **argv;
+	struct config cfg; /* as started: the settings a reload cannot change */
+	struct route *route; /* the current generation; main's reference */
+	uint64_t gen;
 	struct cache *cache;
 	struct metrics *metrics;
+	struct pipeline_limits limits;
+	struct listen_sock socks[MAX_SOCKS];
+	unsigned sock_worker[MAX_SOCKS]; /* which worker reads socks[i] */
+	size_t nsocks;
 	struct worker **workers;
 	unsigned n_workers;
 	struct event_base *base;
+	pthread_t loader; /* loads the snapshot after listening */
+	bool loader_started;
+	pthread_t saver; /* an interval save, off the main thread */
+	_Atomic bool saving;
+	bool saver_started;
+	struct event *ev_snapshot; /* periodic save */
+	struct event *ev_resolv;   /* polls resolv-conf */
+	struct stat resolv_st;     /* as last seen */
+	bool resolv_seen;
+	uint64_t reloads_ok, reloads_failed;
+	uint64_t last_reload_s; /* wall clock of the last good (re)load */
 };
 
-static void signal_cb(evutil_socket_t sig, short what, void *arg);
+static void term_cb(evutil_socket_t sig, short what, void *arg);
+static void hup_cb(evutil_socket_t sig, short what, void *arg);
+static void reload(struct daemon *d, const char *why);
+static void warn_restart_only(
+    const struct config *old, const struct config *cfg);
+static void resolv_cb(evutil_socket_t fd, short what, void *arg);
+static bool resolv_changed(struct daemon *d);
 static void extra_metrics(void *arg, struct evbuffer *out);
-static int build_pools(struct daemon *d, char *err, size_t errlen);
-static void free_pools(struct daemon *d);
+static void upstream_metrics(struct daemon *d, struct evbuffer *out);
+static bool is_ready(void *arg);
+static int open_sockets(struct daemon *d);
+static void close_sockets(struct daemon *d);
+static int start_workers(struct daemon *d);
+static void stop_workers(struct daemon *d);
 static void *load_snapshot(void *arg);
 static void save_snapshot(struct daemon *d, const char *why);
+static void *save_thread(void *arg);
 static void snapshot_cb(evutil_socket_t fd, short what, void *arg);
 static int start_snapshots(struct daemon *d);
 static int make_limits(struct daemon *d);
 static void cookie_cb(evutil_socket_t fd, short what, void *arg);
-static bool is_ready(void *arg);
-static int start_workers(struct daemon *d);
-static void stop_workers(struct daemon *d);
 static void log_startup(const struct daemon *d);
 
 static void
-signal_cb(evutil_socket_t sig, short what, void *arg)
+term_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
 
 	log_info("main", "signal received, draining signal=%d", (int)sig);
 	event_base_loopexit(d->base, NULL);
+}
+
+static void
+hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	reload(arg, "SIGHUP");
+}
+
+/* Settings that need the process restarted: named in a warning. */
+static void
+warn_restart_only(const struct config *old, const struct config *cfg)
+{
+	char list[512] = "";
+	size_t o = 0;
+	bool listen_same = old->n_listen == cfg->n_listen;
+
+	for (size_t i = 0; listen_same && i < cfg->n_listen; i++)
+		listen_same =
+		    strcmp(old->listen[i].text, cfg->listen[i].text) == 0;
+#define CHANGED(cond, name)                                                    \
+	do {                                                                   \
+		if ((cond) && o < sizeof(list))                                \
+			o += (size_t)snprintf(list + o, sizeof(list) - o,      \
+			    "%s%s", o ? "," : "", name);                       \
+	} while (0)
+	CHANGED(!listen_same, "listen");
+	CHANGED(old->workers != cfg->workers, "workers");
+	CHANGED(old->metrics_on != cfg->metrics_on ||
+		strcmp(old->metrics.text, cfg->metrics.text) != 0,
+	    "metrics");
+	CHANGED(old->cache_size != cfg->cache_size, "cache-size");
+	CHANGED(old->ratelimit_clients != cfg->ratelimit_clients,
+	    "ratelimit-clients");
+	CHANGED(strcmp(old->snapshot, cfg->snapshot) != 0, "snapshot");
+	CHANGED(strcmp(old->control_socket, cfg->control_socket) != 0,
+	    "control-socket");
+	CHANGED(strcmp(old->user, cfg->user) != 0, "user");
+#undef CHANGED
+	if (o > 0)
+		log_warn("main",
+		    "reload: these settings change only with a restart; the "
+		    "running values stay settings=%s",
+		    list);
+}
+
+/*
+ * Loads the config again (and resolv-conf, when the upstreams come from
+ * it).  A file that does not load leaves everything as it is; one that
+ * does becomes a new route every worker switches to, while queries in
+ * flight finish on theirs and the cache stays.
+ */
+static void
+reload(struct daemon *d, const char *why)
+{
+	static struct config next;
+	char err[1024];
+	struct route *r;
+
+	switch (config_load(&next, d->argc, d->argv, err, sizeof(err))) {
+	case CONFIG_RUN:
+		break;
+	default:
+		d->reloads_failed++;
+		log_error("main",
+		    "reload failed, the running configuration stays "
+		    "when=%s error=\"%s\"",
+		    why, err);
+		return;
+	}
+	warn_restart_only(&d->cfg, &next);
+	/* What only a restart changes keeps its running value. */
+	next.workers = d->cfg.workers;
+	next.n_listen = d->cfg.n_listen;
+	memcpy(next.listen, d->cfg.listen, sizeof(next.listen));
+	r = route_new(&next, d->route, ++d->gen, err, sizeof(err));
+	if (r == NULL) {
+		d->reloads_failed++;
+		log_error("main",
+		    "reload failed, the running configuration stays "
+		    "when=%s error=\"%s\"",
+		    why, err);
+		return;
+	}
+	for (unsigned i = 0; i < d->n_workers; i++)
+		worker_set_route(d->workers[i], r);
+	route_unref(d->route);
+	d->route = r;
+	log_set_level((enum log_level)next.log_level);
+	cache_set_stale_max_age(
+	    d->cache, next.serve_stale ? next.stale_max_age : 0);
+	d->reloads_ok++;
+	d->last_reload_s = clock_wall_s();
+	if (next.resolv_fallback && !d->route->cfg.resolv_fallback)
+		log_info("main",
+		    "resolv-conf lists only our own addresses; using "
+		    "systemd-resolved's servers file=%s",
+		    CONFIG_RESOLVED_CONF);
+	log_info("main",
+	    "configuration reloaded when=%s generation=%llu upstreams=%zu "
+	    "zones=%zu",
+	    why, (unsigned long long)d->gen, next.n_upstream, next.n_zones);
+	if (d->ev_snapshot != NULL && next.snapshot_interval > 0) {
+		struct timeval tv = {next.snapshot_interval, 0};
+		event_add(d->ev_snapshot, &tv);
+	}
+}
+
+/* The file's identity and time: a rewrite (in place or by rename) shows. */
+static bool
+resolv_changed(struct daemon *d)
+{
+	struct stat st;
+	bool changed;
+
+	if (stat(d->route->cfg.resolv_conf, &st) < 0)
+		memset(&st, 0, sizeof(st));
+	changed = d->resolv_seen &&
+	    (st.st_ino != d->resolv_st.st_ino ||
+		st.st_dev != d->resolv_st.st_dev ||
+		st.st_size != d->resolv_st.st_size ||
+		st.st_mtim.tv_sec != d->resolv_st.st_mtim.tv_sec ||
+		st.st_mtim.tv_nsec != d->resolv_st.st_mtim.tv_nsec);
+	d->resolv_st = st;
+	d->resolv_seen = true;
+	return changed;
+}
+
+/*
+ * Upstreams that come from resolv-conf follow it: DHCP, a VPN or
+ * NetworkManager rewrite it, and new queries go to the new servers
+ * within a second or two, no signal needed.
+ */
+static void
+resolv_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	if (!d->route->cfg.upstream_from_resolv) {
+		d->resolv_seen = false;
+		return;
+	}
+	if (resolv_changed(d)) {
+		log_info("main", "resolv-conf changed, reloading file=%s",
+		    d->route->cfg.resolv_conf);
+		reload(d, "resolv-conf");
+		(void)resolv_changed(d);
+	}
 }
 
 /* Per-server health, labelled by zone and server address. */
@@ -75,13 +253,18 @@ upstream_metrics(struct daemon *d, struct evbuffer *out)
 {
 	static const char *const help[][3] = {
 	    {"upstream_server_queries_total", "counter",
-		"Queries sent to the server (probes excluded)."},
+		"Queries sent to the server (probes excluded): answers + "
+		"timeouts + errors + outstanding."},
 	    {"upstream_server_answers_total", "counter",
-		"Usable answers from the server."},
+		"Usable answers from the server (probes excluded)."},
 	    {"upstream_server_timeouts_total", "counter",
 		"Queries the server did not answer in time."},
 	    {"upstream_server_errors_total", "counter",
 		"SERVFAIL/REFUSED/unreachable/malformed from the server."},
+	    {"upstream_server_probes_total", "counter",
+		"Health probes sent to the server."},
+	    {"upstream_server_probe_answers_total", "counter",
+		"Health probes the server answered."},
 	    {"upstream_server_rtt_seconds", "gauge",
 		"Smoothed round-trip time estimate."},
 	    {"upstream_server_rto_seconds", "gauge",
@@ -90,20 +273,27 @@ upstream_metrics(struct daemon *d, struct evbuffer *out)
 		"Queries waiting for the server."},
 	    {"upstream_server_circuit", "gauge",
 		"Circuit state: 0 closed, 1 open, 2 half-open."},
+	    {"upstream_server_last_answer_age_seconds", "gauge",
+		"Seconds since the server last answered (a query or a probe); "
+		"-1 if it never has."},
 	};
+	struct route *r = d->route;
 	char zone[WIRE_NAME_MAX * 4 + 8];
+	uint64_t now = clock_now_ms(), last_ok = 0;
 
 	for (size_t m = 0; m < sizeof(help) / sizeof(help[0]); m++) {
 		evbuffer_add_printf(out,
 		    "# HELP stubborn_%s %s\n# TYPE stubborn_%s %s\n",
 		    help[m][0], help[m][2], help[m][0], help[m][1]);
-		for (size_t z = 0; z < d->nzones; z++) {
-			struct upstream_pool *pool = d->zones[z].pool;
-			wire_name_text(d->zones[z].name, d->zones[z].len, zone,
+		for (size_t z = 0; z < r->nzones; z++) {
+			struct upstream_pool *pool = r->zones[z].pool;
+			wire_name_text(r->zones[z].name, r->zones[z].len, zone,
 			    sizeof(zone));
 			for (unsigned i = 0; i < upstream_count(pool); i++) {
 				struct upstream_stats st;
 				upstream_get_stats(pool, i, &st);
+				if (st.last_ok_ms > last_ok)
+					last_ok = st.last_ok_ms;
 				evbuffer_add_printf(out,
 				    "stubborn_%s{zone=\"%s\",server=\"%s\"} ",
 				    help[m][0], zone,
@@ -126,25 +316,49 @@ upstream_metrics(struct daemon *d, struct evbuffer *out)
 					    (unsigned long long)st.errors);
 					break;
 				case 4:
-					evbuffer_add_printf(
-					    out, "%.6f\n", st.srtt_us / 1e6);
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)st.probes);
 					break;
 				case 5:
-					evbuffer_add_printf(
-					    out, "%.3f\n", st.rto_ms / 1e3);
+					evbuffer_add_printf(out, "%llu\n",
+					    (unsigned long long)
+						st.probe_answers);
 					break;
 				case 6:
 					evbuffer_add_printf(
+					    out, "%.6f\n", st.srtt_us / 1e6);
+					break;
+				case 7:
+					evbuffer_add_printf(
+					    out, "%.3f\n", st.rto_ms / 1e3);
+					break;
+				case 8:
+					evbuffer_add_printf(
 					    out, "%u\n", st.outstanding);
 					break;
-				default:
+				case 9:
 					evbuffer_add_printf(
 					    out, "%d\n", (int)st.circuit);
+					break;
+				default:
+					evbuffer_add_printf(out, "%.3f\n",
+					    st.last_ok_ms == 0
+						? -1.0
+						: (double)(now -
+						      st.last_ok_ms) /
+						    1e3);
 					break;
 				}
 			}
 		}
 	}
+	evbuffer_add_printf(out,
+	    "# HELP stubborn_upstream_last_answer_age_seconds Seconds since "
+	    "any upstream last answered; -1 if none has.  Rising while clients "
+	    "are answered: an outage is being absorbed.\n"
+	    "# TYPE stubborn_upstream_last_answer_age_seconds gauge\n"
+	    "stubborn_upstream_last_answer_age_seconds %.3f\n",
+	    last_ok == 0 ? -1.0 : (double)(now - last_ok) / 1e3);
 }
 
 static void
@@ -152,9 +366,11 @@ extra_metrics(void *arg, struct evbuffer *out)
 {
 	struct daemon *d = arg;
 	struct cache_stats st;
+	uint64_t stale_n, stale_age;
 
 	upstream_metrics(d, out);
 	cache_get_stats(d->cache, &st);
+	metrics_stale_window(d->metrics, clock_wall_s(), &stale_n, &stale_age);
 	evbuffer_add_printf(out,
 	    "# HELP stubborn_cache_entries Entries in the cache.\n"
 	    "# TYPE stubborn_cache_entries gauge\n"
@@ -164,51 +380,112 @@ extra_metrics(void *arg, struct evbuffer *out)
 	    "stubborn_cache_bytes %llu\n"
 	    "# HELP stubborn_cache_evictions_total Entries evicted for space.\n"
 	    "# TYPE stubborn_cache_evictions_total counter\n"
-	    "stubborn_cache_evictions_total %llu\n",
+	    "stubborn_cache_evictions_total %llu\n"
+	    "# HELP stubborn_stale_answers_last_minute Stale answers served in "
+	    "the last 60 seconds.\n"
+	    "# TYPE stubborn_stale_answers_last_minute gauge\n"
+	    "stubborn_stale_answers_last_minute %llu\n"
+	    "# HELP stubborn_stale_answer_max_age_seconds Seconds past expiry "
+	    "of the oldest stale answer served in the last 60 seconds.\n"
+	    "# TYPE stubborn_stale_answer_max_age_seconds gauge\n"
+	    "stubborn_stale_answer_max_age_seconds %llu\n"
+	    "# HELP stubborn_reloads_total Configuration reloads, by result.\n"
+	    "# TYPE stubborn_reloads_total counter\n"
+	    "stubborn_reloads_total{result=\"ok\"} %llu\n"
+	    "stubborn_reloads_total{result=\"failed\"} %llu\n"
+	    "# HELP stubborn_config_last_reload_success_timestamp_seconds "
+	    "When the running configuration was loaded.\n"
+	    "# TYPE stubborn_config_last_reload_success_timestamp_seconds "
+	    "gauge\n"
+	    "stubborn_config_last_reload_success_timestamp_seconds %llu\n"
+	    "# HELP stubborn_build_info Version and build of the running "
+	    "binary.\n"
+	    "# TYPE stubborn_build_info gauge\n"
+	    "stubborn_build_info{version=\"%s\"} 1\n",
 	    (unsigned long long)st.entries, (unsigned long long)st.bytes,
-	    (unsigned long long)st.evictions);
+	    (unsigned long long)st.evictions, (unsigned long long)stale_n,
+	    (unsigned long long)stale_age, (unsigned long long)d->reloads_ok,
+	    (unsigned long long)d->reloads_failed,
+	    (unsigned long long)d->last_reload_s, config_version());
 }
 
 static bool
 is_ready(void *arg)
 {
 	struct daemon *d = arg;
-
 	struct cache_stats st;
 
 	/* Listening, and an upstream usable or the cache holding answers. */
-	for (size_t z = 0; z < d->nzones; z++)
-		if (upstream_any_usable(d->zones[z].pool))
+	for (size_t z = 0; z < d->route->nzones; z++)
+		if (upstream_any_usable(d->route->zones[z].pool))
 			return true;
 	cache_get_stats(d->cache, &st);
 	return st.entries > 0;
 }
 
+/*
+ * One UDP and one TCP socket per listen address and worker (SO_REUSEPORT
+ * spreads the load), after a probe without SO_REUSEPORT so that a second
+ * daemon on the same address fails instead of splitting the traffic.
+ */
+static int
+open_sockets(struct daemon *d)
+{
+	char err[512];
+	int errnum = 0;
+
+	if (listen_probe(&d->cfg, err, sizeof(err)) < 0)
+		goto fail;
+	for (unsigned w = 0; w < d->cfg.workers; w++)
+		for (size_t i = 0; i < d->cfg.n_listen; i++)
+			for (int k = 0; k < 2; k++) {
+				int type = k ? SOCK_STREAM : SOCK_DGRAM;
+				struct listen_sock *s = &d->socks[d->nsocks];
+				int fd = listen_open_socket(&d->cfg.listen[i],
+				    type, true, err, sizeof(err), &errnum);
+				if (fd < 0)
+					goto fail;
+				s->fd = fd;
+				s->type = type;
+				s->addr = i;
+				s->wildcard =
+				    config_addr_is_wildcard(&d->cfg.listen[i]);
+				d->sock_worker[d->nsocks++] = w;
+			}
+	return 0;
+fail:
+	fprintf(stderr, "stubborn: %s\n", err);
+	log_error("main", "start-up failed: %s", err);
+	return -EADDRINUSE;
+}
+
+static void
+close_sockets(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nsocks; i++)
+		close(d->socks[i].fd);
+	d->nsocks = 0;
+}
+
 static int
 start_workers(struct daemon *d)
 {
-	char err[512];
-	int errnum;
+	struct listen_sock mine[MAX_SOCKS];
 
-	if (listen_probe(&d->cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "stubborn: %s\n", err);
-		log_error("main", "start-up failed: %s", err);
-		return -EADDRINUSE;
-	}
 	d->workers = calloc(d->cfg.workers, sizeof(*d->workers));
 	if (d->workers == NULL)
 		return -ENOMEM;
-	d->shared.cfg = &d->cfg;
-	d->shared.cache = d->cache;
-	d->shared.zones = d->zones;
-	d->shared.nzones = d->nzones;
 	for (unsigned i = 0; i < d->cfg.workers; i++) {
-		d->workers[i] = worker_new(i, &d->shared,
-		    metrics_worker(d->metrics, i), err, sizeof(err), &errnum);
+		size_t n = 0;
+		for (size_t k = 0; k < d->nsocks; k++)
+			if (d->sock_worker[k] == i)
+				mine[n++] = d->socks[k];
+		d->workers[i] = worker_new(i, d->route, d->cache, &d->limits,
+		    metrics_worker(d->metrics, i), mine, n);
 		if (d->workers[i] == NULL) {
-			fprintf(stderr, "stubborn: %s\n", err);
-			log_error("main", "start-up failed: %s", err);
-			return -errnum;
+			log_error(
+			    "main", "out of memory creating worker %u", i);
+			return -ENOMEM;
 		}
 		d->n_workers++;
 	}
@@ -226,83 +503,21 @@ start_workers(struct daemon *d)
 static void
 stop_workers(struct daemon *d)
 {
+	size_t left = 0;
+
 	for (unsigned i = 0; i < d->n_workers; i++)
 		worker_stop(d->workers[i]);
-	for (unsigned i = 0; i < d->n_workers; i++)
+	for (unsigned i = 0; i < d->n_workers; i++) {
 		worker_join(d->workers[i]);
+		left += worker_left_inflight(d->workers[i]);
+	}
 	for (unsigned i = 0; i < d->n_workers; i++)
 		worker_free(d->workers[i]);
+	if (d->n_workers > 0)
+		log_info("main", "drained unanswered=%zu", left);
 	free(d->workers);
 	d->workers = NULL;
 	d->n_workers = 0;
-}
-
-/* The root zone from the upstreams, then one pool per forward-zone. */
-static int
-build_pools(struct daemon *d, char *err, size_t errlen)
-{
-	struct upstream_params p;
-	int n;
-
-	upstream_params_default(&p, d->cfg.upstream_timeout_ms);
-	p.policy = (enum upstream_policy)d->cfg.policy;
-	p.budget_percent = d->cfg.retry_budget;
-	p.open_after = d->cfg.circuit_failures;
-	p.probe_max_ms = d->cfg.probe_max_interval_ms;
-	/*
-	 * While stale answers stand in for an upstream, its recovery must be
-	 * noticed well within stale-recheck: probe at least twice per recheck.
-	 */
-	if (d->cfg.serve_stale && d->cfg.stale_recheck * 500 < p.probe_max_ms)
-		p.probe_max_ms = d->cfg.stale_recheck * 500;
-	if (p.probe_min_ms > p.probe_max_ms)
-		p.probe_min_ms = p.probe_max_ms;
-	p.qps = d->cfg.upstream_qps;
-	p.max_outstanding = d->cfg.upstream_max_outstanding;
-	d->zones[0].name[0] = 0;
-	d->zones[0].len = 1;
-	d->zones[0].pool =
-	    upstream_pool_new(".", d->cfg.upstream, d->cfg.n_upstream, &p);
-	if (d->zones[0].pool == NULL)
-		goto nomem;
-	d->nzones = 1;
-	for (size_t i = 0; i < d->cfg.n_zones; i++) {
-		const struct config_zone *cz = &d->cfg.zones[i];
-		struct fwd_zone *z = &d->zones[d->nzones];
-		n = wire_name_from_text(cz->name, z->name);
-		if (n < 0) {
-			snprintf(
-			    err, errlen, "forward-zone %s: bad name", cz->name);
-			return -EINVAL;
-		}
-		z->len = (size_t)n;
-		wire_name_lower(z->name, z->len);
-		z->pool = upstream_pool_new(
-		    cz->name, cz->upstream, cz->n_upstream, &p);
-		if (z->pool == NULL)
-			goto nomem;
-		d->nzones++;
-	}
-	n = wire_name_from_text(d->cfg.health_check_name, d->shared.probe_name);
-	if (n < 0) {
-		snprintf(err, errlen, "health-check-name %s: bad name",
-		    d->cfg.health_check_name);
-		return -EINVAL;
-	}
-	d->shared.probe_len = (size_t)n;
-	d->shared.probe_type = d->cfg.health_check_type;
-	return 0;
-nomem:
-	snprintf(err, errlen, "out of memory creating upstream pools");
-	return -ENOMEM;
-}
-
-static void
-free_pools(struct daemon *d)
-{
-	for (size_t i = 0; i < d->nzones; i++)
-		upstream_pool_free(d->zones[i].pool);
-	d->nzones = 0;
 }
 
 /*
@@ -354,10 +569,30 @@ save_snapshot(struct daemon *d, const char *why)
 		    (unsigned long long)(clock_now_ms() - t0), why);
 }
 
+/* Interval saves write the disk in a thread of their own: the main loop
+ * (signals, metrics) and the workers never wait for it. */
+static void *
+save_thread(void *arg)
+{
+	struct daemon *d = arg;
+
+	save_snapshot(d, "interval");
+	atomic_store(&d->saving, false);
+	return NULL;
+}
+
 static void
 snapshot_cb(evutil_socket_t fd, short what, void *arg)
 {
-	save_snapshot(arg, "interval");
+	struct daemon *d = arg;
+
+	if (atomic_exchange(&d->saving, true))
+		return; /* the last one is still writing */
+	if (d->saver_started)
+		pthread_join(d->saver, NULL);
+	d->saver_started = pthread_create(&d->saver, NULL, save_thread, d) == 0;
+	if (!d->saver_started)
+		atomic_store(&d->saving, false);
 }
 
 static int
@@ -372,34 +607,27 @@ start_snapshots(struct daemon *d)
 	if (r != 0)
 		return -r;
 	d->loader_started = true;
-	if (d->cfg.snapshot_interval == 0)
-		return 0;
 	d->ev_snapshot = event_new(d->base, -1, EV_PERSIST, snapshot_cb, d);
-	if (d->ev_snapshot == NULL || event_add(d->ev_snapshot, &tv) < 0)
+	if (d->ev_snapshot == NULL)
+		return -ENOMEM;
+	if (d->cfg.snapshot_interval > 0 && event_add(d->ev_snapshot, &tv) < 0)
 		return -ENOMEM;
 	return 0;
 }
 
-/* One table per kind of limit, shared by the workers: fixed memory. */
+/*
+ * One table per kind of limit, shared by the workers: fixed memory, sized
+ * at start; both exist so a reload can turn either limit on.
+ */
 static int
 make_limits(struct daemon *d)
 {
 	uint8_t key[16];
 
 	rng_bytes(key, sizeof(key));
-	if (d->cfg.client_qps > 0) {
-		d->shared.limits.miss =
-		    ratelimit_new(d->cfg.ratelimit_clients, key);
-		if (d->shared.limits.miss == NULL)
-			return -ENOMEM;
-	}
-	if (d->cfg.cache_qps > 0) {
-		d->shared.limits.hit =
-		    ratelimit_new(d->cfg.ratelimit_clients, key);
-		if (d->shared.limits.hit == NULL)
-			return -ENOMEM;
-	}
-	return 0;
+	d->limits.miss = ratelimit_new(d->cfg.ratelimit_clients, key);
+	d->limits.hit = ratelimit_new(d->cfg.ratelimit_clients, key);
+	return d->limits.miss && d->limits.hit ? 0 : -ENOMEM;
 }
 
 /* Hourly: cookies made with the secret before last stop being valid. */
@@ -425,11 +653,16 @@ log_startup(const struct daemon *d)
 	for (size_t i = 0; i < d->cfg.n_upstream && o < sizeof(list); i++)
 		o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
 		    i ? "," : "", d->cfg.upstream[i].text);
+	if (d->cfg.resolv_fallback)
+		log_info("main",
+		    "resolv-conf lists only our own addresses; using "
+		    "systemd-resolved's servers file=%s",
+		    CONFIG_RESOLVED_CONF);
 	log_info("main",
 	    "forwarding upstreams=%s source=%s policy=%s zones=%zu", list,
 	    d->cfg.upstream_from_resolv ? d->cfg.resolv_conf : "config",
 	    upstream_policy_name((enum upstream_policy)d->cfg.policy),
-	    d->nzones - 1);
+	    d->cfg.n_zones);
 }
 
 int
@@ -437,8 +670,10 @@ main(int argc, char **argv)
 {
 	static struct daemon d;
 	char err[1024];
-	struct event *ev_term = NULL, *ev_int = NULL, *ev_cookie = NULL;
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_hup = NULL,
+		     *ev_cookie = NULL;
 	struct timeval hour = {3600, 0};
+	struct timeval poll = {RESOLV_POLL_MS / 1000, 0};
 	int rc = 1;
 
 	switch (config_load(&d.cfg, argc, argv, err, sizeof(err))) {
@@ -454,6 +689,8 @@ main(int argc, char **argv)
 		config_print(&d.cfg, stdout);
 		return 0;
 	}
+	d.argc = argc;
+	d.argv = argv;
 	log_set_level((enum log_level)d.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
 	if (rng_init() < 0 || evthread_use_pthreads() < 0) {
@@ -464,22 +701,21 @@ main(int argc, char **argv)
 	d.cache = cache_new(d.cfg.cache_size, CACHE_SHARDS,
 	    d.cfg.serve_stale ? d.cfg.stale_max_age : 0);
 	cookie_init();
-	if (make_limits(&d) < 0) {
-		log_error(
-		    "main", "out of memory for the client rate limit tables");
-		goto out;
-	}
 	d.metrics = metrics_new(d.cfg.workers);
 	d.base = event_base_new();
-	if (d.cache == NULL || d.metrics == NULL || d.base == NULL) {
+	if (d.cache == NULL || d.metrics == NULL || d.base == NULL ||
+	    make_limits(&d) < 0) {
 		log_error("main", "out of memory at start-up");
 		goto out;
 	}
-	if (build_pools(&d, err, sizeof(err)) < 0) {
+	d.gen = 1;
+	d.route = route_new(&d.cfg, NULL, d.gen, err, sizeof(err));
+	if (d.route == NULL) {
 		log_error("main", "start-up failed: %s", err);
 		goto out;
 	}
-	if (start_workers(&d) < 0)
+	d.last_reload_s = clock_wall_s();
+	if (open_sockets(&d) < 0 || start_workers(&d) < 0)
 		goto out;
 	if (d.cfg.metrics_on &&
 	    metrics_start_http(d.metrics, d.base,
@@ -492,13 +728,17 @@ main(int argc, char **argv)
 		goto out;
 	}
 	ev_cookie = event_new(d.base, -1, EV_PERSIST, cookie_cb, &d);
-	if (ev_cookie == NULL || event_add(ev_cookie, &hour) < 0)
+	d.ev_resolv = event_new(d.base, -1, EV_PERSIST, resolv_cb, &d);
+	ev_term = evsignal_new(d.base, SIGTERM, term_cb, &d);
+	ev_int = evsignal_new(d.base, SIGINT, term_cb, &d);
+	ev_hup = evsignal_new(d.base, SIGHUP, hup_cb, &d);
+	if (ev_cookie == NULL || event_add(ev_cookie, &hour) < 0 ||
+	    d.ev_resolv == NULL || event_add(d.ev_resolv, &poll) < 0 ||
+	    ev_term == NULL || ev_int == NULL || ev_hup == NULL ||
+	    evsignal_add(ev_term, NULL) < 0 || evsignal_add(ev_int, NULL) < 0 ||
+	    evsignal_add(ev_hup, NULL) < 0)
 		goto out;
-	ev_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
-	ev_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
-	if (ev_term == NULL || ev_int == NULL ||
-	    evsignal_add(ev_term, NULL) < 0 || evsignal_add(ev_int, NULL) < 0)
-		goto out;
+	(void)resolv_changed(&d);
 	log_startup(&d);
 	if (start_snapshots(&d) < 0) {
 		log_error("main", "cannot start the snapshot loader");
@@ -508,26 +748,32 @@ main(int argc, char **argv)
 	rc = 0;
 out:
 	stop_workers(&d);
-	if (d.loader_started) {
+	if (d.loader_started)
 		pthread_join(d.loader, NULL);
-		if (rc == 0)
-			save_snapshot(&d, "shutdown");
-	}
+	if (d.saver_started)
+		pthread_join(d.saver, NULL);
+	if (rc == 0 && d.cfg.snapshot[0] != '\0')
+		save_snapshot(&d, "shutdown");
+	close_sockets(&d);
 	if (d.ev_snapshot)
 		event_free(d.ev_snapshot);
+	if (d.ev_resolv)
+		event_free(d.ev_resolv);
 	if (ev_term)
 		event_free(ev_term);
 	if (ev_int)
 		event_free(ev_int);
+	if (ev_hup)
+		event_free(ev_hup);
 	if (ev_cookie)
 		event_free(ev_cookie);
 	metrics_free(d.metrics);
-	free_pools(&d);
+	route_unref(d.route);
 	if (d.base)
 		event_base_free(d.base);
 	cache_free(d.cache);
-	ratelimit_free(d.shared.limits.miss);
-	ratelimit_free(d.shared.limits.hit);
+	ratelimit_free(d.limits.miss);
+	ratelimit_free(d.limits.hit);
 	if (rc == 0)
 		log_info("main", "stopped");
 	return rc;

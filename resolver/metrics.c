@@ -87,7 +87,19 @@ static const struct counter_desc counters[MET_COUNT] = {
     [MET_SHED_CLIENT] = {"shed_total{kind=\"client\"}", NULL},
     [MET_FAILURE_CACHE_HITS] = {"failure_cache_hits_total",
 	"Queries answered SERVFAIL from the failure cache (RFC 9520), EDE 13."},
+    [MET_REFUSED_ACL] = {"acl_refused_total",
+	"Queries from clients outside allow, answered REFUSED (EDE 18)."},
 };
+
+/* Upper bounds of the response-time buckets, microseconds. */
+static const uint64_t bucket_us[METRICS_BUCKETS] = {100, 250, 500, 1000, 2500,
+    5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,
+    5000000};
+static const char *const bucket_text[METRICS_BUCKETS] = {"0.0001", "0.00025",
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25", "0.5", "1", "2.5", "5"};
+static const char *const source_text[CLIENT_SRC_COUNT] = {
+    "cache", "upstream", "stale", "error"};
 
 static void metrics_cb(struct evhttp_request *req, void *arg);
 static void health_cb(struct evhttp_request *req, void *arg);
@@ -136,9 +148,105 @@ metrics_sum(struct metrics *m, enum metrics_counter c)
 	return s;
 }
 
+static inline void
+add_relaxed(_Atomic uint64_t *c, uint64_t v)
+{
+	/* Single writer per slot: a relaxed load and store, no locked add. */
+	atomic_store_explicit(c,
+	    atomic_load_explicit(c, memory_order_relaxed) + v,
+	    memory_order_relaxed);
+}
+
+void
+metrics_observe(struct metrics_worker *w, enum client_source src, uint64_t us)
+{
+	size_t b = 0;
+
+	if ((unsigned)src >= CLIENT_SRC_COUNT)
+		return;
+	while (b < METRICS_BUCKETS && us > bucket_us[b])
+		b++;
+	add_relaxed(&w->hist[src][b], 1);
+	add_relaxed(&w->hist_sum_us[src], us);
+}
+
+void
+metrics_stale(struct metrics_worker *w, uint64_t now_s, uint32_t stale_s)
+{
+	struct metrics_stale_slot *sl = &w->stale[now_s % METRICS_STALE_WINDOW];
+
+	if (atomic_load_explicit(&sl->second, memory_order_relaxed) != now_s) {
+		/* A new second for this slot: what it held is a minute old. */
+		atomic_store_explicit(&sl->count, 0, memory_order_relaxed);
+		atomic_store_explicit(&sl->max_age_s, 0, memory_order_relaxed);
+		atomic_store_explicit(&sl->second, now_s, memory_order_relaxed);
+	}
+	add_relaxed(&sl->count, 1);
+	if (stale_s >
+	    atomic_load_explicit(&sl->max_age_s, memory_order_relaxed))
+		atomic_store_explicit(
+		    &sl->max_age_s, stale_s, memory_order_relaxed);
+}
+
+void
+metrics_stale_window(
+    struct metrics *m, uint64_t now_s, uint64_t *count, uint64_t *max_age_s)
+{
+	*count = 0;
+	*max_age_s = 0;
+	for (unsigned i = 0; i < m->nworkers; i++)
+		for (unsigned j = 0; j < METRICS_STALE_WINDOW; j++) {
+			struct metrics_stale_slot *sl = &m->w[i].stale[j];
+			uint64_t sec = atomic_load_explicit(
+			    &sl->second, memory_order_relaxed);
+			uint64_t age;
+			if (sec + METRICS_STALE_WINDOW <= now_s || sec > now_s)
+				continue;
+			*count += atomic_load_explicit(
+			    &sl->count, memory_order_relaxed);
+			age = atomic_load_explicit(
+			    &sl->max_age_s, memory_order_relaxed);
+			if (age > *max_age_s)
+				*max_age_s = age;
+		}
+}
+
+static void
+write_histogram(struct metrics *m, struct evbuffer *out)
+{
+	evbuffer_add_printf(out,
+	    "# HELP stubborn_response_seconds Time from a query's arrival to "
+	    "its reply, by where the reply came from.\n"
+	    "# TYPE stubborn_response_seconds histogram\n");
+	for (int src = 0; src < CLIENT_SRC_COUNT; src++) {
+		uint64_t cum = 0, sum_us = 0;
+		for (unsigned b = 0; b <= METRICS_BUCKETS; b++) {
+			for (unsigned i = 0; i < m->nworkers; i++)
+				cum +=
+				    atomic_load_explicit(&m->w[i].hist[src][b],
+					memory_order_relaxed);
+			evbuffer_add_printf(out,
+			    "stubborn_response_seconds_bucket{source=\"%s\","
+			    "le=\"%s\"} %llu\n",
+			    source_text[src],
+			    b < METRICS_BUCKETS ? bucket_text[b] : "+Inf",
+			    (unsigned long long)cum);
+		}
+		for (unsigned i = 0; i < m->nworkers; i++)
+			sum_us += atomic_load_explicit(
+			    &m->w[i].hist_sum_us[src], memory_order_relaxed);
+		evbuffer_add_printf(out,
+		    "stubborn_response_seconds_sum{source=\"%s\"} %.6f\n"
+		    "stubborn_response_seconds_count{source=\"%s\"} %llu\n",
+		    source_text[src], (double)sum_us / 1e6, source_text[src],
+		    (unsigned long long)cum);
+	}
+}
+
 void
 metrics_write(struct metrics *m, struct evbuffer *out)
 {
+	write_histogram(m, out);
 	for (int c = 0; c < MET_COUNT; c++) {
 		const char *name = counters[c].name;
 		size_t base = strcspn(name, "{");

@@ -1,7 +1,8 @@
 /*
  * snapshot: the cache to a file and back (format: include/stubborn/snapshot.h).
  *
- * Saving streams entries from cache_walk() through a small buffer straight
+ * Saving streams entries from cache_walk() (each shard copied, no lock held
+ * while writing) through a small buffer straight
  * into the file, so memory stays flat however big the cache is.  The
  * checksum covers the header, whose entry count is known only after the
  * walk, so it is computed afterwards by reading the file back: that also
@@ -115,7 +116,10 @@ snapshot_save(struct cache *c, const char *path, uint64_t now_ms,
 	/* A placeholder: the count is rewritten once the walk is over. */
 	put_header(hdr, wall_s, 0);
 	writer_put(&w, hdr, sizeof(hdr));
-	cache_walk(c, save_entry_cb, &w);
+	/* A shard that could not be copied would be missing: keep the old
+	 * file rather than write an incomplete one. */
+	if (cache_walk(c, save_entry_cb, &w) < 0 && w.err == 0)
+		w.err = -ENOMEM;
 	writer_flush(&w);
 	rc = w.err != 0 ? w.err : save_finish(&w, wall_s);
 	if (close(w.fd) < 0 && rc == 0)
@@ -496,7 +500,13 @@ key_matches(const struct snap_entry *e)
 		return false;
 	(void)cache_make_key(want, e->resp + q.name_off, q.name_len, q.qtype,
 	    q.qclass, e->key[e->klen - 1]);
-	return memcmp(want, e->key, e->klen) == 0;
+	if (memcmp(want, e->key, e->klen) == 0)
+		return true;
+	/* An NXDOMAIN is kept for its name, every type (qtype 0). */
+	(void)cache_make_key(want, e->resp + q.name_off, q.name_len, 0,
+	    q.qclass, e->key[e->klen - 1]);
+	return WIRE_RCODE(WIRE_FLAGS(e->resp)) == WIRE_RCODE_NXDOMAIN &&
+	    memcmp(want, e->key, e->klen) == 0;
 }
 
 /*

@@ -32,7 +32,8 @@ struct server {
 	int64_t rate_tokens;    /* BUDGET_UNITs; upstream-qps bucket */
 	uint64_t rate_ms;       /* last refill; 0 before the first */
 	uint64_t ramp_start_ms; /* circuit closed at: slow start from here */
-	uint64_t queries, answers, timeouts, errors;
+	uint64_t last_ok_ms;    /* last usable answer (probe or query) */
+	uint64_t queries, answers, timeouts, errors, probes, probe_answers;
 };
 
 struct upstream_pool {
@@ -44,6 +45,7 @@ struct upstream_pool {
 	int64_t tokens;         /* retry budget, in BUDGET_UNITs */
 	uint64_t slow_until_ms; /* see upstream_mark_slow */
 	uint64_t tokens_ms;     /* last floor refill; 0 before the first */
+	uint64_t recovered_ms;  /* a server's circuit last closed again */
 	struct server s[UPSTREAM_MAX];
 };
 
@@ -223,6 +225,7 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 		    s->up.text, why);
 	} else {
 		s->fails = 0;
+		pool->recovered_ms = now;
 		/* Back from an outage: ramp the rate up instead of a burst. */
 		s->ramp_start_ms = now;
 		if (pool->p.qps > 0) {
@@ -492,9 +495,15 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 	    probe ? s->probe_rnd : (uint32_t)(now * 2654435761u) ^ s->probe_rnd;
 	if (!probe && s->outstanding > 0)
 		s->outstanding--;
+	if (probe)
+		s->probes++;
 	if (outcome == UPSTREAM_OK) {
 		double r = rtt_ms;
-		s->answers++;
+		s->last_ok_ms = now;
+		if (probe)
+			s->probe_answers++;
+		else
+			s->answers++;
 		pool->slow_until_ms = 0;
 		if (!s->sampled) {
 			s->srtt = r;
@@ -519,9 +528,11 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 		pthread_mutex_unlock(&pool->lock);
 		return;
 	}
-	if (outcome == UPSTREAM_TIMEOUT)
+	/* Per-server counters add up: queries = answers + timeouts + errors
+	 * + outstanding; probes are counted on their own. */
+	if (!probe && outcome == UPSTREAM_TIMEOUT)
 		s->timeouts++;
-	else
+	else if (!probe)
 		s->errors++;
 	s->fails++;
 	if (probe)
@@ -661,5 +672,43 @@ upstream_get_stats(
 	out->answers = s->answers;
 	out->timeouts = s->timeouts;
 	out->errors = s->errors;
+	out->probes = s->probes;
+	out->probe_answers = s->probe_answers;
+	out->last_ok_ms = s->last_ok_ms;
 	pthread_mutex_unlock(&pool->lock);
+}
+
+void
+upstream_inherit(struct upstream_pool *pool, struct upstream_pool *old)
+{
+	pthread_mutex_lock(&old->lock);
+	for (size_t i = 0; i < pool->n; i++) {
+		struct server *s = &pool->s[i];
+		for (size_t j = 0; j < old->n; j++) {
+			if (strcmp(old->s[j].up.text, s->up.text) != 0)
+				continue;
+			*s = old->s[j];
+			/* Its queries in flight are the old pool's to count. */
+			s->outstanding = 0;
+			s->probe_pending = false;
+			break;
+		}
+	}
+	pool->tokens = old->tokens;
+	pool->tokens_ms = old->tokens_ms;
+	pool->slow_until_ms = old->slow_until_ms;
+	pool->recovered_ms = old->recovered_ms;
+	pool->rr = old->rr;
+	pthread_mutex_unlock(&old->lock);
+}
+
+uint64_t
+upstream_recovered_ms(struct upstream_pool *pool)
+{
+	uint64_t t;
+
+	pthread_mutex_lock(&pool->lock);
+	t = pool->recovered_ms;
+	pthread_mutex_unlock(&pool->lock);
+	return t;
 }

@@ -460,63 +460,53 @@ wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
 }
 
 int
-wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
-    uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text)
+wire_put_opt(uint8_t *buf, size_t len, size_t cap, const struct wire_edns *e)
 {
-	size_t tlen = ede_text ? strlen(ede_text) : 0;
-	size_t rdlen = ede_code >= 0 ? 4 + 2 + tlen : 0;
+	size_t tlen = e->ede_code >= 0 && e->ede_text ? strlen(e->ede_text) : 0;
+	size_t ede = e->ede_code >= 0 ? 4 + 2 + tlen : 0;
+	size_t ck = e->cookie ? 4 + e->cookie_len : 0;
 	uint8_t *p;
 
-	if (len < WIRE_HDR_LEN || len + 11 + rdlen > cap || rdlen > 512)
+	if (len < WIRE_HDR_LEN || tlen > 256 || e->cookie_len > 40 ||
+	    len + 11 + ede + ck > cap)
 		return -ENOSPC;
 	p = buf + len;
 	p[0] = 0;
 	wire_put16(p + 1, WIRE_TYPE_OPT);
-	wire_put16(p + 3, udp_size);
-	p[5] = ext_rcode;
+	wire_put16(p + 3, e->udp_size);
+	p[5] = e->ext_rcode;
 	p[6] = 0; /* version 0 */
-	wire_put16(p + 7, do_bit ? WIRE_EDNS_DO : 0);
-	wire_put16(p + 9, (uint16_t)rdlen);
-	if (ede_code >= 0) {
-		wire_put16(p + 11, WIRE_OPT_EDE);
-		wire_put16(p + 13, (uint16_t)(2 + tlen));
-		wire_put16(p + 15, (uint16_t)ede_code);
+	wire_put16(p + 7, e->do_bit ? WIRE_EDNS_DO : 0);
+	wire_put16(p + 9, (uint16_t)(ede + ck));
+	p += 11;
+	if (ede) {
+		wire_put16(p, WIRE_OPT_EDE);
+		wire_put16(p + 2, (uint16_t)(2 + tlen));
+		wire_put16(p + 4, (uint16_t)e->ede_code);
 		if (tlen)
-			memcpy(p + 17, ede_text, tlen);
+			memcpy(p + 6, e->ede_text, tlen);
+		p += ede;
+	}
+	if (ck) {
+		wire_put16(p, WIRE_OPT_COOKIE);
+		wire_put16(p + 2, (uint16_t)e->cookie_len);
+		memcpy(p + 4, e->cookie, e->cookie_len);
 	}
 	wire_put16(buf + 10, (uint16_t)(WIRE_ARCOUNT(buf) + 1));
-	return (int)(len + 11 + rdlen);
+	return (int)(len + 11 + ede + ck);
 }
 
 int
-wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
-    const uint8_t *data, size_t dlen)
+wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
+    uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text)
 {
-	struct wire_iter it;
-	struct wire_rr rr, last;
-	bool any = false;
-	int r;
+	struct wire_edns e = {.udp_size = udp_size,
+	    .ext_rcode = ext_rcode,
+	    .do_bit = do_bit,
+	    .ede_code = ede_code,
+	    .ede_text = ede_text};
 
-	memset(&last, 0, sizeof(last));
-	if (wire_iter_init(&it, buf, len) < 0)
-		return -EBADMSG;
-	while ((r = wire_iter_next(&it, &rr)) == 1) {
-		last = rr;
-		any = true;
-	}
-	if (r < 0)
-		return -EBADMSG;
-	if (!any || last.type != WIRE_TYPE_OPT || last.section != 3 ||
-	    last.end != len)
-		return -ENOENT;
-	if (len + 4 + dlen > cap || (size_t)last.rdlen + 4 + dlen > 0xffff)
-		return -ENOSPC;
-	wire_put16(buf + len, code);
-	wire_put16(buf + len + 2, (uint16_t)dlen);
-	if (dlen > 0)
-		memcpy(buf + len + 4, data, dlen);
-	wire_put16(buf + last.type_off + 8, (uint16_t)(last.rdlen + 4 + dlen));
-	return (int)(len + 4 + dlen);
+	return wire_put_opt(buf, len, cap, &e);
 }
 
 int
@@ -566,6 +556,25 @@ wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
 	return r < 0 ? -EBADMSG : 0;
 }
 
+int
+wire_clamp_ttls(uint8_t *msg, size_t len, uint32_t lo, uint32_t hi)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+	int r;
+
+	if (wire_iter_init(&it, msg, len) < 0)
+		return -EBADMSG;
+	while ((r = wire_iter_next(&it, &rr)) == 1) {
+		uint32_t t = rr.ttl;
+		if (rr.type == WIRE_TYPE_OPT)
+			continue;
+		t = (t & 0x80000000u) || t > hi ? hi : t < lo ? lo : t;
+		wire_put32(msg + rr.type_off + 4, t);
+	}
+	return r < 0 ? -EBADMSG : 0;
+}
+
 size_t
 wire_udp_limit(const struct wire_query *q, size_t max)
 {
@@ -579,10 +588,11 @@ wire_udp_limit(const struct wire_query *q, size_t max)
 
 int
 wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
-    const uint8_t *query, const struct wire_query *q, uint16_t edns_size,
-    int ede_code, const char *ede_text)
+    const uint8_t *query, const struct wire_query *q, bool keep_ad,
+    const struct wire_edns *e)
 {
 	struct wire_question sq;
+	struct wire_edns plain = *e;
 	uint16_t flags;
 	size_t qlen = q->q.end;
 	int n = -ENOSPC;
@@ -594,24 +604,29 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	memcpy(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN, qlen - WIRE_HDR_LEN);
 	wire_put16(buf, q->id);
 	flags = WIRE_FLAGS(buf);
-	flags &= (uint16_t) ~(
-	    WIRE_AA | WIRE_AD | WIRE_RD | WIRE_CD | WIRE_TC | WIRE_Z);
+	flags &= (uint16_t) ~(WIRE_AA | (keep_ad ? 0 : WIRE_AD) | WIRE_RD |
+	    WIRE_CD | WIRE_TC | WIRE_Z);
 	flags |= WIRE_QR | WIRE_RA | (q->flags & (WIRE_RD | WIRE_CD));
 	wire_put16(buf + 2, flags);
 	wire_put16(buf + 4, 1);
+	plain.ext_rcode = 0;
+	plain.ede_code = -1;
+	plain.do_bit = q->do_bit;
 	if (!q->has_opt) {
 		if (len <= limit)
 			return (int)len;
 	} else {
 		uint16_t arcount = WIRE_ARCOUNT(buf);
-		if (ede_code >= 0)
-			n = wire_append_opt(buf, len, cap, edns_size, 0,
-			    q->do_bit, ede_code, ede_text);
+		if (e->ede_code >= 0) {
+			struct wire_edns with = plain;
+			with.ede_code = e->ede_code;
+			with.ede_text = e->ede_text;
+			n = wire_put_opt(buf, len, cap, &with);
+		}
 		/* Over the client's size, EDE goes first (RFC 8914 3). */
 		if (n < 0 || (size_t)n > limit) {
 			wire_put16(buf + 10, arcount);
-			n = wire_append_opt(
-			    buf, len, cap, edns_size, 0, q->do_bit, -1, NULL);
+			n = wire_put_opt(buf, len, cap, &plain);
 		}
 		if (n >= 0 && (size_t)n <= limit)
 			return n;
@@ -624,15 +639,13 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	memset(buf + 6, 0, 6);
 	n = (int)qlen;
 	if (q->has_opt)
-		n = wire_append_opt(
-		    buf, qlen, cap, edns_size, 0, q->do_bit, -1, NULL);
+		n = wire_put_opt(buf, qlen, cap, &plain);
 	return n;
 }
 
 int
 wire_build_error(uint8_t *out, size_t cap, const uint8_t *query, size_t qlen,
-    const struct wire_query *q, int rcode, uint16_t edns_size, int ede_code,
-    const char *ede_text)
+    const struct wire_query *q, int rcode, const struct wire_edns *e)
 {
 	size_t n = WIRE_HDR_LEN;
 	uint16_t flags;
@@ -652,8 +665,11 @@ wire_build_error(uint8_t *out, size_t cap, const uint8_t *query, size_t qlen,
 		n = q->q.end;
 	}
 	if (q->has_opt || rcode > 15) {
-		int r = wire_append_opt(out, n, cap, edns_size,
-		    (uint8_t)(rcode >> 4), q->do_bit, ede_code, ede_text);
+		struct wire_edns o = *e;
+		int r;
+		o.ext_rcode = (uint8_t)(rcode >> 4);
+		o.do_bit = q->do_bit;
+		r = wire_put_opt(out, n, cap, &o);
 		if (r < 0)
 			return r;
 		n = (size_t)r;

@@ -6,95 +6,92 @@
 
 #include <event2/event.h>
 
-#include "stubborn/cache.h"
 #include "stubborn/clock.h"
-#include "stubborn/config.h"
-#include "stubborn/forward.h"
+#include "stubborn/engine.h"
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
-#include "stubborn/rng.h"
-#include "stubborn/upstream.h"
-#include "stubborn/wire.h"
+#include "stubborn/pipeline.h"
+#include "stubborn/route.h"
+#include "stubborn/timer.h"
 #include "stubborn/worker.h"
+#include "stubborn/xnet.h"
 
 /* Time left after the last answer for TCP replies to leave the buffers. */
 #define WORKER_FLUSH_MS 100
-/* How often worker 0 asks the pools whether a server needs a probe. */
-#define WORKER_PROBE_TICK_MS 100
-/* How often worker 0 checks the keep-warm names. */
-#define WORKER_KEEP_WARM_TICK_MS 1000
-/* Keep-warm refreshes at the latest this share of the TTL before expiry. */
-#define WORKER_KEEP_WARM_PERCENT 10
 
 struct worker {
 	unsigned idx;
-	const struct config *cfg;
-	const struct worker_shared *sh;
-	struct event *ev_probe; /* worker 0 only: periodic, freed with w */
-	struct event *ev_warm;  /* worker 0 only: periodic, freed with w */
 	pthread_t thread;
 	bool started;
 	struct event_base *base;
-	struct forward *fwd;
+	struct xnet *xnet;
+	struct engine *engine;
+	struct pipeline *pipeline;
 	struct listen *lis;
+	struct event *ev_timer;    /* the engine's earliest deadline; freed with
+				      the worker */
+	uint64_t timer_at;         /* what ev_timer is armed for (UINT64_MAX:
+				      nothing) */
 	struct event *ev_stop;     /* activated by worker_stop from main */
 	struct event *ev_deadline; /* shutdown-timeout, added by stop_cb */
+	struct event *ev_route;    /* activated by worker_set_route */
+	pthread_mutex_t route_lock; /* guards next_route */
+	struct route *next_route;
 	bool stopping;
+	size_t left;
 };
 
 static void *worker_main(void *arg);
+static void rearm(void *arg, uint64_t at);
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void stop_cb(evutil_socket_t fd, short what, void *arg);
+static void route_cb(evutil_socket_t fd, short what, void *arg);
 static void deadline_cb(evutil_socket_t fd, short what, void *arg);
 static void drained(void *arg);
-static void probe_cb(evutil_socket_t fd, short what, void *arg);
-static void keep_warm_cb(evutil_socket_t fd, short what, void *arg);
 
 struct worker *
-worker_new(unsigned idx, const struct worker_shared *sh,
-    struct metrics_worker *met, char *err, size_t errlen, int *errnum)
+worker_new(unsigned idx, struct route *route, struct cache *cache,
+    const struct pipeline_limits *limits, struct metrics_worker *met,
+    const struct listen_sock *socks, size_t n)
 {
 	struct worker *w = calloc(1, sizeof(*w));
-	const struct config *cfg = sh->cfg;
-	struct cache *cache = sh->cache;
+	struct engine_env env;
 
-	*errnum = ENOMEM;
 	if (w == NULL)
-		goto nomem;
+		return NULL;
 	w->idx = idx;
-	w->cfg = cfg;
-	w->sh = sh;
+	w->timer_at = UINT64_MAX;
+	pthread_mutex_init(&w->route_lock, NULL);
 	w->base = event_base_new();
 	if (w->base == NULL)
-		goto nomem;
-	w->fwd = forward_new(w->base, cfg, cache, met, sh->zones, sh->nzones);
-	if (idx == 0) {
-		struct timeval tv = {0, WORKER_PROBE_TICK_MS * 1000};
-		w->ev_probe = event_new(w->base, -1, EV_PERSIST, probe_cb, w);
-		if (w->ev_probe == NULL || event_add(w->ev_probe, &tv) < 0)
-			goto nomem;
-		if (cfg->n_keep_warm > 0) {
-			struct timeval wtv = {
-			    WORKER_KEEP_WARM_TICK_MS / 1000, 0};
-			w->ev_warm =
-			    event_new(w->base, -1, EV_PERSIST, keep_warm_cb, w);
-			if (w->ev_warm == NULL ||
-			    event_add(w->ev_warm, &wtv) < 0)
-				goto nomem;
-		}
-	}
+		goto fail;
+	w->ev_timer = evtimer_new(w->base, timer_cb, w);
 	w->ev_stop = event_new(w->base, -1, 0, stop_cb, w);
+	w->ev_route = event_new(w->base, -1, 0, route_cb, w);
 	w->ev_deadline = evtimer_new(w->base, deadline_cb, w);
-	if (w->fwd == NULL || w->ev_stop == NULL || w->ev_deadline == NULL)
-		goto nomem;
-	w->lis = listen_new(
-	    w->base, cfg, w->fwd, cache, met, &sh->limits, err, errlen, errnum);
-	if (w->lis == NULL) {
-		worker_free(w);
-		return NULL;
-	}
+	w->xnet = xnet_new(w->base, met);
+	if (w->ev_timer == NULL || w->ev_stop == NULL || w->ev_route == NULL ||
+	    w->ev_deadline == NULL || w->xnet == NULL)
+		goto fail;
+	memset(&env, 0, sizeof(env));
+	env.cache = cache;
+	env.met = met;
+	env.xport = xnet_xport(w->xnet);
+	/* One worker probes, so N workers do not multiply the probes. */
+	env.prober = idx == 0;
+	env.rearm = rearm;
+	env.rearm_arg = w;
+	w->engine = engine_new(&env, route, clock_now_ms());
+	if (w->engine == NULL)
+		goto fail;
+	w->pipeline = pipeline_new(w->engine, cache, met, limits);
+	if (w->pipeline == NULL)
+		goto fail;
+	w->lis = listen_new(w->base, w->pipeline, w->engine, met, socks, n);
+	if (w->lis == NULL)
+		goto fail;
 	return w;
-nomem:
-	snprintf(err, errlen, "out of memory creating worker %u", idx);
+fail:
 	worker_free(w);
 	return NULL;
 }
@@ -116,13 +113,75 @@ worker_main(void *arg)
 	struct worker *w = arg;
 
 	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	w->left = engine_inflight(w->engine);
 	return NULL;
+}
+
+/* The engine armed a timer at at: make sure the loop wakes up by then. */
+static void
+rearm(void *arg, uint64_t at)
+{
+	struct worker *w = arg;
+	uint64_t now;
+	struct timeval tv;
+
+	if (at >= w->timer_at)
+		return;
+	now = clock_now_ms();
+	w->timer_at = at;
+	at = at > now ? at - now : 0;
+	tv.tv_sec = (time_t)(at / 1000);
+	tv.tv_usec = (suseconds_t)(at % 1000) * 1000;
+	evtimer_add(w->ev_timer, &tv);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t next;
+
+	w->timer_at = UINT64_MAX;
+	engine_run_timers(w->engine, clock_now_ms());
+	next = engine_next_timer(w->engine);
+	if (next != UINT64_MAX)
+		rearm(w, next);
+}
+
+void
+worker_set_route(struct worker *w, struct route *r)
+{
+	struct route *old;
+
+	route_ref(r);
+	pthread_mutex_lock(&w->route_lock);
+	old = w->next_route;
+	w->next_route = r;
+	pthread_mutex_unlock(&w->route_lock);
+	route_unref(old);
+	/* event_active is thread-safe once evthread_use_pthreads() ran. */
+	event_active(w->ev_route, 0, 0);
+}
+
+static void
+route_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct route *r;
+
+	pthread_mutex_lock(&w->route_lock);
+	r = w->next_route;
+	w->next_route = NULL;
+	pthread_mutex_unlock(&w->route_lock);
+	if (r == NULL)
+		return;
+	engine_set_route(w->engine, r);
+	route_unref(r);
 }
 
 void
 worker_stop(struct worker *w)
 {
-	/* event_active is thread-safe once evthread_use_pthreads() ran. */
 	event_active(w->ev_stop, 0, 0);
 }
 
@@ -130,82 +189,15 @@ static void
 stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	struct timeval tv;
+	uint32_t ms = engine_route(w->engine)->cfg.shutdown_timeout_ms;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 
 	if (w->stopping)
 		return;
 	w->stopping = true;
-	if (w->ev_probe)
-		event_del(w->ev_probe);
-	if (w->ev_warm)
-		event_del(w->ev_warm);
 	listen_stop(w->lis);
-	tv.tv_sec = w->cfg->shutdown_timeout_ms / 1000;
-	tv.tv_usec = (w->cfg->shutdown_timeout_ms % 1000) * 1000;
 	evtimer_add(w->ev_deadline, &tv);
-	forward_drain(w->fwd, drained, w);
-}
-
-/*
- * One worker sends every probe, so N workers do not multiply them; the
- * pools decide who is due (open circuits with backoff, idle servers).
- */
-static void
-probe_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-	const struct worker_shared *sh = w->sh;
-	uint64_t now = clock_now_ms();
-
-	if (w->stopping)
-		return;
-	for (size_t z = 0; z < sh->nzones; z++) {
-		int idx;
-		while ((idx = upstream_probe_due(sh->zones[z].pool, now,
-			    rng_uniform(UINT32_MAX))) >= 0)
-			forward_probe(w->fwd, sh->zones[z].pool, (unsigned)idx,
-			    sh->probe_name, sh->probe_len, sh->probe_type);
-	}
-}
-
-/*
- * keep-warm: names critical to the node are refreshed before they expire
- * even when no client asks, so an outage finds them in the cache.
- */
-static void
-keep_warm_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-	const struct config *cfg = w->cfg;
-	uint64_t now = clock_now_ms();
-	uint32_t pct = cfg->refresh_ahead > WORKER_KEEP_WARM_PERCENT
-	    ? cfg->refresh_ahead
-	    : WORKER_KEEP_WARM_PERCENT;
-
-	if (w->stopping)
-		return;
-	for (size_t i = 0; i < cfg->n_keep_warm; i++) {
-		uint8_t name[WIRE_NAME_MAX], key[CACHE_KEY_MAX];
-		struct cache_hit hit;
-		enum cache_result r;
-		size_t klen;
-		int n = wire_name_from_text(cfg->keep_warm[i].name, name);
-
-		if (n < 0)
-			continue;
-		klen = cache_make_key(key, name, (size_t)n,
-		    cfg->keep_warm[i].type, WIRE_CLASS_IN, 0);
-		r = cache_lookup(w->sh->cache, key, klen, now, cfg->stale_ttl,
-		    NULL, 0, NULL, &hit);
-		if (hit.hold_until_ms > now)
-			continue;
-		/* TTL left is in whole seconds and this runs every second. */
-		if (r == CACHE_FRESH && hit.ttl_left > 1 &&
-		    (uint64_t)hit.ttl_left * 100 > (uint64_t)hit.ttl * pct)
-			continue;
-		forward_refresh(w->fwd, key, klen, name, (size_t)n,
-		    cfg->keep_warm[i].type, WIRE_CLASS_IN, 0);
-	}
+	engine_drain(w->engine, drained, w, clock_now_ms());
 }
 
 static void
@@ -225,7 +217,7 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
 	log_warn("worker",
 	    "shutdown timeout: dropping queries still in flight worker=%u "
 	    "inflight=%zu",
-	    w->idx, forward_inflight(w->fwd));
+	    w->idx, engine_inflight(w->engine));
 	event_base_loopexit(w->base, NULL);
 }
 
@@ -238,6 +230,12 @@ worker_join(struct worker *w)
 	}
 }
 
+size_t
+worker_left_inflight(const struct worker *w)
+{
+	return w->left;
+}
+
 void
 worker_free(struct worker *w)
 {
@@ -245,18 +243,23 @@ worker_free(struct worker *w)
 		return;
 	if (w->lis)
 		listen_stop(w->lis);
-	/* The forwarder releases its TCP waiters before the listener goes. */
-	forward_free(w->fwd);
+	/* The engine releases its TCP waiters before the listener goes, and
+	 * cancels its upstream requests before the transport goes. */
+	engine_free(w->engine);
 	listen_free(w->lis);
+	pipeline_free(w->pipeline);
+	xnet_free(w->xnet);
+	route_unref(w->next_route);
+	if (w->ev_timer)
+		event_free(w->ev_timer);
 	if (w->ev_stop)
 		event_free(w->ev_stop);
+	if (w->ev_route)
+		event_free(w->ev_route);
 	if (w->ev_deadline)
 		event_free(w->ev_deadline);
-	if (w->ev_probe)
-		event_free(w->ev_probe);
-	if (w->ev_warm)
-		event_free(w->ev_warm);
 	if (w->base)
 		event_base_free(w->base);
+	pthread_mutex_destroy(&w->route_lock);
 	free(w);
 }

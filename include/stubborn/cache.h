@@ -39,7 +39,9 @@ struct cache_hit {
 	uint32_t ttl;           /* the TTL it was stored with */
 	uint8_t rcode;          /* RCODE of the stored response */
 	bool positive;          /* NOERROR with records in the answer section */
+	uint32_t age_s;         /* seconds since it was stored */
 	uint64_t hold_until_ms; /* do not ask upstream before (0: no hold) */
+	uint64_t hold_since_ms; /* when that hold was placed */
 	uint64_t neg_since_ms;  /* first negative answer seen for this
 				   positive entry (stale-on-negative), or 0 */
 };
@@ -70,14 +72,18 @@ size_t cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
 struct cache *cache_new(
     uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s);
 
+/* Keep expired entries this long from now on (a reload; any thread). */
+void cache_set_stale_max_age(struct cache *c, uint32_t stale_max_age_s);
+
 /* Frees the cache and every entry; NULL is fine. */
 void cache_free(struct cache *c);
 
 /*
  * Stores a copy of resp (a whole DNS message without OPT) under key for ttl
  * seconds from now_ms, replacing any entry with that key and evicting least
- * recently used entries of the shard to stay in budget.  Every RR's TTL is
- * rewritten on lookup, so resp's own TTLs do not matter.  Returns 0,
+ * recently used entries of the shard to stay in budget.  Each RR keeps its
+ * own TTL from resp to count down from, raised to ttl where it is lower (no
+ * record expires before the entry) and capped at a week.  Returns 0,
  * -EBADMSG (resp does not parse), -E2BIG (larger than a shard's budget),
  * -EINVAL (ttl 0) or -ENOMEM.
  */
@@ -93,8 +99,9 @@ int cache_store_new(struct cache *c, const uint8_t *key, size_t klen,
 
 /*
  * Looks key up at now_ms.  On a fresh or stale hit, copies the response into
- * out (capacity cap) with the ID zero and every TTL (OPT excepted) set to the
- * time left (fresh) or stale_ttl (stale), fills *hit and *out_len, and marks
+ * out (capacity cap) with the ID zero and every TTL (OPT excepted) set to
+ * its own stored TTL minus the entry's age (fresh) or to stale_ttl (stale),
+ * fills *hit and *out_len, and marks
  * the entry recently used.  An entry expired for longer than stale_max_age is
  * removed and reported as a miss.  A hit that does not fit in cap is a miss.
  * With out NULL nothing is copied: the state alone is reported (a peek).
@@ -118,13 +125,13 @@ uint64_t cache_fail(struct cache *c, const uint8_t *key, size_t klen,
     uint64_t now_ms, uint32_t min_s, uint32_t max_s);
 
 /*
- * Holds a key that has data until until_ms (never shortens a hold): while a
- * refresh of stale data is under way, other workers answer stale at once
- * instead of sending the same query.  Returns false when the key has no
- * data entry.
+ * Holds a key that has data until until_ms, placed at now_ms (never
+ * shortens a hold): while a refresh of stale data is under way, other
+ * workers answer stale at once instead of sending the same query.  Returns
+ * false when the key has no data entry.
  */
-bool cache_hold(
-    struct cache *c, const uint8_t *key, size_t klen, uint64_t until_ms);
+bool cache_hold(struct cache *c, const uint8_t *key, size_t klen,
+    uint64_t now_ms, uint64_t until_ms);
 
 /*
  * For a key holding a positive answer: notes that upstream now says
@@ -136,15 +143,17 @@ uint64_t cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
     uint64_t now_ms, uint64_t hold_until_ms);
 
 /*
- * Calls fn for every entry with data, one shard at a time under its lock:
- * fn must not call back into the cache, and should be quick (it runs while
- * that shard's lookups wait).  resp has ID 0 and the TTLs it was stored
- * with; stored_ms is on the clock_now_ms() scale.
+ * Calls fn for every entry with data, shard by shard, least recently used
+ * first.  Each shard is copied under its lock and fn runs on the copy with
+ * no lock held (it may be slow, and may call into the cache).  resp has ID
+ * 0 and the TTLs it was stored with; stored_ms is on the clock_now_ms()
+ * scale.  Returns 0, or -ENOMEM when a shard could not be copied (its
+ * entries were skipped).
  */
 typedef void (*cache_walk_fn)(void *arg, const uint8_t *key, size_t klen,
     const uint8_t *resp, size_t len, uint32_t ttl, uint64_t stored_ms);
 
-void cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
+int cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
 
 /* Removes the entry under key, if any.  Returns true if one was removed. */
 bool cache_remove(struct cache *c, const uint8_t *key, size_t klen);

@@ -10,6 +10,9 @@
 /* Milliseconds since an arbitrary start; never goes backwards. */
 uint64_t clock_now_ms(void);
 
+/* Microseconds on the same clock as clock_now_ms (response times). */
+uint64_t clock_now_us(void);
+
 /* Seconds since the epoch (wall clock). */
 uint64_t clock_wall_s(void);
 

@@ -203,6 +203,12 @@ int config_parse_prefix(const char *s, struct config_prefix *out);
 bool config_prefix_match(
     const struct config_prefix *p, const struct sockaddr *addr);
 
+/* True for 0.0.0.0 and [::]. */
+bool config_addr_is_wildcard(const struct config_addr *a);
+
+/* "0.2.0": the version --version prints without its name. */
+const char *config_version(void);
+
 /* True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
 bool config_addr_is_loopback(const struct sockaddr *addr);
 

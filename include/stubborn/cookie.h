@@ -37,18 +37,18 @@ void cookie_make(const uint8_t *cc, const struct sockaddr_storage *peer,
 
 /*
  * True when the query carries a server cookie that this server made for
- * this client cookie and address, no more than an hour ago and no more than
- * five minutes ahead (RFC 9018 4.3).
+ * this client cookie and address, no more than an hour before the
+ * wall-clock time now_s and no more than five minutes ahead (RFC 9018 4.3).
  */
-bool cookie_valid_query(
-    const struct wire_query *q, const struct sockaddr_storage *peer);
+bool cookie_valid_query(const struct wire_query *q,
+    const struct sockaddr_storage *peer, uint32_t now_s);
 
 /*
- * Adds a COOKIE option (client cookie + a fresh server cookie) to the OPT
- * that ends the reply in buf, if the query q had a cookie and the result
- * stays within limit.  Returns the new length (len when nothing was added).
+ * Writes the COOKIE option data for a reply to q (client cookie + a fresh
+ * server cookie from peer at wall-clock now_s) into out (>= 24 bytes) and
+ * returns its length, or 0 when q carried no cookie.
  */
-size_t cookie_attach(uint8_t *buf, size_t len, size_t cap, size_t limit,
-    const struct wire_query *q, const struct sockaddr_storage *peer);
+size_t cookie_reply_option(const struct wire_query *q,
+    const struct sockaddr_storage *peer, uint32_t now_s, uint8_t *out);
 
 #endif

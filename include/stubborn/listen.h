@@ -1,36 +1,47 @@
 /*
- * listen: the client-facing sockets of one worker (UDP and TCP on every
- * configured address, SO_REUSEPORT so each worker has its own) and the
- * per-query pipeline: parse -> cache -> forward.
+ * listen: the client-facing sockets of one worker.  UDP is read in batches
+ * (recvmmsg) and the replies made during a batch leave together
+ * (sendmmsg); TCP connections follow RFC 7766 (pipelining, out-of-order
+ * answers, idle timeouts, connection caps).  Every message goes to the
+ * worker's pipeline; every reply is timed (the response-time histogram)
+ * and, with log-queries, logged.
+ *
+ * The sockets are opened by main (listen_open_socket), or inherited from
+ * systemd or from the stubborn this one takes over from, and handed to the
+ * workers; a listener only reads and writes them, so they outlive a
+ * worker's drain and can be passed on.
  */
 #ifndef STUBBORN_LISTEN_H
 #define STUBBORN_LISTEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "stubborn/config.h"
+
 struct event_base;
-struct config;
-struct cache;
-struct forward;
+struct engine;
 struct metrics_worker;
-struct ratelimit;
+struct pipeline;
 struct listen;
 
-/* Per-client limits shared by every worker's listener (may be NULL). */
-struct listen_limits {
-	struct ratelimit *miss; /* queries that need an upstream */
-	struct ratelimit *hit;  /* cache hits (cache-qps) */
+/* A listening socket and what it is for. */
+struct listen_sock {
+	int fd;
+	int type;      /* SOCK_DGRAM or SOCK_STREAM */
+	size_t addr;   /* index into cfg->listen */
+	bool wildcard; /* bound to 0.0.0.0 or [::]: replies need the address
+			  each query was sent to (IP_PKTINFO) */
 };
 
 /*
- * Opens and binds every listen address on base.  On failure returns NULL
- * and writes one line naming the address and the cause into err; *errnum
- * gets the errno (EADDRINUSE, EACCES, ...).  cfg, fwd, cache and met must
- * outlive the listener.
+ * Opens, binds and (TCP) listens on a, with SO_REUSEPORT when reuseport,
+ * and for a wildcard address asks for each datagram's destination.
+ * Returns the fd, or -1 with err naming the address and the cause (and for
+ * EADDRINUSE on 127.0.0.53, systemd-resolved) and *errnum set.
  */
-struct listen *listen_new(struct event_base *base, const struct config *cfg,
-    struct forward *fwd, struct cache *cache, struct metrics_worker *met,
-    const struct listen_limits *limits, char *err, size_t errlen, int *errnum);
+int listen_open_socket(const struct config_addr *a, int type, bool reuseport,
+    char *err, size_t errlen, int *errnum);
 
 /*
  * Checks that no other process holds any listen address, by binding each
@@ -42,15 +53,25 @@ struct listen *listen_new(struct event_base *base, const struct config *cfg,
 int listen_probe(const struct config *cfg, char *err, size_t errlen);
 
 /*
- * Stops reading new queries: closes the listening sockets; TCP connections
- * close once their in-flight queries are answered.
+ * Starts reading socks (n of them; the fds stay the caller's) on base,
+ * feeding p; engine gives the live configuration (TCP limits, query log).
+ * NULL on ENOMEM.
+ */
+struct listen *listen_new(struct event_base *base, struct pipeline *p,
+    struct engine *engine, struct metrics_worker *met,
+    const struct listen_sock *socks, size_t n);
+
+/*
+ * Stops reading new queries and accepting connections; replies still owed
+ * go out over the sockets they are owed on, and TCP connections close once
+ * theirs are sent.
  */
 void listen_stop(struct listen *l);
 
-/* Number of client TCP connections still open. */
+/* Client TCP connections still open. */
 size_t listen_tcp_open(const struct listen *l);
 
-/* Closes everything and frees l; NULL is fine. */
+/* Closes the connections and frees l (not the listening fds); NULL is fine. */
 void listen_free(struct listen *l);
 
 #endif

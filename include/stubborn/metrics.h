@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "stubborn/client.h"
+
 struct event_base;
 struct evbuffer;
 
@@ -51,11 +53,27 @@ enum metrics_counter {
 	MET_SHED_REFRESH_AHEAD,
 	MET_SHED_STALE_REFRESH,
 	MET_SHED_CLIENT,
+	MET_REFUSED_ACL,
 	MET_COUNT
+};
+
+/* Response-time buckets, seconds: 0.1 ms to 5 s, then +Inf. */
+#define METRICS_BUCKETS 15
+/* Stale answers are counted per second over the last minute. */
+#define METRICS_STALE_WINDOW 60
+
+struct metrics_stale_slot {
+	_Atomic uint64_t second; /* which second the slot counts */
+	_Atomic uint64_t count;
+	_Atomic uint64_t max_age_s; /* oldest answer's seconds past expiry */
 };
 
 struct metrics_worker {
 	_Atomic uint64_t c[MET_COUNT];
+	/* per client_source: bucket counts (last: +Inf), and the sum */
+	_Atomic uint64_t hist[CLIENT_SRC_COUNT][METRICS_BUCKETS + 1];
+	_Atomic uint64_t hist_sum_us[CLIENT_SRC_COUNT];
+	struct metrics_stale_slot stale[METRICS_STALE_WINDOW];
 	char pad[64];
 };
 
@@ -82,6 +100,20 @@ metrics_inc(struct metrics_worker *w, enum metrics_counter c)
 	uint64_t v = atomic_load_explicit(&w->c[c], memory_order_relaxed);
 	atomic_store_explicit(&w->c[c], v + 1, memory_order_relaxed);
 }
+
+/* A reply of source src left us us microseconds after its query came. */
+void metrics_observe(
+    struct metrics_worker *w, enum client_source src, uint64_t us);
+
+/* A stale answer stale_s seconds past its expiry was served at now_s. */
+void metrics_stale(struct metrics_worker *w, uint64_t now_s, uint32_t stale_s);
+
+/*
+ * Stale answers served in the minute before now_s, and the largest
+ * seconds-past-expiry among them.
+ */
+void metrics_stale_window(
+    struct metrics *m, uint64_t now_s, uint64_t *count, uint64_t *max_age_s);
 
 /* Sum of one counter over all workers. */
 uint64_t metrics_sum(struct metrics *m, enum metrics_counter c);

@@ -63,7 +63,8 @@ int snapshot_save(struct cache *c, const char *path, uint64_t now_ms,
  * (wall_s minus the file's time; a clock that went backwards counts as 0).
  * Entries at least ttl + stale_max_age_s old, older than now_ms itself,
  * with a key that is not their response's question (lower-cased qname,
- * qtype, qclass; any flags byte), or that cache_store() refuses are
+ * qtype, qclass; any flags byte; qtype 0 for an NXDOMAIN, which is kept
+ * for every type of its name), or that cache_store() refuses are
  * skipped; the rest are stored as if stored at now_ms - age, so they come
  * back fresh or stale exactly as they would have been.  Returns 0 with
  * *loaded and *skipped (either may be NULL), or -ENOMEM part way through.

@@ -84,7 +84,9 @@ struct upstream_stats {
 	uint32_t srtt_us;
 	uint32_t rto_ms;
 	uint32_t outstanding;
-	uint64_t queries, answers, timeouts, errors;
+	uint64_t queries, answers, timeouts, errors; /* probes not counted */
+	uint64_t probes, probe_answers;
+	uint64_t last_ok_ms; /* last usable answer, 0 if none yet */
 };
 
 struct upstream_pool;
@@ -181,5 +183,19 @@ const char *upstream_circuit_name(enum upstream_circuit c);
 const char *upstream_policy_name(enum upstream_policy p);
 
 int upstream_policy_parse(const char *s);
+
+/*
+ * Gives pool's servers the state old had for the same server (same text):
+ * RTT estimate, circuit and its backoff, rate bucket, counters; and the
+ * pool's retry budget.  For a reload: health survives it.
+ */
+void upstream_inherit(struct upstream_pool *pool, struct upstream_pool *old);
+
+/*
+ * When a server's circuit last closed again (0: never): holds placed on
+ * names before then were placed while the pool was down, and a name held
+ * stale since then can be refreshed at once.
+ */
+uint64_t upstream_recovered_ms(struct upstream_pool *pool);
 
 #endif

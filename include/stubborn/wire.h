@@ -228,23 +228,30 @@ int wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass,
     uint16_t edns_size, bool do_bit);
 
-/*
- * Appends an OPT RR to the message in buf (length len, capacity cap) and
- * increments ARCOUNT.  ext_rcode is the upper 8 bits of a 12-bit RCODE.
- * When ede_code >= 0 an EDE option with ede_text (may be NULL) is included.
- * Returns the new length or -ENOSPC.
- */
-int wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
-    uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text);
+/* What the OPT of a reply carries (RFC 6891, RFC 8914, RFC 7873). */
+struct wire_edns {
+	uint16_t udp_size;     /* our buffer size */
+	uint8_t ext_rcode;     /* upper 8 bits of a 12-bit RCODE */
+	bool do_bit;           /* wire_put_opt only: the reply builders
+				  echo the query's */
+	int ede_code;          /* Extended DNS Error, < 0 for none */
+	const char *ede_text;  /* its EXTRA-TEXT, may be NULL */
+	const uint8_t *cookie; /* COOKIE option data (client + server), or
+				  NULL */
+	size_t cookie_len;
+};
 
 /*
- * Appends one EDNS option (code, data, dlen bytes) to the OPT RR that ends
- * the message in buf (the last RR, as wire_append_opt leaves it), fixing its
- * RDLENGTH.  Returns the new length, -ENOENT if the message does not end in
- * an OPT, -ENOSPC or -EBADMSG.  On error buf is unchanged.
+ * Appends an OPT RR with the options of *e (EDE first, then the cookie) to
+ * the message in buf (length len, capacity cap) and increments ARCOUNT.
+ * Returns the new length or -ENOSPC (buf unchanged).
  */
-int wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
-    const uint8_t *data, size_t dlen);
+int wire_put_opt(
+    uint8_t *buf, size_t len, size_t cap, const struct wire_edns *e);
+
+/* wire_put_opt without a cookie. */
+int wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
+    uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text);
 
 /*
  * Removes the message's OPT RR (the first one found in the additional
@@ -254,6 +261,13 @@ int wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
  * returned; -EBADMSG if the message does not parse.
  */
 int wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
+
+/*
+ * Sets the TTL of every RR but OPT to at least lo and at most hi, in place;
+ * a TTL with the high bit set counts as hi (RFC 8767 4).  Returns 0 or
+ * -EBADMSG.
+ */
+int wire_clamp_ttls(uint8_t *msg, size_t len, uint32_t lo, uint32_t hi);
 
 /*
  * Sets the TTL of every RR but OPT to ttl, in place.  A forwarder applies
@@ -267,24 +281,26 @@ int wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
  * Makes a stored or upstream response (OPT already stripped) into the reply
  * for one client, in place in buf (length len, capacity cap >= 12 + question):
  * ID and question bytes (exact letter case) from the client's query, QR=1,
- * RA=1, AA=0, RD and CD as the client sent them, AD cleared; an OPT (size
- * edns_size, DO echoed, EDE ede_code if >= 0) when the query had one.  If the
- * result exceeds limit bytes, the reply becomes header + question + OPT with
- * TC=1 and no records.  Returns the new length or -ENOSPC/-EBADMSG.
+ * RA=1, AA=0, RD and CD as the client sent them, AD cleared unless keep_ad;
+ * an OPT with the options of *e (DO echoed) when the query had one.  Over
+ * limit bytes, the EDE is dropped first (RFC 8914 3); still over, the reply
+ * becomes header + question + OPT (cookie kept) with TC=1 and no records.
+ * Returns the new length or -ENOSPC/-EBADMSG.
  */
 int wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
-    const uint8_t *query, const struct wire_query *q, uint16_t edns_size,
-    int ede_code, const char *ede_text);
+    const uint8_t *query, const struct wire_query *q, bool keep_ad,
+    const struct wire_edns *e);
 
 /*
  * Builds a reply carrying only a header and, if it parsed, the question
- * (rcode given, QR=1, RA=1, the client's ID/RD/CD), plus an OPT if the query
- * had one (or always for BADVERS, which needs it).  Returns the length or
- * -ENOSPC.
+ * (rcode given, QR=1, RA=1, the client's ID/RD/CD), plus an OPT with the
+ * options of *e if the query had one (or always for BADVERS, which needs
+ * it; e->ext_rcode is ignored, the rcode's upper bits are used).  Returns
+ * the length or -ENOSPC.
  */
 int wire_build_error(uint8_t *out, size_t cap, const uint8_t *query,
-    size_t qlen, const struct wire_query *q, int rcode, uint16_t edns_size,
-    int ede_code, const char *ede_text);
+    size_t qlen, const struct wire_query *q, int rcode,
+    const struct wire_edns *e);
 
 /* Size limit for a UDP reply to q: 512 without EDNS, else clamp(size, 512,
  * max). */

@@ -28,6 +28,11 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
+/* The OPT a reply builder is asked for: size, EDE code and text. */
+#define EDNS(size, ede, text)                                                  \
+	(&(struct wire_edns){                                                 \
+	    .udp_size = (size), .ede_code = (ede), .ede_text = (text)})
+
 #define CHECK(c)                                                               \
 	do {                                                                   \
 		if (!(c)) {                                                    \
@@ -369,8 +374,7 @@ answer(const struct source *src, const struct client *c, bool strict)
 		int r;
 
 		memcpy(out, src->msg, src->len);
-		r = wire_make_reply(out, src->len, src->cap, limit, c->pkt, q,
-		    EDNS_SIZE, src->ede, src->text);
+		r = wire_make_reply(out, src->len, src->cap, limit, c->pkt, q, false, EDNS(EDNS_SIZE, src->ede, src->text));
 		if (!strict) {
 			/* forward.c drops these: memory safety only. */
 			CHECK(r < 0 || (size_t)r <= src->cap);

@@ -28,6 +28,11 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
+/* The OPT a reply builder is asked for: size, EDE code and text. */
+#define EDNS(size, ede, text)                                                  \
+	(&(struct wire_edns){                                                 \
+	    .udp_size = (size), .ede_code = (ede), .ede_text = (text)})
+
 #define CHECK(c)                                                               \
 	do {                                                                   \
 		if (!(c)) {                                                    \
@@ -152,8 +157,7 @@ answer_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	int r;
 
 	memset(out, 0xa5, sizeof(out));
-	r = wire_build_error(
-	    out, OUT_CAP, data, size, q, rcode, EDNS_SIZE, ede, text);
+	r = wire_build_error(out, OUT_CAP, data, size, q, rcode, EDNS(EDNS_SIZE, ede, text));
 	CHECK(r >= WIRE_HDR_LEN && r <= OUT_CAP);
 	for (size_t i = (size_t)r; i < (size_t)r + 64; i++)
 		CHECK(out[i] == 0xa5);
@@ -248,8 +252,7 @@ reply_cached(const struct source *src, const uint8_t *data,
 
 	memcpy(out, src->msg, src->len);
 	memset(out + src->len, 0xa5, sizeof(out) - src->len);
-	r = wire_make_reply(out, src->len, OUT_CAP, limit, data, q, EDNS_SIZE,
-	    src->ede, src->text);
+	r = wire_make_reply(out, src->len, OUT_CAP, limit, data, q, false, EDNS(EDNS_SIZE, src->ede, src->text));
 	CHECK(r >= 0 && r <= OUT_CAP);
 	n = cookie_attach(out, (size_t)r, OUT_CAP, limit, q, peer);
 	check_cookie(out, (size_t)r, n, limit, OUT_CAP, q, true);

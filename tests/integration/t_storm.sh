@@ -156,8 +156,10 @@ start_fakeup C || exit 1
 run=c$$
 for i in $(seq 1 30); do echo "c$i.$run.example."; done >"$T_TMP/cnames"
 MET_PORT=$(pick_port)
+# The clients are 127.0.0.x: loopback, exempt from per-client limits
+# unless ratelimit-loopback turns them on.
 start_stubborn --upstream "127.0.0.1:$FK_PORT_C" --metrics "127.0.0.1:$MET_PORT" \
-    --client-qps $CQPS || { not_ok "c: stubborn starts"; t_done; }
+    --client-qps $CQPS --ratelimit-loopback yes || { not_ok "c: stubborn starts"; t_done; }
 $GEN --port "$STUB_PORT" --seconds 1 --timeout $CTMO --names "$T_TMP/cnames" \
     --group prime:127.0.0.1:60:names >/dev/null
 l0=$(fk_count C)

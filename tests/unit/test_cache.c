@@ -143,6 +143,25 @@ check_same_but_ttl(
 	ck_assert_mem_eq(got, want, len);
 }
 
+/* The non-OPT records of got carry exactly these TTLs, in order. */
+static void
+check_rr_ttls(const uint8_t *got, size_t len, const uint32_t *ttls, size_t n)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+	size_t i = 0;
+
+	ck_assert_int_eq(wire_iter_init(&it, got, len), 0);
+	while (wire_iter_next(&it, &rr) == 1) {
+		if (rr.type == WIRE_TYPE_OPT)
+			continue;
+		ck_assert_uint_lt(i, n);
+		ck_assert_uint_eq(rr.ttl, ttls[i]);
+		i++;
+	}
+	ck_assert_uint_eq(i, n);
+}
+
 static struct cache *
 new_cache(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s)
 {
@@ -169,11 +188,32 @@ START_TEST(test_store_lookup_roundtrip)
 	    CACHE_FRESH);
 	ck_assert_uint_eq(out_len, len);
 	ck_assert_uint_eq(WIRE_ID(out), 0);
-	check_same_but_ttl(resp, out, len, 300);
+	/*
+	 * Each record keeps its own TTL to count down from (issue 12): none
+	 * below the entry's, so the 5 and the 77 are raised to 300.
+	 */
+	check_rr_ttls(out, len, (const uint32_t[]){300, 300, 123456}, 3);
 	ck_assert_uint_eq(hit.ttl, 300);
 	ck_assert_uint_eq(hit.ttl_left, 300);
 	ck_assert_uint_eq(hit.stale_s, 0);
 	ck_assert_uint_eq(hit.rcode, WIRE_RCODE_NOERROR);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 100500, 30, out,
+			     sizeof(out), &out_len, &hit),
+	    CACHE_FRESH);
+	check_rr_ttls(out, len, (const uint32_t[]){200, 200, 123356}, 3);
+	/* Stale: every record gets the stale TTL. */
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0 + 300000, 30, out,
+			     sizeof(out), &out_len, &hit),
+	    CACHE_STALE);
+	check_rr_ttls(out, len, (const uint32_t[]){30, 30, 30}, 3);
+	/* More than a week, or the high bit (RFC 8767 4): capped. */
+	ttls[2] = 0x80000001u;
+	len = build_a(resp, "www.example", 3, ttls);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 300, T0), 0);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+			     &out_len, &hit),
+	    CACHE_FRESH);
+	check_rr_ttls(out, len, (const uint32_t[]){300, 300, 300}, 3);
 	cache_free(c);
 }
 END_TEST
@@ -946,32 +986,34 @@ START_TEST(test_hold_never_shortens)
 	struct cache_hit hit;
 
 	/* No entry, or a failure entry without data: nothing to hold. */
-	ck_assert(!cache_hold(c, key, klen, T0 + 5000));
+	ck_assert(!cache_hold(c, key, klen, T0, T0 + 5000));
 	cache_get_stats(c, &st);
 	ck_assert_uint_eq(st.entries, 0);
 	ck_assert_uint_eq(cache_fail(c, fkey, fklen, T0, 1, 300), T0 + 1000);
-	ck_assert(!cache_hold(c, fkey, fklen, T0 + 9000));
+	ck_assert(!cache_hold(c, fkey, fklen, T0, T0 + 9000));
 	ck_assert_int_eq(
 	    cache_lookup(c, fkey, fklen, T0, 30, NULL, 0, NULL, &hit),
 	    CACHE_FAILED);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 1000);
 
 	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
-	ck_assert(cache_hold(c, key, klen, T0 + 5000));
+	ck_assert(cache_hold(c, key, klen, T0, T0 + 5000));
 	ck_assert_int_eq(
 	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, &hit),
 	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
-	ck_assert(cache_hold(c, key, klen, T0 + 3000));
+	ck_assert(cache_hold(c, key, klen, T0 + 1, T0 + 3000));
 	ck_assert_int_eq(
 	    cache_lookup(c, key, klen, T0, 30, NULL, 0, NULL, &hit),
 	    CACHE_FRESH);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 5000);
-	ck_assert(cache_hold(c, key, klen, T0 + 8000));
+	ck_assert(cache_hold(c, key, klen, T0 + 2, T0 + 8000));
 	ck_assert_int_eq(
 	    cache_lookup(c, key, klen, T0 + 70000, 30, NULL, 0, NULL, &hit),
 	    CACHE_STALE);
 	ck_assert_uint_eq(hit.hold_until_ms, T0 + 8000);
+	/* When the hold was placed: a shorter one did not move it. */
+	ck_assert_uint_eq(hit.hold_since_ms, T0 + 2);
 	cache_free(c);
 }
 END_TEST
@@ -1122,7 +1164,7 @@ walk_cb(void *arg, const uint8_t *key, size_t klen, const uint8_t *resp,
 {
 	struct walk_seen *ws = arg;
 	uint8_t want[512], wkey[CACHE_KEY_MAX];
-	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	uint32_t ttls[8] = {200, 200, 200, 200, 200, 200, 200, 200};
 	char name[32];
 	int i;
 
@@ -1150,7 +1192,8 @@ walk_cb(void *arg, const uint8_t *key, size_t klen, const uint8_t *resp,
 START_TEST(test_walk_visits_data_once)
 {
 	struct cache *c = new_cache(BIG, 4, 3600);
-	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	/* Above every entry's TTL: stored as given. */
+	uint32_t ttls[8] = {200, 200, 200, 200, 200, 200, 200, 200};
 	uint8_t resp[512], key[CACHE_KEY_MAX];
 	size_t len, klen;
 	struct walk_seen ws;
@@ -1176,7 +1219,7 @@ START_TEST(test_walk_visits_data_once)
 	/* A failure on a data entry keeps it: walked, once. */
 	klen = key_for(key, "w3.example", WIRE_TYPE_A, 0);
 	ck_assert_uint_ne(cache_fail(c, key, klen, T0 + 500, 1, 300), 0);
-	ck_assert(cache_hold(c, key, klen, T0 + 9000));
+	ck_assert(cache_hold(c, key, klen, T0, T0 + 9000));
 	memset(&ws, 0, sizeof(ws));
 	cache_walk(c, walk_cb, &ws);
 	ck_assert_int_eq(ws.bad, 0);

@@ -7,6 +7,11 @@
 #include <string.h>
 
 #include "stubborn/wire.h"
+
+/* The OPT a reply builder is asked for: size, EDE code and text. */
+#define EDNS(size, ede, text)                                                  \
+	(&(struct wire_edns){                                                  \
+	    .udp_size = (size), .ede_code = (ede), .ede_text = (text)})
 #include "unit.h"
 
 #define PKT_MAX 8192
@@ -1647,8 +1652,8 @@ START_TEST(t_make_reply_basic_edns)
 	make_response(
 	    &r, WIRE_RCODE_NOERROR, "www.example.com", WIRE_TYPE_A, 2);
 	orig = r;
-	n = wire_make_reply(
-	    r.b, r.len, sizeof(r.b), 1232, cq.b, &q, 1232, -1, NULL);
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), 1232, cq.b, &q, false,
+	    EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, (int)(orig.len + 11));
 	ck_assert_uint_eq(WIRE_ID(r.b), 0xbeef);
 	ck_assert_uint_eq(
@@ -1676,8 +1681,8 @@ START_TEST(t_make_reply_flags_from_client)
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	make_response(&r, WIRE_RCODE_NXDOMAIN, "example.com", WIRE_TYPE_A, 0);
 	wire_put16(r.b + 2, (uint16_t)(WIRE_FLAGS(r.b) | WIRE_CD | WIRE_TC));
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), 512, cq.b, &q, 1232,
-	    WIRE_EDE_STALE, "ignored: no OPT");
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), 512, cq.b, &q, false,
+	    EDNS(1232, WIRE_EDE_STALE, "ignored: no OPT"));
 	/* No OPT in the query: none in the reply, EDE or not. */
 	ck_assert_int_eq(n, (int)r.len);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x0102);
@@ -1701,8 +1706,8 @@ START_TEST(t_make_reply_ede)
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 1);
 	len = r.len;
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), 1232, cq.b, &q, 1232,
-	    WIRE_EDE_STALE, "stal");
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), 1232, cq.b, &q, false,
+	    EDNS(1232, WIRE_EDE_STALE, "stal"));
 	ck_assert_int_eq(n, (int)(len + sizeof(tail)));
 	ck_assert_mem_eq(r.b + len, tail, sizeof(tail));
 	ck_assert_uint_eq(WIRE_ARCOUNT(r.b), 1);
@@ -1710,8 +1715,8 @@ START_TEST(t_make_reply_ede)
 
 	/* No room for the EDE: the OPT goes without it. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 1);
-	n = wire_make_reply(
-	    r.b, r.len, len + 11, 1232, cq.b, &q, 1232, WIRE_EDE_STALE, "stal");
+	n = wire_make_reply(r.b, r.len, len + 11, 1232, cq.b, &q, false,
+	    EDNS(1232, WIRE_EDE_STALE, "stal"));
 	ck_assert_int_eq(n, (int)(len + 11));
 	ck_assert_mem_eq(r.b + len, tail, 9);
 	ck_assert_uint_eq(wire_u16(r.b + len + 9), 0);
@@ -1736,8 +1741,8 @@ START_TEST(t_make_reply_truncates_no_edns)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 31);
 	pkt_count(&r, 2, 0);
 	ck_assert_uint_eq(r.len, 525);
-	n = wire_make_reply(
-	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, false,
+	    EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 29);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x5555);
 	ck_assert_uint_eq(
@@ -1750,8 +1755,8 @@ START_TEST(t_make_reply_truncates_no_edns)
 
 	/* 29 + 30 * 16 = 509 fits. */
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 30);
-	n = wire_make_reply(
-	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, false,
+	    EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 509);
 	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 30);
@@ -1779,8 +1784,8 @@ START_TEST(t_make_reply_truncates_edns)
 	wire_put16(r.b + r.len - 8 - 4 - 2, 12);
 	len = r.len;
 	ck_assert_uint_eq(len + 11, 1232);
-	n = wire_make_reply(
-	    r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232, -1, NULL);
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, false,
+	    EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 1232);
 	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
 
@@ -1788,8 +1793,8 @@ START_TEST(t_make_reply_truncates_edns)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 74);
 	r.len += 9;
 	wire_put16(r.b + r.len - 9 - 4 - 2, 13);
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, 1232,
-	    WIRE_EDE_STALE, "stale");
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), limit, cq.b, &q, false,
+	    EDNS(1232, WIRE_EDE_STALE, "stale"));
 	ck_assert_int_eq(n, 29 + 11);
 	ck_assert_uint_eq(WIRE_ID(r.b), 0x6666);
 	ck_assert_uint_eq(
@@ -1817,8 +1822,8 @@ START_TEST(t_make_reply_drops_ede_before_tc)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 29);
 	len = r.len;
 	ck_assert_uint_eq(len, 493);
-	n = wire_make_reply(r.b, r.len, sizeof(r.b), 512, cq.b, &q, 1232,
-	    WIRE_EDE_STALE, "stale");
+	n = wire_make_reply(r.b, r.len, sizeof(r.b), 512, cq.b, &q, false,
+	    EDNS(1232, WIRE_EDE_STALE, "stale"));
 	ck_assert_int_eq(n, (int)(len + 11));
 	ck_assert_uint_eq(WIRE_FLAGS(r.b) & WIRE_TC, 0);
 	ck_assert_uint_eq(WIRE_ANCOUNT(r.b), 29);
@@ -1837,11 +1842,11 @@ START_TEST(t_make_reply_errors)
 	make_response(&r, 0, "example.com", WIRE_TYPE_A, 0);
 	/* Shorter than the question. */
 	ck_assert_int_eq(wire_make_reply(r.b, 28, sizeof(r.b), 512, cq.b, &q,
-			     1232, -1, NULL),
+			     false, EDNS(1232, -1, NULL)),
 	    -EBADMSG);
 	/* No room even for the OPT of a TC reply. */
 	ck_assert_int_eq(wire_make_reply(r.b, r.len, r.len + 10, 512, cq.b, &q,
-			     1232, -1, NULL),
+			     false, EDNS(1232, -1, NULL)),
 	    -ENOSPC);
 }
 END_TEST
@@ -1862,7 +1867,7 @@ START_TEST(t_build_error_formerr_question)
 	ck_assert_int_eq(parse(&cq, &q), WIRE_FORMERR);
 	memset(out, 0xee, sizeof(out));
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_FORMERR, 1232, -1, NULL);
+	    WIRE_RCODE_FORMERR, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 29);
 	ck_assert_uint_eq(WIRE_ID(out), 0x2222);
 	ck_assert_uint_eq(WIRE_FLAGS(out),
@@ -1886,7 +1891,7 @@ START_TEST(t_build_error_formerr_no_question)
 	pkt_init(&cq, 0x3333, WIRE_RD, 0, 0, 0, 0);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_FORMERR);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_FORMERR, 1232, -1, NULL);
+	    WIRE_RCODE_FORMERR, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 12);
 	ck_assert_uint_eq(WIRE_ID(out), 0x3333);
 	ck_assert_uint_eq(
@@ -1901,7 +1906,7 @@ START_TEST(t_build_error_formerr_no_question)
 	pkt_u16(&cq, 1);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_FORMERR);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_FORMERR, 1232, -1, NULL);
+	    WIRE_RCODE_FORMERR, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 12);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_ID(out), 0x3334);
@@ -1911,7 +1916,7 @@ START_TEST(t_build_error_formerr_no_question)
 	    WIRE_TYPE_SOA, false, 0, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_NOTIMP);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_NOTIMP, 1232, -1, NULL);
+	    WIRE_RCODE_NOTIMP, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 12 + 13 + 4);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 1);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 0);
@@ -1924,7 +1929,7 @@ START_TEST(t_build_error_formerr_no_question)
 	ck_assert_int_eq(parse(&cq, &q), WIRE_NOTIMP);
 	ck_assert(q.has_opt);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_NOTIMP, 1232, -1, NULL);
+	    WIRE_RCODE_NOTIMP, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 12 + 13 + 4 + 11);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 1);
 }
@@ -1944,7 +1949,7 @@ START_TEST(t_build_error_badvers)
 	pkt_opt(&cq, 4096, 0, 1, WIRE_EDNS_DO);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_BADVERS);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_BADVERS, 1232, -1, NULL);
+	    WIRE_RCODE_BADVERS, EDNS(1232, -1, NULL));
 	ck_assert_int_eq(n, 29 + 11);
 	ck_assert_uint_eq(WIRE_ID(out), 0x4444);
 	/* 16 = ext 1 << 4 | 0: the header's low bits are 0 (NOERROR). */
@@ -1972,7 +1977,8 @@ START_TEST(t_build_error_ede)
 	    false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_SERVFAIL, 1232, WIRE_EDE_NO_REACHABLE_AUTHORITY, text);
+	    WIRE_RCODE_SERVFAIL,
+	    EDNS(1232, WIRE_EDE_NO_REACHABLE_AUTHORITY, text));
 	ck_assert_int_eq(n, (int)(29 + 11 + 6 + strlen(text)));
 	ck_assert_uint_eq(
 	    WIRE_FLAGS(out), WIRE_QR | WIRE_RA | WIRE_RD | WIRE_RCODE_SERVFAIL);
@@ -1994,7 +2000,7 @@ START_TEST(t_build_error_ede)
 	pkt_opt(&cq, 1232, 0, 1, 0);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_BADVERS);
 	n = wire_build_error(out, sizeof(out), cq.b, cq.len, &q,
-	    WIRE_RCODE_BADVERS, 1232, WIRE_EDE_NOT_SUPPORTED, NULL);
+	    WIRE_RCODE_BADVERS, EDNS(1232, WIRE_EDE_NOT_SUPPORTED, NULL));
 	ck_assert_int_eq(n, 29 + 11 + 6);
 	ck_assert_uint_eq(out[29 + 5], 1);
 	ck_assert_uint_eq(out[29 + 6], 0);
@@ -2011,13 +2017,13 @@ START_TEST(t_build_error_nospace)
 	make_query(&cq, 1, 0, "example.com", WIRE_TYPE_A, true, 1232, false);
 	ck_assert_int_eq(parse(&cq, &q), WIRE_ACCEPT);
 	ck_assert_int_eq(wire_build_error(out, 11, cq.b, cq.len, &q,
-			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+			     WIRE_RCODE_SERVFAIL, EDNS(1232, -1, NULL)),
 	    -ENOSPC);
 	ck_assert_int_eq(wire_build_error(out, 29 + 10, cq.b, cq.len, &q,
-			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+			     WIRE_RCODE_SERVFAIL, EDNS(1232, -1, NULL)),
 	    -ENOSPC);
 	ck_assert_int_eq(wire_build_error(out, 29 + 11, cq.b, cq.len, &q,
-			     WIRE_RCODE_SERVFAIL, 1232, -1, NULL),
+			     WIRE_RCODE_SERVFAIL, EDNS(1232, -1, NULL)),
 	    40);
 }
 END_TEST
