@@ -12,12 +12,12 @@ CFLAGS_BASE := -std=gnu11 -g -O2 -Wall -Wextra -Werror -Wshadow \
 ifeq ($(SANITIZER),address)
   BUILD := build-asan
   CFLAGS_BASE += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-	-fno-sanitize-recover=undefined
+	-fno-sanitize-recover=undefined -DSTUBBORN_CHECKS
   LDFLAGS += -fsanitize=address,undefined
 endif
 ifeq ($(SANITIZER),thread)
   BUILD := build-tsan
-  CFLAGS_BASE += -O1 -fsanitize=thread
+  CFLAGS_BASE += -O1 -fsanitize=thread -DSTUBBORN_CHECKS
   LDFLAGS += -fsanitize=thread
 endif
 
@@ -32,6 +32,8 @@ MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/%,$(UNIT_SRCS))
 TOOLS    := $(BUILD)/fakeup
+SCENARIO := $(BUILD)/scenario
+SCENARIOS := $(sort $(wildcard tests/scenario/*.scn))
 HEADERS  := $(wildcard include/stubborn/*.h)
 
 # Debian packages: building, then testing.
@@ -39,7 +41,7 @@ DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev
 
-.PHONY: all run check unit integration check-asan check-valgrind fuzz storm \
+.PHONY: all run check unit scenarios integration check-asan check-valgrind fuzz storm \
 	deps deps-test clean format-check bench
 
 all: $(BUILD)/stubborn $(TOOLS)
@@ -58,6 +60,16 @@ $(BUILD)/stubborn: $(MAIN_OBJ) $(BUILD)/libstubborn.a
 
 $(BUILD)/fakeup: tools/fakeup.c | $(BUILD)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(PKG_LIBS)
+
+# The scenario runner: the engine with a scripted upstream and its own
+# clock (tests/scenario/README.md).
+$(SCENARIO): tests/scenario/runner.c tests/scenario/harness.c \
+		tests/scenario/harness.h $(BUILD)/libstubborn.a
+	$(CC) $(CFLAGS) -Itests/scenario $(LDFLAGS) -o $@ tests/scenario/runner.c \
+		tests/scenario/harness.c $(BUILD)/libstubborn.a $(PKG_LIBS)
+
+scenarios: $(SCENARIO)
+	./$(SCENARIO) $(SCENARIOS)
 
 $(BUILD)/test_%: tests/unit/test_%.c tests/unit/unit.h $(BUILD)/libstubborn.a
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libstubborn.a \
@@ -80,12 +92,12 @@ unit: $(UNIT_BINS)
 		CK_FORK=yes ./$$t || fail=1; done; exit $$fail
 
 integration: all
-	BUILD=$(BUILD) sh tests/integration/run.sh
+	BUILD=$(BUILD) bash tests/integration/run.sh
 
 check: deps-test
 	sh tools/check-layers.sh
 	$(MAKE) format-check
-	$(MAKE) all unit
+	$(MAKE) all unit scenarios
 	$(MAKE) integration
 	$(MAKE) check-config-files
 	$(MAKE) check-asan
@@ -96,21 +108,25 @@ check-config-files: all
 	BUILD=$(BUILD) sh tests/config/run.sh
 
 check-asan:
-	$(MAKE) SANITIZER=address all unit
+	$(MAKE) SANITIZER=address all unit scenarios
 	$(MAKE) SANITIZER=address integration
 
 check-valgrind: all
-	BUILD=$(BUILD) VALGRIND=1 sh tests/integration/run.sh
+	BUILD=$(BUILD) VALGRIND=1 bash tests/integration/run.sh
 
 # Fuzzing: replay the committed corpora (every check) or fuzz for
 # FUZZ_SECONDS per target (make fuzz).
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -Iinclude $(PKG_CFLAGS) \
-	-fsanitize=fuzzer,address,undefined
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SRCS) $(HEADERS)
+FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -DSTUBBORN_CHECKS -Iinclude \
+	$(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+# Targets that drive the engine link the scenario harness too.
+FUZZ_HARNESS = tests/scenario/harness.c
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SRCS) $(HEADERS) $(FUZZ_HARNESS) \
+		tests/scenario/harness.h
 	@mkdir -p build-fuzz
-	clang $(FUZZ_CFLAGS) -o $@ $< $(filter-out resolver/main.c,$(SRCS)) $(PKG_LIBS)
+	clang $(FUZZ_CFLAGS) -Itests/scenario -o $@ $< \
+		$(filter-out resolver/main.c,$(SRCS)) $(FUZZ_HARNESS) $(PKG_LIBS)
 
 fuzz-replay: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
@@ -128,7 +144,7 @@ fuzz: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 # The committed .clang-format is the style; a diff fails the check.
 FORMAT_SRCS = resolver/*.c include/stubborn/*.h tools/*.c tests/unit/*.c \
-	tests/unit/*.h tests/fuzz/*.c
+	tests/unit/*.h tests/fuzz/*.c tests/scenario/*.c tests/scenario/*.h
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRCS)
 

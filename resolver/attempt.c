@@ -225,7 +225,10 @@ attempt_send(struct attempt *a, uint64_t now)
 	}
 	a->req.id = rng_id();
 	a->req.tcp = a->tcp;
-	n = wire_build_query(pkt, sizeof(pkt), a->req.id, WIRE_RD | a->qflags,
+	/* AD in a query asks for the AD bit back (RFC 6840 5.7). */
+	n = wire_build_query(pkt, sizeof(pkt), a->req.id,
+	    WIRE_RD | a->qflags |
+		(a->route->cfg.trust_upstream_ad ? WIRE_AD : 0),
 	    a->qname, a->qname_len, a->qtype, a->qclass,
 	    a->edns ? a->route->cfg.edns_buffer_size : 0, a->do_bit);
 	if (n < 0)

@@ -138,6 +138,16 @@ metrics_worker(struct metrics *m, unsigned i)
 	return &m->w[i < m->nworkers ? i : 0];
 }
 
+int
+metrics_counter_by_name(const char *name)
+{
+	for (int c = 0; c < MET_COUNT; c++)
+		if (counters[c].name != NULL &&
+		    strcmp(counters[c].name, name) == 0)
+			return c;
+	return -1;
+}
+
 uint64_t
 metrics_sum(struct metrics *m, enum metrics_counter c)
 {

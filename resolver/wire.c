@@ -449,7 +449,7 @@ wire_build_query(uint8_t *out, size_t cap, uint16_t id, uint16_t flags,
 		return -ENOSPC;
 	memset(out, 0, WIRE_HDR_LEN);
 	wire_put16(out, id);
-	wire_put16(out + 2, flags & (WIRE_RD | WIRE_CD));
+	wire_put16(out + 2, flags & (WIRE_RD | WIRE_CD | WIRE_AD));
 	wire_put16(out + 4, 1);
 	n = put_question(
 	    out, cap, WIRE_HDR_LEN, qname, qname_len, qtype, qclass);

@@ -115,6 +115,12 @@ void metrics_stale(struct metrics_worker *w, uint64_t now_s, uint32_t stale_s);
 void metrics_stale_window(
     struct metrics *m, uint64_t now_s, uint64_t *count, uint64_t *max_age_s);
 
+/*
+ * The counter whose exposed name (after "stubborn_", labels included, e.g.
+ * "shed_total{kind=\"client\"}") is name; -1 when there is none.
+ */
+int metrics_counter_by_name(const char *name);
+
 /* Sum of one counter over all workers. */
 uint64_t metrics_sum(struct metrics *m, enum metrics_counter c);
 

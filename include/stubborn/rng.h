@@ -6,6 +6,7 @@
 #ifndef STUBBORN_RNG_H
 #define STUBBORN_RNG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,12 @@ uint16_t rng_id(void);
 
 /* A source port uniform in [1024, 65535]. */
 uint16_t rng_port(void);
+
+/*
+ * Tests only: from now on every value comes from a deterministic stream of
+ * seed, so a scenario replays identically.  Single-threaded use only.
+ */
+void rng_seed_for_tests(uint64_t seed);
 
 /* Fills buf with random bytes (hash keys, secrets). */
 void rng_bytes(void *buf, size_t len);

@@ -220,7 +220,7 @@ int wire_iter_init(struct wire_iter *it, const uint8_t *msg, size_t len);
 int wire_iter_next(struct wire_iter *it, struct wire_rr *rr);
 
 /*
- * Builds a query: header (given ID, RD and CD from flags), one question
+ * Builds a query: header (given ID, RD, CD and AD from flags), one question
  * (name copied as given), and, when edns_size > 0, an OPT with that UDP size
  * and the DO bit when do_bit.  Returns the length or -ENOSPC.
  */

@@ -17,7 +17,7 @@
 
 /* The OPT a reply builder is asked for: size, EDE code and text. */
 #define EDNS(size, ede, text)                                                  \
-	(&(struct wire_edns){                                                 \
+	(&(struct wire_edns){                                                  \
 	    .udp_size = (size), .ede_code = (ede), .ede_text = (text)})
 
 #define FUZZ_CAP 65536
@@ -239,7 +239,8 @@ fuzz_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	if (rcode < 0)
 		return;
 	memset(buf, CANARY, FUZZ_CAP + 64);
-	n = wire_build_error(buf, FUZZ_CAP, data, size, q, rcode, EDNS(1232, ede, text));
+	n = wire_build_error(
+	    buf, FUZZ_CAP, data, size, q, rcode, EDNS(1232, ede, text));
 	CHECK(n >= WIRE_HDR_LEN && n <= FUZZ_CAP);
 	CHECK(canary_intact(buf, (size_t)n, 64));
 	CHECK(WIRE_ID(buf) == q->id);
@@ -273,7 +274,8 @@ fuzz_error(const uint8_t *data, size_t size, const struct wire_query *q,
 	/* Small buffers: -ENOSPC or a result that fits, never a write past. */
 	cap = (size_t)data[0] % 96;
 	memset(buf, CANARY, 256);
-	n = wire_build_error(buf, cap, data, size, q, rcode, EDNS(1232, ede, text));
+	n = wire_build_error(
+	    buf, cap, data, size, q, rcode, EDNS(1232, ede, text));
 	CHECK(n == -ENOSPC || (n >= WIRE_HDR_LEN && (size_t)n <= cap));
 	CHECK(canary_intact(buf, cap, 64));
 }
@@ -335,7 +337,8 @@ fuzz_reply(const uint8_t *data, size_t size, const struct wire_query *q)
 	memcpy(buf2, buf, (size_t)len);
 
 	memset(buf + len, CANARY, FUZZ_CAP + 64 - (size_t)len);
-	n = wire_make_reply(buf, (size_t)len, FUZZ_CAP, 512, data, q, false, EDNS(1232, ede, "serve-stale"));
+	n = wire_make_reply(buf, (size_t)len, FUZZ_CAP, 512, data, q, false,
+	    EDNS(1232, ede, "serve-stale"));
 	CHECK(n >= 0 && n <= FUZZ_CAP);
 	CHECK(canary_intact(buf, FUZZ_CAP, 64));
 	check_reply(buf, (size_t)n, 512, data, q);
@@ -345,7 +348,8 @@ fuzz_reply(const uint8_t *data, size_t size, const struct wire_query *q)
 	cap = (size_t)len + (size_t)data[size / 2] % 40;
 	memcpy(buf, buf2, (size_t)len);
 	memset(buf + len, CANARY, FUZZ_CAP + 64 - (size_t)len);
-	n = wire_make_reply(buf, (size_t)len, cap, limit, data, q, false, EDNS(1232, ede, "serve-stale"));
+	n = wire_make_reply(buf, (size_t)len, cap, limit, data, q, false,
+	    EDNS(1232, ede, "serve-stale"));
 	CHECK(n == -ENOSPC || (n >= 0 && (size_t)n <= cap));
 	CHECK(canary_intact(buf, cap, 64));
 	if (n >= 0)

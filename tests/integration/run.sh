@@ -1,21 +1,43 @@
-#!/bin/sh
+#!/bin/bash
 # Runs every tests/integration/t_*.sh and prints a closing count line.
 # BUILD names the build directory; VALGRIND=1 runs stubborn under valgrind;
-# T_ONLY=pattern runs the matching files only.
+# T_ONLY=pattern runs the matching files only; JOBS=N runs N files at once
+# (default 2: they mostly wait on sockets and timers, and each picks its
+# own ports and addresses).
 cd "$(dirname "$0")" || exit 1
 BUILD=${BUILD:-build}
+JOBS=${JOBS:-2}
 export BUILD
+out=$(mktemp -d "${TMPDIR:-/tmp}/stubborn-run.XXXXXX") || exit 1
+trap 'rm -rf "$out"' EXIT INT TERM
+# A hung test file must not hang the suite (valgrind runs are slower).
+limit=180
+[ -n "${VALGRIND:-}" ] && limit=900
+
+files=""
+for t in t_*.sh; do
+	case "$t" in *${T_ONLY:-}*) files="$files $t" ;; esac
+done
+# Longest first, so two slow files do not end up last and alone.
+files=$(for t in $files; do echo "$(wc -l <"$t") $t"; done | sort -rn |
+    awk '{ print $2 }')
+running=0
+for t in $files; do
+	if [ "$running" -ge "$JOBS" ]; then
+		wait -n
+		running=$((running - 1))
+	fi
+	(timeout -k 5 "$limit" bash "$t" >"$out/$t.log" 2>&1; echo $? >"$out/$t.rc") &
+	running=$((running + 1))
+done
+wait
 passed=0
 failed=0
 for t in t_*.sh; do
-	case "$t" in *${T_ONLY:-}*) ;; *) continue ;; esac
-	# A hung test file must not hang the suite (valgrind runs are slower).
-	limit=180
-	[ -n "${VALGRIND:-}" ] && limit=900
-	out=$(timeout -k 5 "$limit" bash "$t" 2>&1)
-	echo "$out"
-	p=$(printf '%s\n' "$out" | grep -c '^ok - ')
-	f=$(printf '%s\n' "$out" | grep -c '^not ok - ')
+	[ -f "$out/$t.log" ] || continue
+	cat "$out/$t.log"
+	p=$(grep -c '^ok - ' "$out/$t.log")
+	f=$(grep -c '^not ok - ' "$out/$t.log")
 	# A test file that died before reporting counts as a failure.
 	[ "$p" -eq 0 ] && [ "$f" -eq 0 ] && f=1
 	passed=$((passed + p))
