@@ -1266,14 +1266,15 @@ START_TEST(t_build_query_roundtrip_plain)
 	    WIRE_QR | WIRE_AA | WIRE_RD | WIRE_CD | WIRE_AD, name, nl,
 	    WIRE_TYPE_AAAA, WIRE_CLASS_IN, 0, true);
 	ck_assert_int_eq(n, (int)(12 + nl + 4));
-	ck_assert_uint_eq(WIRE_FLAGS(out), WIRE_RD | WIRE_CD);
+	/* RD, CD and AD (asking for AD back, RFC 6840 5.7) only. */
+	ck_assert_uint_eq(WIRE_FLAGS(out), WIRE_RD | WIRE_CD | WIRE_AD);
 	ck_assert_uint_eq(WIRE_QDCOUNT(out), 1);
 	ck_assert_uint_eq(WIRE_ANCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_NSCOUNT(out), 0);
 	ck_assert_uint_eq(WIRE_ARCOUNT(out), 0);
 	ck_assert_int_eq(wire_parse_query(out, (size_t)n, &q), WIRE_ACCEPT);
 	ck_assert_uint_eq(q.id, 0xabcd);
-	ck_assert_uint_eq(q.flags, WIRE_RD | WIRE_CD);
+	ck_assert_uint_eq(q.flags, WIRE_RD | WIRE_CD | WIRE_AD);
 	ck_assert_uint_eq(q.q.name_len, nl);
 	ck_assert_mem_eq(out + q.q.name_off, name, nl);
 	ck_assert_uint_eq(q.q.qtype, WIRE_TYPE_AAAA);
