@@ -420,6 +420,8 @@ cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
 /* One entry as cache_walk copies it out of its shard. */
 struct walk_rec {
 	uint64_t stored_ms;
+	uint64_t hold_until_ms;
+	uint64_t neg_since_ms;
 	uint32_t ttl;
 	uint16_t klen, len;
 };
@@ -451,6 +453,8 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 		if (e->len == 0)
 			continue;
 		rec.stored_ms = e->stored_ms;
+		rec.hold_until_ms = e->hold_until_ms;
+		rec.neg_since_ms = e->neg_since_ms;
 		rec.ttl = e->ttl;
 		rec.klen = e->klen;
 		rec.len = e->len;
@@ -466,7 +470,7 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 }
 
 int
-cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
+cache_walk_full(struct cache *c, cache_walk_full_fn fn, void *arg)
 {
 	int rc = 0;
 
@@ -474,7 +478,6 @@ cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
 		struct shard *s = &c->shards[i];
 		size_t used, o = 0;
 		uint8_t *buf;
-
 		bool nomem = false;
 
 		pthread_mutex_lock(&s->lock);
@@ -484,15 +487,70 @@ cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
 			rc = -ENOMEM;
 		while (o < used) {
 			struct walk_rec rec;
+			struct cache_walk_entry we;
 			memcpy(&rec, buf + o, sizeof(rec));
 			o += sizeof(rec);
-			fn(arg, buf + o, rec.klen, buf + o + rec.klen, rec.len,
-			    rec.ttl, rec.stored_ms);
+			we.key = buf + o;
+			we.klen = rec.klen;
+			we.resp = buf + o + rec.klen;
+			we.len = rec.len;
+			we.ttl = rec.ttl;
+			we.stored_ms = rec.stored_ms;
+			we.hold_until_ms = rec.hold_until_ms;
+			we.neg_since_ms = rec.neg_since_ms;
+			fn(arg, &we);
 			o += (size_t)rec.klen + rec.len;
 		}
 		free(buf);
 	}
 	return rc;
+}
+
+struct walk_adapter {
+	cache_walk_fn fn;
+	void *arg;
+};
+
+static void
+walk_adapt(void *arg, const struct cache_walk_entry *e)
+{
+	struct walk_adapter *w = arg;
+
+	w->fn(w->arg, e->key, e->klen, e->resp, e->len, e->ttl, e->stored_ms);
+}
+
+int
+cache_walk(struct cache *c, cache_walk_fn fn, void *arg)
+{
+	struct walk_adapter w = {fn, arg};
+
+	return cache_walk_full(c, walk_adapt, &w);
+}
+
+size_t
+cache_remove_if(struct cache *c, cache_match_fn match, void *arg)
+{
+	size_t removed = 0;
+
+	for (unsigned i = 0; i < c->nshards; i++) {
+		struct shard *s = &c->shards[i];
+		struct entry *e, *prev, *dead = NULL;
+
+		pthread_mutex_lock(&s->lock);
+		for (e = s->tail; e != NULL; e = prev) {
+			prev = e->prev;
+			if (!match(arg, entry_key(e), e->klen, e->rcode,
+				e->positive, e->len == 0))
+				continue;
+			shard_unlink(s, e);
+			e->hnext = dead;
+			dead = e;
+			removed++;
+		}
+		pthread_mutex_unlock(&s->lock);
+		free_chain(dead);
+	}
+	return removed;
 }
 
 bool

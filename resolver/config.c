@@ -1195,6 +1195,18 @@ addr_is_loopback(const struct config_addr *a)
 	return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
 }
 
+int
+config_parse_qtype(const char *s, uint16_t *out)
+{
+	return qtype_parse(s, strlen(s), out);
+}
+
+void
+config_qtype_text(uint16_t type, char *buf, size_t len)
+{
+	qtype_text(type, buf, len);
+}
+
 const char *
 config_version(void)
 {

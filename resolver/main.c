@@ -5,14 +5,23 @@
  * fails, 0 after a clean drain.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libgen.h>
+#include <linux/capability.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -22,6 +31,7 @@
 #include "stubborn/cache.h"
 #include "stubborn/clock.h"
 #include "stubborn/config.h"
+#include "stubborn/control.h"
 #include "stubborn/cookie.h"
 #include "stubborn/listen.h"
 #include "stubborn/log.h"
@@ -66,11 +76,28 @@ struct daemon {
 	bool resolv_seen;
 	uint64_t reloads_ok, reloads_failed;
 	uint64_t last_reload_s; /* wall clock of the last good (re)load */
+	struct control *control;
+	int takeover_conn;     /* to the daemon we took over from, or -1 */
+	char load_from[1024];  /* the cache file to load at start */
+	bool load_is_handover; /* ... written for us: removed once loaded */
+	int metrics_fd;        /* inherited metrics socket, or -1 */
+	uid_t uid;             /* who we run as once privileges drop */
+	gid_t gid;
+	const char *user;
 };
 
 static void term_cb(evutil_socket_t sig, short what, void *arg);
 static void hup_cb(evutil_socket_t sig, short what, void *arg);
-static void reload(struct daemon *d, const char *why);
+static int reload(struct daemon *d, const char *why, char *msg, size_t cap);
+static void notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int inherited_fds(
+    struct daemon *d, int *fds, int max, char *err, size_t errlen);
+static int adopt(struct daemon *d, int fd);
+static int find_user(struct daemon *d, char *err, size_t errlen);
+static int drop_privileges(struct daemon *d, char *err, size_t errlen);
+static int check_writable(
+    const char *file, const char *what, char *err, size_t errlen);
+static int start_control(struct daemon *d, char *err, size_t errlen);
 static void warn_restart_only(
     const struct config *old, const struct config *cfg);
 static void resolv_cb(evutil_socket_t fd, short what, void *arg);
@@ -78,7 +105,7 @@ static bool resolv_changed(struct daemon *d);
 static void extra_metrics(void *arg, struct evbuffer *out);
 static void upstream_metrics(struct daemon *d, struct evbuffer *out);
 static bool is_ready(void *arg);
-static int open_sockets(struct daemon *d);
+static int open_sockets(struct daemon *d, int *fds, int nfds);
 static void close_sockets(struct daemon *d);
 static int start_workers(struct daemon *d);
 static void stop_workers(struct daemon *d);
@@ -97,13 +124,51 @@ term_cb(evutil_socket_t sig, short what, void *arg)
 	struct daemon *d = arg;
 
 	log_info("main", "signal received, draining signal=%d", (int)sig);
+	notify("STOPPING=1");
 	event_base_loopexit(d->base, NULL);
+}
+
+/*
+ * systemd's readiness protocol (sd_notify), a datagram to NOTIFY_SOCKET:
+ * a dozen lines, so no library for it.  A missing socket is no error.
+ */
+static void
+notify(const char *fmt, ...)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun;
+	char msg[256];
+	socklen_t len;
+	va_list ap;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof(sun.sun_path))
+		return;
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, path, strlen(path));
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0'; /* the abstract namespace */
+	len =
+	    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	(void)sendto(
+	    fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun, len);
+	close(fd);
 }
 
 static void
 hup_cb(evutil_socket_t sig, short what, void *arg)
 {
-	reload(arg, "SIGHUP");
+	char msg[1200];
+
+	(void)reload(arg, "SIGHUP", msg, sizeof(msg));
 }
 
 /* Settings that need the process restarted: named in a warning. */
@@ -147,15 +212,18 @@ warn_restart_only(const struct config *old, const struct config *cfg)
  * Loads the config again (and resolv-conf, when the upstreams come from
  * it).  A file that does not load leaves everything as it is; one that
  * does becomes a new route every worker switches to, while queries in
- * flight finish on theirs and the cache stays.
+ * flight finish on theirs and the cache stays.  msg (cap) gets the outcome:
+ * the generation, or the error with its file:line.  Returns 0 or -1.
  */
-static void
-reload(struct daemon *d, const char *why)
+static int
+reload(struct daemon *d, const char *why, char *msg, size_t cap)
 {
 	static struct config next;
 	char err[1024];
 	struct route *r;
 
+	notify("RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)(clock_now_us() - (1ull << 32) * 1000));
 	switch (config_load(&next, d->argc, d->argv, err, sizeof(err))) {
 	case CONFIG_RUN:
 		break;
@@ -165,7 +233,9 @@ reload(struct daemon *d, const char *why)
 		    "reload failed, the running configuration stays "
 		    "when=%s error=\"%s\"",
 		    why, err);
-		return;
+		snprintf(msg, cap, "%s", err);
+		notify("READY=1");
+		return -1;
 	}
 	warn_restart_only(&d->cfg, &next);
 	/* What only a restart changes keeps its running value. */
@@ -179,7 +249,9 @@ reload(struct daemon *d, const char *why)
 		    "reload failed, the running configuration stays "
 		    "when=%s error=\"%s\"",
 		    why, err);
-		return;
+		snprintf(msg, cap, "%s", err);
+		notify("READY=1");
+		return -1;
 	}
 	for (unsigned i = 0; i < d->n_workers; i++)
 		worker_set_route(d->workers[i], r);
@@ -190,7 +262,7 @@ reload(struct daemon *d, const char *why)
 	    d->cache, next.serve_stale ? next.stale_max_age : 0);
 	d->reloads_ok++;
 	d->last_reload_s = clock_wall_s();
-	if (next.resolv_fallback && !d->route->cfg.resolv_fallback)
+	if (next.resolv_fallback)
 		log_info("main",
 		    "resolv-conf lists only our own addresses; using "
 		    "systemd-resolved's servers file=%s",
@@ -203,6 +275,9 @@ reload(struct daemon *d, const char *why)
 		struct timeval tv = {next.snapshot_interval, 0};
 		event_add(d->ev_snapshot, &tv);
 	}
+	snprintf(msg, cap, "generation %llu", (unsigned long long)d->gen);
+	notify("READY=1");
+	return 0;
 }
 
 /* The file's identity and time: a rewrite (in place or by rename) shows. */
@@ -240,9 +315,10 @@ resolv_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (resolv_changed(d)) {
+		char msg[1200];
 		log_info("main", "resolv-conf changed, reloading file=%s",
 		    d->route->cfg.resolv_conf);
-		reload(d, "resolv-conf");
+		(void)reload(d, "resolv-conf", msg, sizeof(msg));
 		(void)resolv_changed(d);
 	}
 }
@@ -424,39 +500,258 @@ is_ready(void *arg)
 }
 
 /*
+ * Listening sockets we did not open: from the daemon we take over from
+ * (control-socket), else from systemd (LISTEN_FDS, sd_listen_fds: fds 3
+ * on, when LISTEN_PID is ours).  Returns how many, or a negative errno
+ * when a daemon is running on the control socket and the handover failed.
+ */
+static int
+inherited_fds(struct daemon *d, int *fds, int max, char *err, size_t errlen)
+{
+	const char *pid = getenv("LISTEN_PID"), *nfd = getenv("LISTEN_FDS");
+	int n = 0;
+
+	d->takeover_conn = -1;
+	if (d->cfg.control_socket[0] != '\0') {
+		n = control_takeover(d->cfg.control_socket, fds, max,
+		    &d->takeover_conn, d->load_from, sizeof(d->load_from), err,
+		    errlen);
+		if (n < 0)
+			return n;
+		if (d->takeover_conn >= 0) {
+			d->load_is_handover = d->load_from[0] != '\0';
+			log_info("main",
+			    "taking over from the running daemon "
+			    "control_socket=%s sockets=%d cache=%s",
+			    d->cfg.control_socket, n,
+			    d->load_from[0] ? d->load_from : "-");
+			return n;
+		}
+	}
+	if (pid != NULL && nfd != NULL && atol(pid) == (long)getpid()) {
+		n = atoi(nfd);
+		if (n < 0 || n > max)
+			n = 0;
+		for (int i = 0; i < n; i++) {
+			fds[i] = 3 + i;
+			fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+		}
+		log_info("main", "socket activation sockets=%d", n);
+	}
+	/* Not for our children, had we any. */
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return n;
+}
+
+static bool
+same_addr(const struct sockaddr_storage *a, const struct config_addr *b)
+{
+	if (a->ss_family != b->ss.ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a,
+					 *y = (const void *)&b->ss;
+		return x->sin_port == y->sin_port &&
+		    x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	{
+		const struct sockaddr_in6 *x = (const void *)a,
+					  *y = (const void *)&b->ss;
+		return x->sin6_port == y->sin6_port &&
+		    memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+	}
+}
+
+/*
+ * An inherited socket serves the listen address it is bound to, or the
+ * metrics endpoint; one we have no use for is closed.  Returns 1 when
+ * adopted, 0 when not.
+ */
+static int
+adopt(struct daemon *d, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int type;
+	socklen_t tlen = sizeof(type);
+
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
+		goto unused;
+	/* systemd passes blocking sockets: one accept() too many would
+	 * stop a worker's whole loop. */
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) < 0)
+		goto unused;
+	if (type == SOCK_STREAM && d->cfg.metrics_on && d->metrics_fd < 0 &&
+	    same_addr(&ss, &d->cfg.metrics)) {
+		d->metrics_fd = fd;
+		return 1;
+	}
+	for (size_t i = 0; i < d->cfg.n_listen; i++) {
+		struct listen_sock *s;
+		if (!same_addr(&ss, &d->cfg.listen[i]) ||
+		    (type != SOCK_DGRAM && type != SOCK_STREAM) ||
+		    d->nsocks >= MAX_SOCKS)
+			continue;
+		s = &d->socks[d->nsocks++];
+		s->fd = fd;
+		s->type = type;
+		s->addr = i;
+		s->wildcard = config_addr_is_wildcard(&d->cfg.listen[i]);
+		return 1;
+	}
+unused:
+	log_warn("main",
+	    "an inherited socket serves no listen address; closed fd=%d", fd);
+	close(fd);
+	return 0;
+}
+
+/*
  * One UDP and one TCP socket per listen address and worker (SO_REUSEPORT
  * spreads the load), after a probe without SO_REUSEPORT so that a second
  * daemon on the same address fails instead of splitting the traffic.
+ * Addresses served by inherited sockets are not bound again: those are
+ * shared by the workers, round robin.
  */
 static int
-open_sockets(struct daemon *d)
+open_sockets(struct daemon *d, int *fds, int nfds)
 {
 	char err[512];
 	int errnum = 0;
+	size_t adopted;
 
-	if (listen_probe(&d->cfg, err, sizeof(err)) < 0)
-		goto fail;
-	for (unsigned w = 0; w < d->cfg.workers; w++)
-		for (size_t i = 0; i < d->cfg.n_listen; i++)
-			for (int k = 0; k < 2; k++) {
-				int type = k ? SOCK_STREAM : SOCK_DGRAM;
+	d->metrics_fd = -1;
+	for (int i = 0; i < nfds; i++)
+		(void)adopt(d, fds[i]);
+	adopted = d->nsocks;
+	for (size_t i = 0; i < adopted; i++)
+		d->sock_worker[i] = (unsigned)(i % d->cfg.workers);
+	for (size_t i = 0; i < d->cfg.n_listen; i++) {
+		bool have[2] = {false, false};
+		for (size_t k = 0; k < adopted; k++)
+			if (d->socks[k].addr == i)
+				have[d->socks[k].type == SOCK_STREAM] = true;
+		for (int k = 0; k < 2; k++) {
+			int type = k ? SOCK_STREAM : SOCK_DGRAM;
+			struct config_addr *a = &d->cfg.listen[i];
+			int fd;
+			if (have[k])
+				continue;
+			fd = listen_open_socket(
+			    a, type, false, err, sizeof(err), &errnum);
+			if (fd < 0)
+				goto fail;
+			close(fd);
+			for (unsigned w = 0; w < d->cfg.workers; w++) {
 				struct listen_sock *s = &d->socks[d->nsocks];
-				int fd = listen_open_socket(&d->cfg.listen[i],
-				    type, true, err, sizeof(err), &errnum);
+				if (d->nsocks >= MAX_SOCKS)
+					break;
+				fd = listen_open_socket(
+				    a, type, true, err, sizeof(err), &errnum);
 				if (fd < 0)
 					goto fail;
 				s->fd = fd;
 				s->type = type;
 				s->addr = i;
-				s->wildcard =
-				    config_addr_is_wildcard(&d->cfg.listen[i]);
+				s->wildcard = config_addr_is_wildcard(a);
 				d->sock_worker[d->nsocks++] = w;
 			}
+		}
+	}
 	return 0;
 fail:
 	fprintf(stderr, "stubborn: %s\n", err);
 	log_error("main", "start-up failed: %s", err);
 	return -EADDRINUSE;
+}
+
+/* The user to run as: user, else stubborn if it exists, else nobody. */
+static int
+find_user(struct daemon *d, char *err, size_t errlen)
+{
+	const char *name = d->cfg.user;
+	struct passwd *pw;
+
+	if (name[0] == '\0')
+		name = getpwnam("stubborn") != NULL ? "stubborn" : "nobody";
+	d->user = name;
+	d->uid = geteuid();
+	d->gid = getegid();
+	if (geteuid() != 0 || strcmp(name, "root") == 0)
+		return 0;
+	pw = getpwnam(name);
+	if (pw == NULL) {
+		snprintf(err, errlen, "user %s: no such user", name);
+		return -ENOENT;
+	}
+	d->uid = pw->pw_uid;
+	d->gid = pw->pw_gid;
+	return 0;
+}
+
+/*
+ * After binding: the user's identity, no supplementary groups, no
+ * capabilities (also those a non-root start got as ambient ones, such as
+ * CAP_NET_BIND_SERVICE from a unit) and no way to gain privileges again.
+ */
+static int
+drop_privileges(struct daemon *d, char *err, size_t errlen)
+{
+	struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+	struct __user_cap_data_struct none[2];
+
+	if (geteuid() == 0 && strcmp(d->user, "root") != 0) {
+		if (setgroups(0, NULL) < 0 || setgid(d->gid) < 0 ||
+		    setuid(d->uid) < 0) {
+			snprintf(err, errlen, "cannot become user %s: %s",
+			    d->user, strerror(errno));
+			return -errno;
+		}
+		if (setuid(0) == 0) {
+			snprintf(
+			    err, errlen, "user %s: could regain root", d->user);
+			return -EPERM;
+		}
+	}
+	memset(none, 0, sizeof(none));
+	(void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	if (geteuid() != 0 && syscall(SYS_capset, &hdr, none) < 0) {
+		snprintf(err, errlen, "cannot drop capabilities: %s",
+		    strerror(errno));
+		return -errno;
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(err, errlen, "cannot set no-new-privileges: %s",
+		    strerror(errno));
+		return -errno;
+	}
+	if (geteuid() == 0)
+		log_warn("main", "running as root (user = root)");
+	else
+		log_info("main", "privileges dropped user=%s uid=%u gid=%u",
+		    d->user, (unsigned)geteuid(), (unsigned)getegid());
+	return 0;
+}
+
+/* The snapshot must stay writable once we run as the user. */
+static int
+check_writable(const char *file, const char *what, char *err, size_t errlen)
+{
+	char dir[1024];
+
+	snprintf(dir, sizeof(dir), "%s", file);
+	if (access(dirname(dir), W_OK | X_OK) < 0 ||
+	    (access(file, F_OK) == 0 && access(file, R_OK | W_OK) < 0)) {
+		snprintf(err, errlen,
+		    "%s %.900s: not writable as user uid %u (%s): give the "
+		    "directory to that user, or another path",
+		    what, file, (unsigned)geteuid(), strerror(errno));
+		return -EACCES;
+	}
+	return 0;
 }
 
 static void
@@ -533,20 +828,22 @@ load_snapshot(void *arg)
 	char err[256] = "";
 	int r;
 
-	r = snapshot_load(d->cache, d->cfg.snapshot, clock_now_ms(),
+	r = snapshot_load(d->cache, d->load_from, clock_now_ms(),
 	    clock_wall_s(), d->cfg.serve_stale ? d->cfg.stale_max_age : 0,
 	    &loaded, &skipped, err, sizeof(err));
 	if (r == -ENOENT)
-		log_info(
-		    "snapshot", "no snapshot yet file=%s", d->cfg.snapshot);
+		log_info("snapshot", "no snapshot yet file=%s", d->load_from);
 	else if (r < 0)
 		log_warn("snapshot", "snapshot ignored file=%s error=\"%s\"",
-		    d->cfg.snapshot, err);
+		    d->load_from, err);
 	else
 		log_info("snapshot",
 		    "snapshot loaded file=%s entries=%zu skipped=%zu ms=%llu",
-		    d->cfg.snapshot, loaded, skipped,
+		    d->load_from, loaded, skipped,
 		    (unsigned long long)(clock_now_ms() - t0));
+	/* A file written for the handover only is ours to remove. */
+	if (d->load_is_handover && d->cfg.snapshot[0] == '\0')
+		unlink(d->load_from);
 	return NULL;
 }
 
@@ -601,12 +898,25 @@ start_snapshots(struct daemon *d)
 	struct timeval tv = {d->cfg.snapshot_interval, 0};
 	int r;
 
+	if (d->load_from[0] == '\0')
+		snprintf(
+		    d->load_from, sizeof(d->load_from), "%s", d->cfg.snapshot);
+	/*
+	 * Taking over, the old daemon answers meanwhile: the cache is loaded
+	 * before this one reads a query, so it serves warm from the first.
+	 * A fresh start has nobody else to answer: it serves at once and
+	 * loads behind.
+	 */
+	if (d->load_from[0] != '\0' && d->takeover_conn >= 0) {
+		load_snapshot(d);
+	} else if (d->load_from[0] != '\0') {
+		r = pthread_create(&d->loader, NULL, load_snapshot, d);
+		if (r != 0)
+			return -r;
+		d->loader_started = true;
+	}
 	if (d->cfg.snapshot[0] == '\0')
 		return 0;
-	r = pthread_create(&d->loader, NULL, load_snapshot, d);
-	if (r != 0)
-		return -r;
-	d->loader_started = true;
 	d->ev_snapshot = event_new(d->base, -1, EV_PERSIST, snapshot_cb, d);
 	if (d->ev_snapshot == NULL)
 		return -ENOMEM;
@@ -665,6 +975,122 @@ log_startup(const struct daemon *d)
 	    d->cfg.n_zones);
 }
 
+static int
+ctl_reload(void *arg, char *msg, size_t cap)
+{
+	return reload(arg, "control", msg, cap);
+}
+
+static void
+ctl_stop(void *arg)
+{
+	struct daemon *d = arg;
+
+	log_info("main", "stop requested over the control socket, draining");
+	notify("STOPPING=1");
+	event_base_loopexit(d->base, NULL);
+}
+
+static struct route *
+ctl_route(void *arg)
+{
+	return ((struct daemon *)arg)->route;
+}
+
+static void
+ctl_stats(void *arg, struct evbuffer *out)
+{
+	struct daemon *d = arg;
+
+	metrics_write(d->metrics, out);
+	extra_metrics(d, out);
+}
+
+/* Flushed entries must not come back from the snapshot at a restart. */
+static void
+ctl_flushed(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (d->cfg.snapshot[0] != '\0')
+		snapshot_cb(-1, 0, d);
+}
+
+/*
+ * A successor takes over: every listening socket and the metrics one, and
+ * the cache written where it can read it (the snapshot file, or one next
+ * to the control socket).
+ */
+static int
+ctl_handover(void *arg, int *fds, int max, char *path, size_t cap)
+{
+	struct daemon *d = arg;
+	size_t count = 0;
+	int n = 0, rc;
+
+	for (size_t i = 0; i < d->nsocks && n < max; i++)
+		fds[n++] = d->socks[i].fd;
+	if (metrics_http_fd(d->metrics) >= 0 && n < max)
+		fds[n++] = metrics_http_fd(d->metrics);
+	if (d->cfg.snapshot[0] != '\0')
+		snprintf(path, cap, "%s", d->cfg.snapshot);
+	else
+		snprintf(path, cap, "%s.cache", d->cfg.control_socket);
+	rc = snapshot_save(
+	    d->cache, path, clock_now_ms(), clock_wall_s(), &count);
+	if (rc < 0) {
+		log_warn("main",
+		    "handover: cannot write the cache, the successor starts "
+		    "cold file=%s error=\"%s\"",
+		    path, strerror(-rc));
+		path[0] = '\0';
+	} else {
+		log_info("main", "handover: cache written file=%s entries=%zu",
+		    path, count);
+	}
+	return n;
+}
+
+static void
+ctl_handover_done(void *arg)
+{
+	struct daemon *d = arg;
+
+	notify("STOPPING=1");
+	event_base_loopexit(d->base, NULL);
+}
+
+static const struct control_ops ctl_ops = {
+    .reload = ctl_reload,
+    .stop = ctl_stop,
+    .route = ctl_route,
+    .stats = ctl_stats,
+    .flushed = ctl_flushed,
+    .handover = ctl_handover,
+    .handover_done = ctl_handover_done,
+};
+
+/*
+ * The control socket, bound before privileges drop (its directory is
+ * made when missing) and given to the user we run as.
+ */
+static int
+start_control(struct daemon *d, char *err, size_t errlen)
+{
+	char dir[sizeof(d->cfg.control_socket)];
+
+	if (d->cfg.control_socket[0] == '\0')
+		return 0;
+	snprintf(dir, sizeof(dir), "%s", d->cfg.control_socket);
+	if (mkdir(dirname(dir), 0755) == 0 && geteuid() == 0)
+		(void)chown(dir, d->uid, d->gid);
+	d->control = control_new(d->base, d->cfg.control_socket,
+	    geteuid() == 0 ? d->uid : (uid_t)-1,
+	    geteuid() == 0 ? d->gid : (gid_t)-1, d->cache, &ctl_ops, d, err,
+	    errlen);
+	return d->control != NULL ? 0 : -EIO;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -674,7 +1100,8 @@ main(int argc, char **argv)
 		     *ev_cookie = NULL;
 	struct timeval hour = {3600, 0};
 	struct timeval poll = {RESOLV_POLL_MS / 1000, 0};
-	int rc = 1;
+	static int fds[CONTROL_MAX_FDS];
+	int nfds, rc = 1;
 
 	switch (config_load(&d.cfg, argc, argv, err, sizeof(err))) {
 	case CONFIG_EXIT_OK:
@@ -691,7 +1118,13 @@ main(int argc, char **argv)
 	}
 	d.argc = argc;
 	d.argv = argv;
+	d.takeover_conn = -1;
+	d.metrics_fd = -1;
 	log_set_level((enum log_level)d.cfg.log_level);
+	if (find_user(&d, err, sizeof(err)) < 0) {
+		fprintf(stderr, "stubborn: %s\n", err);
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	if (rng_init() < 0 || evthread_use_pthreads() < 0) {
 		log_error(
@@ -715,18 +1148,41 @@ main(int argc, char **argv)
 		goto out;
 	}
 	d.last_reload_s = clock_wall_s();
-	if (open_sockets(&d) < 0 || start_workers(&d) < 0)
+	/* A running daemon hands its sockets over, or systemd passes some. */
+	nfds = inherited_fds(&d, fds, CONTROL_MAX_FDS, err, sizeof(err));
+	if (nfds < 0) {
+		fprintf(stderr, "stubborn: %s\n", err);
+		log_error("main", "start-up failed: %s", err);
+		goto out;
+	}
+	if (open_sockets(&d, fds, nfds) < 0)
 		goto out;
 	if (d.cfg.metrics_on &&
 	    metrics_start_http(d.metrics, d.base,
 		(const struct sockaddr *)&d.cfg.metrics.ss, d.cfg.metrics.len,
-		extra_metrics, is_ready, &d, err, sizeof(err)) < 0) {
+		d.metrics_fd, extra_metrics, is_ready, &d, err,
+		sizeof(err)) < 0) {
 		fprintf(stderr, "stubborn: cannot serve metrics on %s: %s\n",
 		    d.cfg.metrics.text, err);
 		log_error("main", "cannot serve metrics addr=%s error=\"%s\"",
 		    d.cfg.metrics.text, err);
 		goto out;
 	}
+	if (start_control(&d, err, sizeof(err)) < 0 ||
+	    drop_privileges(&d, err, sizeof(err)) < 0 ||
+	    (d.cfg.snapshot[0] != '\0' &&
+		check_writable(d.cfg.snapshot, "snapshot", err, sizeof(err)) <
+		    0)) {
+		fprintf(stderr, "stubborn: %s\n", err);
+		log_error("main", "start-up failed: %s", err);
+		goto out;
+	}
+	if (start_snapshots(&d) < 0) {
+		log_error("main", "cannot start the snapshot loader");
+		goto out;
+	}
+	if (start_workers(&d) < 0)
+		goto out;
 	ev_cookie = event_new(d.base, -1, EV_PERSIST, cookie_cb, &d);
 	d.ev_resolv = event_new(d.base, -1, EV_PERSIST, resolv_cb, &d);
 	ev_term = evsignal_new(d.base, SIGTERM, term_cb, &d);
@@ -740,13 +1196,20 @@ main(int argc, char **argv)
 		goto out;
 	(void)resolv_changed(&d);
 	log_startup(&d);
-	if (start_snapshots(&d) < 0) {
-		log_error("main", "cannot start the snapshot loader");
-		goto out;
+	/* We serve: the daemon we took over from may drain now. */
+	if (d.takeover_conn >= 0) {
+		(void)control_takeover_done(d.takeover_conn);
+		d.takeover_conn = -1;
 	}
+	notify("READY=1\nMAINPID=%ld", (long)getpid());
 	event_base_loop(d.base, EVLOOP_NO_EXIT_ON_EMPTY);
 	rc = 0;
 out:
+	/* A takeover that failed here leaves the old daemon serving. */
+	if (d.takeover_conn >= 0)
+		close(d.takeover_conn);
+	control_free(d.control);
+	d.control = NULL;
 	stop_workers(&d);
 	if (d.loader_started)
 		pthread_join(d.loader, NULL);

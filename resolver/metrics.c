@@ -13,6 +13,7 @@
 
 struct metrics {
 	unsigned nworkers;
+	int fd; /* the HTTP listening socket, or -1; owned by http */
 	struct metrics_worker *w;
 	struct evhttp *http;
 	metrics_extra_fn extra;
@@ -113,6 +114,7 @@ metrics_new(unsigned nworkers)
 	if (m == NULL)
 		return NULL;
 	m->nworkers = nworkers ? nworkers : 1;
+	m->fd = -1;
 	m->w = calloc(m->nworkers, sizeof(*m->w));
 	if (m->w == NULL) {
 		free(m);
@@ -146,6 +148,12 @@ metrics_counter_by_name(const char *name)
 		    strcmp(counters[c].name, name) == 0)
 			return c;
 	return -1;
+}
+
+int
+metrics_http_fd(const struct metrics *m)
+{
+	return m->fd;
 }
 
 uint64_t
@@ -325,22 +333,27 @@ ready_cb(struct evhttp_request *req, void *arg)
 
 int
 metrics_start_http(struct metrics *m, struct event_base *base,
-    const struct sockaddr *addr, socklen_t alen, metrics_extra_fn extra,
-    metrics_ready_fn ready, void *arg, char *err, size_t errlen)
+    const struct sockaddr *addr, socklen_t alen, int inherited,
+    metrics_extra_fn extra, metrics_ready_fn ready, void *arg, char *err,
+    size_t errlen)
 {
-	evutil_socket_t fd;
+	evutil_socket_t fd = inherited;
 	int one = 1, e;
 
 	m->extra = extra;
 	m->ready = ready;
 	m->arg = arg;
-	fd = socket(
-	    addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, addr, alen) < 0 || listen(fd, 64) < 0)
-		goto fail;
+	if (fd < 0) {
+		fd = socket(addr->sa_family,
+		    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			goto fail;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, addr, alen) < 0 || listen(fd, 64) < 0)
+			goto fail;
+	}
+	evutil_make_socket_nonblocking(fd);
+	m->fd = fd;
 	m->http = evhttp_new(base);
 	if (m->http == NULL || evhttp_accept_socket(m->http, fd) < 0) {
 		errno = ENOMEM;

@@ -138,3 +138,36 @@ done:
 	ldns_pkt_free(pkt);
 	return 0;
 }
+
+int
+msg_records_text(const uint8_t *resp, size_t len, char *out, size_t cap)
+{
+	ldns_pkt *pkt = NULL;
+	size_t used = 0;
+	ldns_pkt_section secs[] = {LDNS_SECTION_ANSWER, LDNS_SECTION_AUTHORITY};
+
+	if (cap == 0)
+		return -ENOSPC;
+	out[0] = '\0';
+	/* ldns_wire2pkt allocates pkt: freed below with ldns_pkt_free. */
+	if (ldns_wire2pkt(&pkt, resp, len) != LDNS_STATUS_OK)
+		return -EBADMSG;
+	for (size_t s = 0; s < sizeof(secs) / sizeof(secs[0]); s++) {
+		ldns_rr_list *l = ldns_pkt_get_section_clone(pkt, secs[s]);
+		for (size_t i = 0; l != NULL && i < ldns_rr_list_rr_count(l);
+		     i++) {
+			/* ldns_rr2str returns a malloc'ed string: freed here.
+			 */
+			char *t = ldns_rr2str(ldns_rr_list_rr(l, i));
+			size_t n = t ? strlen(t) : 0;
+			if (t != NULL && used + n < cap) {
+				memcpy(out + used, t, n + 1);
+				used += n;
+			}
+			free(t);
+		}
+		ldns_rr_list_deep_free(l);
+	}
+	ldns_pkt_free(pkt);
+	return (int)used;
+}

@@ -33,6 +33,8 @@ struct server {
 	uint64_t rate_ms;       /* last refill; 0 before the first */
 	uint64_t ramp_start_ms; /* circuit closed at: slow start from here */
 	uint64_t last_ok_ms;    /* last usable answer (probe or query) */
+	uint64_t last_fail_ms;
+	const char *last_fail; /* a static string */
 	uint64_t queries, answers, timeouts, errors, probes, probe_answers;
 };
 
@@ -530,6 +532,12 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 	}
 	/* Per-server counters add up: queries = answers + timeouts + errors
 	 * + outstanding; probes are counted on their own. */
+	{
+		static const char *const reason[] = {
+		    "ok", "timeout", "unreachable", "error-rcode", "malformed"};
+		s->last_fail_ms = now;
+		s->last_fail = reason[outcome];
+	}
 	if (!probe && outcome == UPSTREAM_TIMEOUT)
 		s->timeouts++;
 	else if (!probe)
@@ -675,6 +683,14 @@ upstream_get_stats(
 	out->probes = s->probes;
 	out->probe_answers = s->probe_answers;
 	out->last_ok_ms = s->last_ok_ms;
+	out->rttvar_us = s->sampled ? (uint32_t)(s->rttvar * 1000.0) : 0;
+	out->last_fail_ms = s->last_fail_ms;
+	out->last_fail = s->last_fail ? s->last_fail : "";
+	out->rate_tokens = pool->p.qps == 0 ? UINT32_MAX
+	    : s->rate_tokens > 0 ? (uint32_t)(s->rate_tokens / BUDGET_UNIT)
+				 : 0;
+	out->budget_tokens =
+	    pool->tokens > 0 ? (uint32_t)(pool->tokens / BUDGET_UNIT) : 0;
 	pthread_mutex_unlock(&pool->lock);
 }
 

@@ -16,7 +16,8 @@ layer() {
 	pipeline) echo 7 ;;
 	listen) echo 8 ;;
 	worker) echo 9 ;;
-	main) echo 10 ;;
+	control) echo 10 ;;
+	main) echo 11 ;;
 	*) echo unknown ;;
 	esac
 }

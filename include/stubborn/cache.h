@@ -155,6 +155,33 @@ typedef void (*cache_walk_fn)(void *arg, const uint8_t *key, size_t klen,
 
 int cache_walk(struct cache *c, cache_walk_fn fn, void *arg);
 
+/* An entry as cache_walk_full shows it (valid during the call). */
+struct cache_walk_entry {
+	const uint8_t *key;
+	size_t klen;
+	const uint8_t *resp;
+	size_t len;
+	uint32_t ttl;
+	uint64_t stored_ms;
+	uint64_t hold_until_ms; /* 0: not held */
+	uint64_t neg_since_ms;  /* stale-on-negative holding it since, or 0 */
+};
+
+typedef void (*cache_walk_full_fn)(void *arg, const struct cache_walk_entry *e);
+
+/* cache_walk with every field of the entry (stubborn-ctl dump). */
+int cache_walk_full(struct cache *c, cache_walk_full_fn fn, void *arg);
+
+/*
+ * Decides under a shard lock whether the entry with key goes: quick, no
+ * calls into the cache.  failure: a held failure without data.
+ */
+typedef bool (*cache_match_fn)(void *arg, const uint8_t *key, size_t klen,
+    uint8_t rcode, bool positive, bool failure);
+
+/* Removes every entry match says to.  Returns how many went. */
+size_t cache_remove_if(struct cache *c, cache_match_fn match, void *arg);
+
 /* Removes the entry under key, if any.  Returns true if one was removed. */
 bool cache_remove(struct cache *c, const uint8_t *key, size_t klen);
 

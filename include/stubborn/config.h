@@ -203,6 +203,12 @@ int config_parse_prefix(const char *s, struct config_prefix *out);
 bool config_prefix_match(
     const struct config_prefix *p, const struct sockaddr *addr);
 
+/* "AAAA", "ns", "TYPE65" (RFC 3597) into a qtype.  Returns 0 or -EINVAL. */
+int config_parse_qtype(const char *s, uint16_t *out);
+
+/* A qtype's mnemonic, or TYPEnnn, into buf. */
+void config_qtype_text(uint16_t type, char *buf, size_t len);
+
 /* True for 0.0.0.0 and [::]. */
 bool config_addr_is_wildcard(const struct config_addr *a);
 

@@ -125,12 +125,18 @@ int metrics_counter_by_name(const char *name);
 uint64_t metrics_sum(struct metrics *m, enum metrics_counter c);
 
 /*
- * Serves /metrics, /health and /ready on addr with evhttp on base.  extra and
- * ready may be NULL.  Returns 0, or -errno with err (errlen) naming the cause.
+ * Serves /metrics, /health and /ready on addr with evhttp on base, or on
+ * the listening socket inherited (>= 0; it is taken over) from a daemon
+ * that handed over or from systemd.  extra and ready may be NULL.  Returns 0,
+ * or -errno with err (errlen) naming the cause.
  */
 int metrics_start_http(struct metrics *m, struct event_base *base,
-    const struct sockaddr *addr, socklen_t alen, metrics_extra_fn extra,
-    metrics_ready_fn ready, void *arg, char *err, size_t errlen);
+    const struct sockaddr *addr, socklen_t alen, int inherited,
+    metrics_extra_fn extra, metrics_ready_fn ready, void *arg, char *err,
+    size_t errlen);
+
+/* The HTTP listening socket (to hand to a successor), or -1. */
+int metrics_http_fd(const struct metrics *m);
 
 /* Appends every counter in Prometheus text format (stubborn_ prefix). */
 void metrics_write(struct metrics *m, struct evbuffer *out);

@@ -51,4 +51,12 @@ int msg_classify(const uint8_t *resp, size_t len, const struct msg_policy *pol,
 /* A short name for a kind ("answer", "nxdomain", ...), for logs. */
 const char *msg_kind_name(enum msg_kind kind);
 
+/*
+ * Writes the answer and authority records of resp in presentation format,
+ * one per line (each line ends with a newline), into out (cap bytes,
+ * NUL-terminated; records that do not fit are left out).  Returns the
+ * length or -EBADMSG.  Off the query path only (stubborn-ctl dump).
+ */
+int msg_records_text(const uint8_t *resp, size_t len, char *out, size_t cap);
+
 #endif

@@ -87,6 +87,11 @@ struct upstream_stats {
 	uint64_t queries, answers, timeouts, errors; /* probes not counted */
 	uint64_t probes, probe_answers;
 	uint64_t last_ok_ms; /* last usable answer, 0 if none yet */
+	uint32_t rttvar_us;
+	uint64_t last_fail_ms;  /* last failure, 0 if none yet */
+	const char *last_fail;  /* its reason: "timeout", ... ("" if none) */
+	uint32_t rate_tokens;   /* queries its rate bucket allows now */
+	uint32_t budget_tokens; /* the pool's retries and hedges left */
 };
 
 struct upstream_pool;

@@ -13,6 +13,9 @@ STUBBORN="$BUILD/stubborn"
 FAKEUP="$BUILD/fakeup"
 VALGRIND=${VALGRIND:-}
 T_TMP=$(mktemp -d /tmp/stubborn-it.XXXXXX)
+# stubborn drops to nobody after binding: its files (snapshots, the
+# control socket) live here too.
+chmod 1777 "$T_TMP"
 T_PIDS=""
 T_FAILS=0
 T_PASSES=0

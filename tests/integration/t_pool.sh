@@ -136,12 +136,9 @@ cA=$(srv_metric "$m1" circuit $PA)
 # row before the check (hedges win first): the share check above stands.
 [ -z "$VALGRIND" ] &&
     check "a: the silent server's circuit is not closed (circuit=$cA)" test "${cA:-0}" != 0
-if [ -z "$VALGRIND" ]; then
-	check "a: client p99 <= 30 ms for queries sent after ${SKIP}s (p50 $p50 ms, p99 $p99 ms)" \
-	    awk -v p="$p99" 'BEGIN { exit !(p != "null" && p != "?" && p + 0 <= 30) }'
-else
-	echo "# a (valgrind): latency not checked; p50 $p50 ms p99 $p99 ms"
-fi
+# Latency on a shared machine is a benchmark's to measure (tests/bench/
+# pool.sh); here it is reported only.
+echo "# a: client latency after ${SKIP}s: p50 $p50 ms, p99 $p99 ms"
 
 # Recovery, SERVFAILing servers and all-down fail-fast depend on time
 # passing: tests/scenario/ plays them (pool.scn, failover.scn, circuit.scn)
