@@ -39,10 +39,12 @@ HEADERS  := $(wildcard include/stubborn/*.h)
 # Debian packages: building, then testing.
 DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
-	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev
+	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev \
+	systemd python3-yaml strace
 
-.PHONY: all run check unit scenarios integration check-asan check-valgrind fuzz storm \
-	deps deps-test clean format-check bench
+.PHONY: all run check unit scenarios integration check-asan check-valgrind \
+	fuzz storm deps deps-test clean format-check bench install uninstall \
+	check-config-files check-deploy
 
 all: $(BUILD)/stubborn $(TOOLS)
 
@@ -100,12 +102,18 @@ check: deps-test
 	$(MAKE) all unit scenarios
 	$(MAKE) integration
 	$(MAKE) check-config-files
+	$(MAKE) check-deploy
 	$(MAKE) check-asan
 	$(MAKE) check-valgrind
 	$(MAKE) fuzz-replay
 
 check-config-files: all
 	BUILD=$(BUILD) sh tests/config/run.sh
+
+# The systemd units, make install, the Kubernetes manifests and their
+# configs (tests/deploy/run.py).
+check-deploy: all
+	BUILD=$(BUILD) python3 tests/deploy/run.py
 
 check-asan:
 	$(MAKE) SANITIZER=address all unit scenarios
@@ -157,3 +165,58 @@ storm: all
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
+
+# Installation.  The config goes to $(SYSCONFDIR)/stubborn and is never
+# overwritten; the systemd units get the installed paths of the binary and
+# the config.  Without DESTDIR, the user stubborn is created at once
+# (systemd-sysusers); with it (packaging), at the target's next boot.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+SYSCONFDIR  ?= /etc
+SBINDIR     := $(PREFIX)/sbin
+BINDIR      := $(PREFIX)/bin
+UNITDIR     := $(PREFIX)/lib/systemd/system
+SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
+CONFDIR     := $(SYSCONFDIR)/stubborn
+UNIT_SED    := -e 's|/usr/local/sbin/stubborn|$(SBINDIR)/stubborn|g' \
+	-e 's|/etc/stubborn/|$(CONFDIR)/|g'
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(CONFDIR)
+	install -m 0755 $(BUILD)/stubborn $(DESTDIR)$(SBINDIR)/stubborn
+	if [ -x $(BUILD)/stubborn-ctl ]; then \
+		install -d $(DESTDIR)$(BINDIR) && \
+		install -m 0755 $(BUILD)/stubborn-ctl $(DESTDIR)$(BINDIR)/stubborn-ctl; fi
+	for u in stubborn.service stubborn.socket; do \
+		sed $(UNIT_SED) config/$$u >$(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; done
+	install -m 0644 config/stubborn.sysusers $(DESTDIR)$(SYSUSERSDIR)/stubborn.conf
+	@if [ -e $(DESTDIR)$(CONFDIR)/stubborn.conf ]; then \
+		echo "install: keeping $(DESTDIR)$(CONFDIR)/stubborn.conf" \
+			"(the shipped one is config/stubborn.conf)"; \
+	else \
+		echo "install -m 0644 config/stubborn.conf $(DESTDIR)$(CONFDIR)/stubborn.conf"; \
+		install -m 0644 config/stubborn.conf $(DESTDIR)$(CONFDIR)/stubborn.conf; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null 2>&1; then \
+		echo "systemd-sysusers $(SYSUSERSDIR)/stubborn.conf"; \
+		systemd-sysusers $(SYSUSERSDIR)/stubborn.conf; \
+		echo "install: next: systemctl daemon-reload;" \
+			"systemctl enable --now stubborn.service"; \
+	fi
+
+# Leaves the user, /var/lib/stubborn and a config that was changed.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/stubborn $(DESTDIR)$(BINDIR)/stubborn-ctl \
+		$(DESTDIR)$(UNITDIR)/stubborn.service \
+		$(DESTDIR)$(UNITDIR)/stubborn.socket \
+		$(DESTDIR)$(SYSUSERSDIR)/stubborn.conf
+	@if cmp -s config/stubborn.conf $(DESTDIR)$(CONFDIR)/stubborn.conf; then \
+		echo "rm -f $(DESTDIR)$(CONFDIR)/stubborn.conf"; \
+		rm -f $(DESTDIR)$(CONFDIR)/stubborn.conf; \
+		rmdir $(DESTDIR)$(CONFDIR) 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)$(CONFDIR)/stubborn.conf ]; then \
+		echo "uninstall: keeping $(DESTDIR)$(CONFDIR)/stubborn.conf (changed)"; \
+	fi
