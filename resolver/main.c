@@ -1071,23 +1071,33 @@ static const struct control_ops ctl_ops = {
 };
 
 /*
- * The control socket, bound before privileges drop (its directory is
- * made when missing) and given to the user we run as.
+ * The control socket's directory, made (and given to the user we will run
+ * as) while we may still; a directory that exists is left as it is.
  */
-static int
-start_control(struct daemon *d, char *err, size_t errlen)
+static void
+prepare_control_dir(struct daemon *d)
 {
 	char dir[sizeof(d->cfg.control_socket)];
 
 	if (d->cfg.control_socket[0] == '\0')
-		return 0;
+		return;
 	snprintf(dir, sizeof(dir), "%s", d->cfg.control_socket);
 	if (mkdir(dirname(dir), 0755) == 0 && geteuid() == 0)
 		(void)chown(dir, d->uid, d->gid);
-	d->control = control_new(d->base, d->cfg.control_socket,
-	    geteuid() == 0 ? d->uid : (uid_t)-1,
-	    geteuid() == 0 ? d->gid : (gid_t)-1, d->cache, &ctl_ops, d, err,
-	    errlen);
+}
+
+/*
+ * The control socket, bound once privileges are dropped, so that the file
+ * belongs to the user we run as (mode 0660): no capability needed to hand
+ * it over, and its group can use stubborn-ctl.
+ */
+static int
+start_control(struct daemon *d, char *err, size_t errlen)
+{
+	if (d->cfg.control_socket[0] == '\0')
+		return 0;
+	d->control = control_new(d->base, d->cfg.control_socket, (uid_t)-1,
+	    (gid_t)-1, d->cache, &ctl_ops, d, err, errlen);
 	return d->control != NULL ? 0 : -EIO;
 }
 
@@ -1168,8 +1178,9 @@ main(int argc, char **argv)
 		    d.cfg.metrics.text, err);
 		goto out;
 	}
-	if (start_control(&d, err, sizeof(err)) < 0 ||
-	    drop_privileges(&d, err, sizeof(err)) < 0 ||
+	prepare_control_dir(&d);
+	if (drop_privileges(&d, err, sizeof(err)) < 0 ||
+	    start_control(&d, err, sizeof(err)) < 0 ||
 	    (d.cfg.snapshot[0] != '\0' &&
 		check_writable(d.cfg.snapshot, "snapshot", err, sizeof(err)) <
 		    0)) {

@@ -1132,7 +1132,7 @@ def daemonset_inside(ds, tmp, redirect, procs):
               "%d:%d %o" % (s.st_uid, s.st_gid, s.st_mode & 0o777))
 
     # With the container's uid, groups and capabilities (root with only
-    # NET_BIND_SERVICE, SETUID and SETGID: no CAP_DAC_OVERRIDE).
+    # NET_BIND_SERVICE, SETUID, SETGID and KILL: no CAP_DAC_OVERRIDE).
     argv = [stubborn_binary(tmp)] + ds["argv"][1:] + redirect
     if ds["wrapped"]:
         argv = ["sh", WRAPPER] + argv
