@@ -19,8 +19,8 @@
       ran with -v, and who limited the run.
 
   benchtool.py rate --runs TSV --test T --targets "A B ..."
-      Prints the fixed rate for the latency runs: half the lowest median
-      capacity of the targets in test T, rounded down to 500.
+      Prints the fixed rate for the latency runs: a quarter of the lowest
+      median capacity of the targets in test T, rounded down to 500.
 
   benchtool.py report --runs TSV --mem TSV --facts FILE --out DIR
       Prints the summary table, writes DIR/results.md and draws
@@ -49,6 +49,10 @@ COLS = ["test", "target", "round", "quota", "rate", "qps", "sent",
 AT_QUOTA = 0.90
 # A fixed-rate run that reaches less than this share of the rate fell short.
 RATE_OK = 0.97
+# A fixed-rate run throttled in more than this % of the periods.
+THROTTLED_MAX = 5.0
+# Other processes using this % of one core or more contend with the run.
+OTHERS_MAX = 20.0
 PEERS = ["unbound", "dnsdist", "dnsmasq"]
 SERVERS = ["stubborn"] + PEERS
 TARGETS = SERVERS + ["echo"]
@@ -189,6 +193,11 @@ def record(a):
         bound += "+UPSTREAM-BUSY"
     if a.lines and s["sent"] is not None and s["sent"] >= a.lines:
         bound += "+names-ran-out"
+    # Percentiles of a throttled server show the quota's 100 ms period.
+    if a.rate > 0 and throttled is not None and throttled > THROTTLED_MAX:
+        bound += "+THROTTLED"
+    if others is not None and others >= OTHERS_MAX:
+        bound += "+CONTENDED"
     row = [a.test, a.target, str(a.round), a.quota, str(a.rate),
            fmt(qps, 0), fmt(s["sent"], 0), fmt(s["completed"], 0),
            fmt(s["lost"], 0), fmt(s["runtime"], 3), str(a.lines),
@@ -201,13 +210,15 @@ def record(a):
 
 
 def rate(a):
-    """Half the lowest median qps of the targets, down to a multiple of 500
-    (at least 500): a rate every one of them sustains with room to spare."""
+    """A quarter of the lowest median qps of the targets, down to a multiple
+    of 500 (at least 500).  Paced queries cost more CPU each than a flood
+    (less batching per wake-up): at half the capacity the slowest server
+    already meets its quota now and then, and its p99 shows the throttling."""
     ag = Agg(load_tsv(a.runs))
     meds = [ag.med(a.test, t, "qps") for t in a.targets.split()]
     meds = [m for m in meds if m]
     low = min(meds) if meds else 1000
-    print(max(500, int(low / 2 / 500) * 500))
+    print(max(500, int(low / 4 / 500) * 500))
 
 
 def load_tsv(path):
@@ -276,6 +287,25 @@ class Agg:
         kinds = sorted(set(r["bound"] for r in bad))
         return "%d/%d runs: %s" % (len(bad), len(self.runs(test, target)),
                                    ", ".join(kinds))
+
+
+def paired_list(ag, a, b):
+    """[(ratio, flagged)] of a's qps over b's, round by round."""
+    ra = {r["round"]: r for r in ag.runs("hits", a)}
+    rb = {r["round"]: r for r in ag.runs("hits", b)}
+    out = []
+    for k in sorted(set(ra) & set(rb), key=int):
+        qa, qb = fnum(ra[k]["qps"]), fnum(rb[k]["qps"])
+        if qa and qb:
+            bad = any(r["bound"] not in ("quota", "rate-met")
+                      for r in (ra[k], rb[k]))
+            out.append((qa / qb, bad))
+    return out
+
+
+def paired(ag, a, b):
+    return ", ".join("%.2fx%s" % (q, "*" if bad else "")
+                     for q, bad in paired_list(ag, a, b)) or "-"
 
 
 def md_table(head, rows):
@@ -366,11 +396,14 @@ def report(a):
             scal += "; echo at %s%% / %s%%: %.2fx (%s vs %s qps), the " \
                 "most this harness can show" % (2 * int(quota), quota,
                                                 e2 / e1, si(e2), si(e1))
-        held = [t for t in ("stubborn", "stubborn-2w", "echo", "echo-2x")
-                if ag.flags("hits", t)]
-        if held:
-            scal += (".  NOT CONCLUSIVE: the load generator, not the server, "
-                     "limited runs of %s (see below)" % ", ".join(held))
+        scal += ".  Per round, stubborn %s; echo %s (* = a run of the " \
+            "pair was flagged below)" % (
+                paired(ag, "stubborn-2w", "stubborn"),
+                paired(ag, "echo-2x", "echo"))
+        clean = [r for r in paired_list(ag, "stubborn-2w", "stubborn")
+                 if not r[1]]
+        if not clean:
+            scal += ".  NOT CONCLUSIVE: every round had a flagged run"
         out.append("Scaling (cache hits): " + scal + ".\n")
     elif quota == "none":
         out.append("Scaling: SKIP (it needs a CPU quota).\n")
@@ -393,13 +426,20 @@ def report(a):
         "A fixed-rate run is `rate-met` when it reached %d%% of the rate; "
         "`server-short` when it did not while the server was at its quota, "
         "`LOADGEN` when it did not and the server had quota left.  "
+        "`THROTTLED`: a fixed-rate run whose server was throttled in more "
+        "than %d%% of the quota periods: its p99 shows the quota more than "
+        "the software.  `CONTENDED`: processes other than the server, "
+        "dnsperf and the upstream used %d%% of a core or more during the "
+        "run (the machine is shared): read it with care, even when the "
+        "server reached its quota, because a starved load generator makes "
+        "each query cost the server more.  "
         "`UPSTREAM-BUSY`: the upstream used >= 90%% of a core.  "
         "`names-ran-out`: dnsperf sent every name of the file before the "
         "time limit (the qps is still right, over a shorter run).\n"
-        % (AT_QUOTA * 100, RATE_OK * 100))
+        % (AT_QUOTA * 100, RATE_OK * 100, THROTTLED_MAX, OTHERS_MAX))
     out.append("\n".join(notes) + "\n" if notes else
                "Every run was bound by the server's quota (capacity) or "
-               "met its rate (latency).\n")
+               "met its rate (latency), unthrottled and uncontended.\n")
     upmax = max([fnum(r["up_cpu"]) or 0 for r in rows
                  if r["test"] in ("misses", "mixed", "lat-mixed")] or [0])
     out.append("The upstream (fakeup, no CPU quota) used at most %.0f%% of "
@@ -447,8 +487,9 @@ def report(a):
             continue
         out.append("## Latency at a fixed rate: %s, %s qps, %s\n" %
                    (label, si(lat_rate[test]), qlabel))
-        out.append("dnsperf -Q at half the lowest median capacity of the "
-                   "four servers, so no server should reach its quota; "
+        out.append("dnsperf -Q at a quarter of the lowest median capacity "
+                   "of the four servers, so no server should reach its "
+                   "quota (the throttled column checks); "
                    "percentiles over every answered query of a run (dnsperf "
                    "-v), median over the runs.  When the machine is busy "
                    "(low idle %, high others %), p99 shows the scheduler "
@@ -518,12 +559,13 @@ def report(a):
     if scal:
         print("scaling: " + scal)
     if notes:
-        print("NOT bound by the server (see results.md, 'Who limited each "
-              "run'):")
+        print("runs to read with care (see results.md, 'Who limited each "
+              "run'; LOADGEN = the load generator, not the server, was the "
+              "limit):")
         print("\n".join(notes))
     else:
         print("every capacity run was bound by the server's quota; every "
-              "fixed-rate run met its rate")
+              "fixed-rate run met its rate; none was contended or throttled")
     print("upstream (fakeup, no quota) used at most %.0f%% of one core in "
           "any run with misses" % upmax)
     charts(a.out, ag, peers, qlabel)

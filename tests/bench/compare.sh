@@ -19,7 +19,7 @@
 # Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5 per run), BENCH_QUOTA (25, % of
 # one core), BENCH_NAMES (100000 cached names), BENCH_HIT_NAMES (10000),
 # BENCH_MISS_FRAC (0.1), BENCH_FILL_RATE (20000 qps), BENCH_RATE_HITS and
-# BENCH_RATE_MIXED (default: half the lowest median capacity of the four
+# BENCH_RATE_MIXED (default: a quarter of the lowest median capacity of the four
 # servers, rounded down to 500), BENCH_PEERS ("unbound dnsdist dnsmasq").
 # Everything listens on 127.0.0.0/8; nothing is sent anywhere else.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
@@ -443,8 +443,9 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # ---- b, c: latency at a fixed rate that every server sustains ----------------------
-# Half the lowest median capacity of the four servers: well inside every
-# server's quota, so the percentiles show the software, not the throttling.
+# A quarter of the lowest median capacity of the four servers: well inside
+# every server's quota, so the percentiles show the software, not the
+# throttling (benchtool.py rate says why not half).
 rate_for() {
 	$TOOL rate --runs "$OUT/runs.tsv" --test "$1" --targets "$SERVERS"
 }
