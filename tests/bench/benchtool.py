@@ -12,7 +12,8 @@
 
   benchtool.py record --test T --target X --round R --quota Q --rate RATE
                --lines L --dnsperf OUT --times TIMES --before SNAP --after SNAP
-      Prints one TSV line for one dnsperf run: dnsperf's summary, the CPU
+               --tsv FILE
+      Appends one TSV line for one dnsperf run to FILE, and prints it: dnsperf's summary, the CPU
       the server and the upstream used (from /proc ticks in the snapshots),
       the cgroup's throttled periods, dnsperf's own CPU (from the shell's
       `times`), how idle the machine was, latency percentiles when dnsperf
@@ -42,8 +43,8 @@ import sys
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 COLS = ["test", "target", "round", "quota", "rate", "qps", "sent",
         "completed", "lost", "runtime", "lines", "srv_cpu", "throttled",
-        "up_queries", "up_cpu", "perf_cpu", "idle", "others", "p50_ms",
-        "p99_ms",
+        "up_queries", "up_cpu", "perf_cpu", "idle", "others", "irq",
+        "p50_ms", "p99_ms",
         "resp_size", "bound"]
 # A run is server-bound when the server used this share of its quota.
 AT_QUOTA = 0.90
@@ -159,9 +160,14 @@ def record(a):
     perf_cpu = 100.0 * pc / run if pc is not None else None
     # What everything else on the machine used, in % of one core: the busy
     # share of all CPUs minus the server, dnsperf and the upstream.
-    others = None
-    if tot and None not in (srv_cpu, perf_cpu, up_cpu):
-        busy = (tot - idle) / tot * 100.0 * os.cpu_count()
+    # Interrupt and softirq time is left out: it is mostly the loopback
+    # packets of this very run, which the kernel charges to no process.
+    others = irq_pct = None
+    irq = delta("cpu_irq")
+    if tot and irq is not None:
+        irq_pct = irq / tot * 100.0 * os.cpu_count()
+    if tot and None not in (srv_cpu, perf_cpu, up_cpu, irq_pct):
+        busy = (tot - idle) / tot * 100.0 * os.cpu_count() - irq_pct
         others = max(0.0, busy - srv_cpu - perf_cpu - up_cpu)
     p50 = pct(s["lat"], 50)
     p99 = pct(s["lat"], 99)
@@ -203,10 +209,21 @@ def record(a):
            fmt(s["lost"], 0), fmt(s["runtime"], 3), str(a.lines),
            fmt(srv_cpu), fmt(throttled), fmt(delta("up_queries"), 0),
            fmt(up_cpu), fmt(perf_cpu), fmt(idle_pct), fmt(others),
+           fmt(irq_pct),
            fmt(p50 * 1000 if p50 is not None else None, 3),
            fmt(p99 * 1000 if p99 is not None else None, 3),
            fmt(s["resp_size"], 0), bound]
-    print("\t".join(row))
+    with open(a.tsv, "a") as f:
+        f.write("\t".join(row) + "\n")
+    d = dict(zip(COLS, row))
+    line = ("bench: %(test)-9s %(target)-11s round %(round)s quota %(quota)-4s"
+            " qps %(qps)7s lost %(lost)5s server CPU %(srv_cpu)5s%% "
+            "throttled %(throttled)5s%% upstream q %(up_queries)7s "
+            "dnsperf CPU %(perf_cpu)5s%% idle %(idle)5s%% others "
+            "%(others)5s%%" % d)
+    if d["p50_ms"] != "-":
+        line += " p50 %(p50_ms)s ms p99 %(p99_ms)s ms" % d
+    print(line + "  [%s]" % d["bound"])
 
 
 def rate(a):
@@ -396,9 +413,15 @@ def report(a):
             scal += "; echo at %s%% / %s%%: %.2fx (%s vs %s qps), the " \
                 "most this harness can show" % (2 * int(quota), quota,
                                                 e2 / e1, si(e2), si(e1))
-        scal += ".  Per round, stubborn %s; echo %s (* = a run of the " \
-            "pair was flagged below)" % (
+        s1x2 = ag.med("hits", "stubborn-2x", "qps")
+        if s1x2:
+            scal += "; stubborn 1 worker at %s%% / %s%%: %.2fx (%s qps: " \
+                "twice the CPU without a second worker)" % (
+                    2 * int(quota), quota, s1x2 / s1, si(s1x2))
+        scal += ".  Per round, stubborn 2 workers %s; 1 worker %s; echo " \
+            "%s (* = a run of the pair was flagged below)" % (
                 paired(ag, "stubborn-2w", "stubborn"),
+                paired(ag, "stubborn-2x", "stubborn"),
                 paired(ag, "echo-2x", "echo"))
         clean = [r for r in paired_list(ag, "stubborn-2w", "stubborn")
                  if not r[1]]
@@ -450,7 +473,7 @@ def report(a):
     for test, label in (("hits", "cache hits"), ("misses", "cache misses"),
                         ("mixed", "mixed: Zipf-like popularity over the "
                                   "cached names, ~10% names never asked")):
-        tg = [t for t in TARGETS + ["stubborn-2w", "echo-2x"]
+        tg = [t for t in TARGETS + ["stubborn-2w", "stubborn-2x", "echo-2x"]
               if ag.runs(test, t)]
         if not tg:
             continue
@@ -562,7 +585,17 @@ def report(a):
         print("runs to read with care (see results.md, 'Who limited each "
               "run'; LOADGEN = the load generator, not the server, was the "
               "limit):")
-        print("\n".join(notes))
+        cont = [r for r in rows if "CONTENDED" in r["bound"]]
+        if cont:
+            print("- CONTENDED (other processes used >= %d%% of a core): %d "
+                  "of %d runs" % (OTHERS_MAX, len(cont), len(rows)))
+        for (test, target), rs in sorted(ag.by.items()):
+            bad = [r["bound"].replace("+CONTENDED", "") for r in rs]
+            bad = [b for b in bad if b not in ("quota", "rate-met")]
+            if bad:
+                print("- %s / %s: %d/%d runs: %s" % (
+                    test, target, len(bad), len(rs),
+                    ", ".join(sorted(set(bad)))))
     else:
         print("every capacity run was bound by the server's quota; every "
               "fixed-rate run met its rate; none was contended or throttled")
@@ -645,6 +678,7 @@ def main():
               "after"):
         r.add_argument("--" + k, required=True)
     r.add_argument("--round", type=int, required=True)
+    r.add_argument("--tsv", required=True)
     r.add_argument("--rate", type=int, default=0)
     r.add_argument("--lines", type=int, default=0)
     rt = sub.add_parser("rate")

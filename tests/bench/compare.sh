@@ -262,8 +262,10 @@ for p in $PEERS; do
 	fi
 	n=$((n + 1))
 done
-# The echo at twice the quota is the same process as the echo.
-PID[echo-2x]=${PID[echo]} CG[echo-2x]=${CG[echo]} ADDR[echo-2x]=${ADDR[echo]} PORT[echo-2x]=${PORT[echo]}
+# X-2x: the same process as X, at twice the quota (scaling references).
+for t in echo stubborn; do
+	PID[$t-2x]=${PID[$t]} CG[$t-2x]=${CG[$t]} ADDR[$t-2x]=${ADDR[$t]} PORT[$t-2x]=${PORT[$t]}
+done
 SERVERS=$(for t in $TARGETS; do case $t in echo | stubborn-2w) ;; *) printf '%s ' "$t" ;; esac; done)
 
 # ---- machine facts -------------------------------------------------------------
@@ -295,7 +297,9 @@ snap() {
 		echo "up_ticks=$(ticks "$FK_PID")"
 		echo "up_queries=$(fk_queries)"
 		cg_periods "${CG[$2]}"
-		awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print "cpu_total=" t; print "cpu_idle=" $5 + $6; exit }' /proc/stat
+		# Interrupt time is mostly the loopback packets of the run itself,
+		# charged to no process: kept apart from what others use.
+		awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print "cpu_total=" t; print "cpu_idle=" $5 + $6; print "cpu_irq=" $7 + $8; exit }' /proc/stat
 	} >"$1"
 }
 
@@ -320,11 +324,7 @@ run() {
 	cg_quota "${CG[$t]}" max
 	$TOOL record --test "$test" --target "$t" --round "$r" --quota "$q" \
 	    --rate "$rate" --lines "$lines" --dnsperf "$o" --times "$T_TMP/times" \
-	    --before "$T_TMP/s0" --after "$T_TMP/s1" >>"$OUT/runs.tsv"
-	tail -n1 "$OUT/runs.tsv" | awk -F'\t' '{
-	    printf "bench: %-9s %-11s round %s quota %-4s qps %7s lost %5s server CPU %5s%% throttled %5s%% upstream q %7s dnsperf CPU %4s%% idle %3s%% others %3s%%", $1, $2, $3, $4, $6, $9, $12, $13, $14, $16, $17, $18
-	    if ($19 != "-") printf " p50 %s ms p99 %s ms", $19, $20
-	    printf "  [%s]\n", $22 }'
+	    --before "$T_TMP/s0" --after "$T_TMP/s1" --tsv "$OUT/runs.tsv"
 }
 
 # names PREFIX COUNT TAG: COUNT names never asked before.
@@ -412,15 +412,19 @@ for t in $SERVERS stubborn-2w; do
 done
 
 # ---- a, c, e: capacity under the quota, interleaved -------------------------------
-HIT_T="$TARGETS echo-2x"
+HIT_T="$TARGETS echo-2x stubborn-2x"
 for r in $(seq 1 "$ROUNDS"); do
 	for test in hits misses mixed; do
 		if [ "$test" = hits ]; then set -- $HIT_T; else set -- echo $SERVERS; fi
 		for t in $(rotate $((r - 1)) "$@"); do
 			q=$QUOTA
-			case $t in stubborn-2w) q=$((2 * QUOTA)) ;; echo-2x) q=$((2 * QUOTA)) ;; esac
-			[ "$t" = stubborn-2w ] && [ "$CG_MODE" = none ] && continue
-			[ "$t" = echo-2x ] && [ "$CG_MODE" = none ] && continue
+			case $t in
+			stubborn-2w | *-2x)
+				# Twice the quota means nothing without a quota.
+				[ "$CG_MODE" = none ] && continue
+				q=$((2 * QUOTA))
+				;;
+			esac
 			case $test in
 			hits) f="$T_TMP/hits" ;;
 			misses)
