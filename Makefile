@@ -31,7 +31,7 @@ LIB_OBJS := $(patsubst resolver/%.c,$(BUILD)/obj/%.o,$(filter-out resolver/main.
 MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/%,$(UNIT_SRCS))
-TOOLS    := $(BUILD)/fakeup
+TOOLS    := $(BUILD)/fakeup $(BUILD)/udpecho
 SCENARIO := $(BUILD)/scenario
 SCENARIOS := $(sort $(wildcard tests/scenario/*.scn))
 HEADERS  := $(wildcard include/stubborn/*.h)
@@ -41,6 +41,9 @@ DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev \
 	systemd python3-yaml strace
+# `make bench`: the peers it compares with and the chart (headless gnuplot).
+DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
+	procps coreutils
 
 .PHONY: all run check unit scenarios integration check-asan check-valgrind \
 	fuzz storm deps deps-test clean format-check bench install uninstall \
@@ -72,6 +75,9 @@ $(SCENARIO): tests/scenario/runner.c tests/scenario/harness.c \
 
 scenarios: $(SCENARIO)
 	./$(SCENARIO) $(SCENARIOS)
+
+$(BUILD)/udpecho: tools/udpecho.c | $(BUILD)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/test_%: tests/unit/test_%.c tests/unit/unit.h $(BUILD)/libstubborn.a
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(BUILD)/libstubborn.a \
@@ -156,8 +162,13 @@ FORMAT_SRCS = resolver/*.c include/stubborn/*.h tools/*.c tests/unit/*.c \
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRCS)
 
-bench: all
-	BUILD=$(BUILD) sh tests/bench/dnsperf.sh
+# stubborn against Unbound, dnsdist and dnsmasq, each under the same CPU
+# quota, with dnsperf (tests/bench/README.md).  About 10 minutes; the knobs
+# are BENCH_* environment variables.  Results in $(BUILD)/bench/.
+bench:
+	@sh tools/install-deps.sh $(DEPS_BUILD) $(DEPS_BENCH)
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/bench/compare.sh
 
 # The retry-storm scenarios of issue 5, side by side with Unbound.
 storm: all

@@ -4,7 +4,8 @@
 # upstream on 127.0.0.1, each is warmed with the query set, then dnsperf
 # runs unthrottled against each in turn, in the same run, on the same
 # machine.  Prints the QPS of each and the ratio stubborn/unbound.
-# `make bench` runs it; it is not part of `make check`.
+# Uncapped: every process may use every CPU.  Run it by hand (`make bench`
+# runs tests/bench/compare.sh); it is not part of `make check`.
 #
 # Knobs: BENCH_SECONDS (3), BENCH_NAMES (1000 names, A and AAAA each),
 # BENCH_ROUNDS (1; with more, the order alternates and the median run of
@@ -12,7 +13,7 @@
 # Everything listens on 127.0.0.1; nothing is sent anywhere else.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib.sh"
 T_NAME=bench
 
 SECS=${BENCH_SECONDS:-3}
@@ -50,58 +51,23 @@ NOTE[stubborn]="$("$STUBBORN" --version), $THREADS workers"
 SERVERS="stubborn"
 
 UB_PORT=$(pick_port)
-UB_DIR="$T_TMP/unbound"
-mkdir -p "$UB_DIR"
-cat >"$UB_DIR/unbound.conf" <<EOF
-server:
-	interface: 127.0.0.1@$UB_PORT
-	port: $UB_PORT
-	do-ip6: no
-	do-daemonize: no
-	username: ""
-	chroot: ""
-	directory: "$UB_DIR"
-	pidfile: "$UB_DIR/unbound.pid"
-	use-syslog: no
-	logfile: ""
-	verbosity: 0
-	num-threads: $THREADS
+if start_unbound 127.0.0.1 "$UB_PORT" "$THREADS" test "\
 	so-reuseport: yes
 	msg-cache-size: 64m
-	rrset-cache-size: 128m
-	# A forwarder like stubborn: no validation, no local-zone answers.
-	module-config: "iterator"
-	do-not-query-localhost: no
-	local-zone: "test." nodefault
-	access-control: 127.0.0.0/8 allow
-	prefetch: no
-remote-control:
-	control-enable: no
-forward-zone:
-	name: "."
-	forward-addr: 127.0.0.1@$FK_PORT_up
-EOF
-unbound -d -c "$UB_DIR/unbound.conf" 2>"$UB_DIR/err" &
-UB_PID=$!
-T_PIDS="$T_PIDS $UB_PID"
-if wait_dns 127.0.0.1 "$UB_PORT"; then
+	rrset-cache-size: 128m" "127.0.0.1@$FK_PORT_up"; then
 	PORT[unbound]=$UB_PORT
-	NOTE[unbound]="unbound $(unbound -V 2>/dev/null | sed -n 's/^Version //p' | head -n1), $THREADS threads"
+	NOTE[unbound]="unbound $(unbound_version), $THREADS threads"
 	SERVERS="$SERVERS unbound"
 else
-	echo "bench: unbound did not start:"; cat "$UB_DIR/err"
+	echo "bench: unbound did not start"
 fi
 
 if command -v dnsmasq >/dev/null; then
 	DM_PORT=$(pick_port)
-	dnsmasq --keep-in-foreground --no-resolv --no-hosts --conf-file=/dev/null \
-	    --user=root --pid-file= --listen-address=127.0.0.1 --bind-interfaces \
-	    --port="$DM_PORT" --server="127.0.0.1#$FK_PORT_up" --cache-size=10000 \
-	    2>"$T_TMP/dnsmasq.err" &
-	T_PIDS="$T_PIDS $!"
-	if wait_dns 127.0.0.1 "$DM_PORT"; then
+	if start_dnsmasq 127.0.0.1 "$DM_PORT" "127.0.0.1#$FK_PORT_up" 10000 \
+	    --keep-in-foreground --user=root; then
 		PORT[dnsmasq]=$DM_PORT
-		NOTE[dnsmasq]="$(dnsmasq --version | head -n1 | awk '{ print $1, $3 }'), single-threaded"
+		NOTE[dnsmasq]="dnsmasq $(dnsmasq_version), single-threaded"
 		SERVERS="$SERVERS dnsmasq"
 	fi
 else
@@ -109,18 +75,9 @@ else
 fi
 if command -v dnsdist >/dev/null; then
 	DD_PORT=$(pick_port)
-	cat >"$T_TMP/dnsdist.conf" <<EOF
-setLocal("127.0.0.1:$DD_PORT")
-newServer({address="127.0.0.1:$FK_PORT_up"})
-pc = newPacketCache(100000)
-getPool(""):setCache(pc)
-EOF
-	dnsdist --supervised --disable-syslog -C "$T_TMP/dnsdist.conf" \
-	    >"$T_TMP/dnsdist.out" 2>&1 &
-	T_PIDS="$T_PIDS $!"
-	if wait_dns 127.0.0.1 "$DD_PORT"; then
+	if start_dnsdist 127.0.0.1 "$DD_PORT" "127.0.0.1:$FK_PORT_up" 100000; then
 		PORT[dnsdist]=$DD_PORT
-		NOTE[dnsdist]="$(dnsdist --version 2>/dev/null | head -n1)"
+		NOTE[dnsdist]="dnsdist $(dnsdist_version)"
 		SERVERS="$SERVERS dnsdist"
 	fi
 else

@@ -16,7 +16,7 @@
 # Everything listens on 127.0.0.1; nothing is sent anywhere else.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib.sh"
 # shellcheck disable=SC2034  # T_NAME is used by lib.sh
 T_NAME=bench-pool
 LOADGEN="python3 $ROOT/tests/integration/loadgen.py"
@@ -92,42 +92,11 @@ start_daemon() {
 		;;
 	unbound)
 		D_PORT=$(pick_port)
-		local dir="$T_TMP/unbound.$D_PORT"
-		mkdir -p "$dir"
-		cat >"$dir/unbound.conf" <<EOF
-server:
-	interface: 127.0.0.1@$D_PORT
-	port: $D_PORT
-	do-ip6: no
-	do-daemonize: no
-	username: ""
-	chroot: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	use-syslog: no
-	logfile: ""
-	verbosity: 0
-	num-threads: $THREADS
-	# A forwarder like stubborn: no validation, no local-zone answers.
-	module-config: "iterator"
-	qname-minimisation: no
-	do-not-query-localhost: no
-	local-zone: "example." nodefault
-	access-control: 127.0.0.0/8 allow
-	prefetch: no
-remote-control:
-	control-enable: no
-forward-zone:
-	name: "."
-	forward-addr: 127.0.0.1@$FK_PORT_A
-	forward-addr: 127.0.0.1@$FK_PORT_B
-	forward-addr: 127.0.0.1@$FK_PORT_C
-EOF
-		unbound -d -c "$dir/unbound.conf" 2>"$dir/err" &
-		D_PID=$!
-		T_PIDS="$T_PIDS $D_PID"
-		wait_dns 127.0.0.1 "$D_PORT" "$D_PID" || { echo "bench: unbound did not start:"; cat "$dir/err"; return 1; }
-		NOTE[unbound]="unbound $(unbound -V 2>/dev/null | sed -n 's/^Version //p' | head -n1), $THREADS threads, defaults"
+		start_unbound 127.0.0.1 "$D_PORT" "$THREADS" example "\
+	qname-minimisation: no" \
+		    "127.0.0.1@$FK_PORT_A" "127.0.0.1@$FK_PORT_B" "127.0.0.1@$FK_PORT_C" || { echo "bench: unbound did not start"; return 1; }
+		D_PID=$UB_PID
+		NOTE[unbound]="unbound $(unbound_version), $THREADS threads, defaults"
 		;;
 	esac
 }

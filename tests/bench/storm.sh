@@ -33,7 +33,7 @@
 # "--probe-max-interval 1000").
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
-. "$(dirname "$0")/../integration/lib.sh"
+. "$(dirname "$0")/lib.sh"
 # shellcheck disable=SC2034  # T_NAME is used by lib.sh
 T_NAME=storm
 GEN="python3 $ROOT/tests/integration/stormgen.py"
@@ -133,42 +133,14 @@ start_daemon() {
 		;;
 	unbound)
 		D_PORT=$(pick_port)
-		local dir="$T_TMP/unbound.$D_PORT"
-		mkdir -p "$dir"
-		cat >"$dir/unbound.conf" <<EOF
-server:
-	interface: 127.0.0.1@$D_PORT
-	port: $D_PORT
-	do-ip6: no
-	do-daemonize: no
-	username: ""
-	chroot: ""
-	directory: "$dir"
-	pidfile: "$dir/unbound.pid"
-	use-syslog: no
-	logfile: ""
-	verbosity: 0
-	num-threads: 2
-	module-config: "iterator"
+		start_unbound 127.0.0.1 "$D_PORT" 2 example "\
 	qname-minimisation: no
-	do-not-query-localhost: no
-	local-zone: "example." nodefault
-	access-control: 127.0.0.0/8 allow
-	prefetch: no
 	serve-expired: yes
 	serve-expired-client-timeout: 400
 	ede: yes
-	ede-serve-expired: yes
-remote-control:
-	control-enable: no
-forward-zone:
-	name: "."
-	forward-addr: 127.0.0.1@$port
-EOF
-		unbound -d -c "$dir/unbound.conf" 2>"$dir/err" &
-		D_PID=$!
-		T_PIDS="$T_PIDS $D_PID"
-		wait_dns 127.0.0.1 "$D_PORT" "$D_PID" || { echo "storm: unbound did not start:"; cat "$dir/err"; return 1; }
+	ede-serve-expired: yes" \
+		    "127.0.0.1@$port" || { echo "storm: unbound did not start"; return 1; }
+		D_PID=$UB_PID
 		;;
 	esac
 }
