@@ -4,7 +4,7 @@
 CC       ?= cc
 BUILD    ?= build
 SANITIZER ?=
-PKGS     := libevent libevent_pthreads ldns libsodium
+PKGS     := libevent libevent_pthreads libevent_openssl openssl ldns libsodium
 
 CFLAGS_BASE := -std=gnu11 -g -O2 -Wall -Wextra -Werror -Wshadow \
 	-Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
@@ -35,7 +35,8 @@ TOOLS    := $(BUILD)/fakeup
 HEADERS  := $(wildcard include/stubborn/*.h)
 
 # Debian packages: building, then testing.
-DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
+DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev \
+	libssl-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev
 
