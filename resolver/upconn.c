@@ -151,7 +151,7 @@ static int submit(struct upconn *u, const struct config_upstream *srv,
 static int server_get(struct upconn *u, const struct config_upstream *srv,
     struct upconn_server **out);
 static struct upconn_server *server_find(
-    const struct upconn *u, const struct config_upstream *srv, bool locked);
+    const struct upconn *u, const struct config_upstream *srv, bool own_thread);
 static uint32_t server_hash(const struct config_upstream *srv);
 static bool server_match(
     const struct upconn_server *s, const struct config_upstream *srv);
@@ -218,8 +218,8 @@ upconn_new(struct event_base *base, const struct upconn_params *p, char *err,
 
 	if (base == NULL || p == NULL || p->max_conns == 0 ||
 	    p->max_inflight == 0 || p->max_inflight > UC_MAX_INFLIGHT ||
-	    p->connect_timeout_ms == 0 || p->backoff_min_ms == 0 ||
-	    p->backoff_min_ms > p->backoff_max_ms) {
+	    p->max_queued == 0 || p->connect_timeout_ms == 0 ||
+	    p->backoff_min_ms == 0 || p->backoff_min_ms > p->backoff_max_ms) {
 		snprintf(err, errlen, "upconn: bad parameters");
 		return NULL;
 	}
@@ -551,18 +551,18 @@ server_match(const struct upconn_server *s, const struct config_upstream *srv)
 }
 
 /*
- * locked: called on the worker thread, which may use the hash table;
- * otherwise only the published array is read.
+ * own_thread: called on the worker's thread, which may use the hash table;
+ * other threads read only the published array.
  */
 static struct upconn_server *
 server_find(
-    const struct upconn *u, const struct config_upstream *srv, bool locked)
+    const struct upconn *u, const struct config_upstream *srv, bool own_thread)
 {
 	size_t n;
 
 	if (u == NULL || srv == NULL)
 		return NULL;
-	if (locked) {
+	if (own_thread) {
 		struct upconn_server *s =
 		    u->buckets[server_hash(srv) & (UC_BUCKETS - 1)];
 		for (; s != NULL; s = s->hnext)

@@ -2,7 +2,8 @@
  * upconn: one worker's connections to upstream servers over TCP (RFC 7766)
  * and DNS-over-TLS (RFC 7858, strict profile of RFC 8310), on that worker's
  * event_base.  Single-threaded: every function but upconn_get_stats() must
- * be called from the thread that runs the event_base.
+ * be called from the thread that runs the event_base.  Needs rng_init()
+ * (message IDs, backoff jitter).
  *
  * Connections are kept open and shared: many queries are in flight on one
  * connection (pipelining) and answers are matched by message ID, out of
@@ -87,7 +88,7 @@ struct upconn_params {
 	uint32_t max_conns;          /* pooled connections per server */
 	uint32_t max_inflight;       /* queries in flight per connection,
 					1..1024 */
-	uint32_t max_queued;         /* per server: queries waiting for a
+	uint32_t max_queued;         /* >= 1; per server: queries waiting for a
 					connection with room, and one-shot
 					connections open */
 	uint32_t backoff_min_ms;     /* reconnect backoff after the first
