@@ -459,7 +459,9 @@ upconn_cancel(struct upconn *u, struct upconn_req *req)
 			u->fail_tail = req->prev;
 		break;
 	case UC_REQ_IDLE:
-		break;
+		/* Not ours (done, never sent, or on upconn_free's list):
+		 * its links are not ours to touch either. */
+		return;
 	}
 	req->prev = req->next = NULL;
 	req->state = UC_REQ_IDLE;

@@ -10,7 +10,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -1186,6 +1189,135 @@ START_TEST(tcp_cancel_while_connecting)
 }
 END_TEST
 
+START_TEST(tcp_keepalive_zero_drains)
+{
+	struct tsrv *t = ts_new(NULL, true);
+	struct config_upstream up = upstream("tcp://127.0.0.1:%d", t->port);
+	struct upconn *u = pool(NULL);
+	struct treq r[2];
+
+	t->keepalive = 0; /* RFC 7828: close once idle, send nothing more */
+	treq_init(&r[0], "z0.test", 1);
+	ck_assert_int_eq(send_q(u, &up, &r[0]), 0);
+	RUN_UNTIL(r[0].ndone == 1);
+	answered_ok(&r[0]);
+	RUN_UNTIL(t->eofs == 1);
+	ck_assert_int_eq(t->eofs, 1);
+	treq_init(&r[1], "z1.test", 2);
+	ck_assert_int_eq(send_q(u, &up, &r[1]), 0);
+	RUN_UNTIL(r[1].ndone == 1);
+	answered_ok(&r[1]);
+	ck_assert_int_eq(t->accepts, 2);
+	upconn_free(u);
+	ts_free(t);
+}
+END_TEST
+
+/* done() of the first answer sends a follow-up and cancels a third query
+ * on the same connection. */
+static struct upconn *re_u;
+static const struct config_upstream *re_up;
+static struct treq *re_next, *re_victim;
+
+static void
+reentrant_done_cb(
+    struct upconn_req *req, const uint8_t *msg, size_t len, int err)
+{
+	treq_done_cb(req, msg, len, err);
+	ck_assert_int_eq(
+	    upconn_send(re_u, re_up, &re_next->req, re_next->q, re_next->qlen),
+	    0);
+	upconn_cancel(re_u, &re_victim->req);
+}
+
+START_TEST(tcp_reentrant_done)
+{
+	struct tsrv *t = ts_new(NULL, true);
+	struct config_upstream up = upstream("tcp://127.0.0.1:%d", t->port);
+	struct upconn *u = pool(NULL);
+	struct treq r[3];
+
+	t->hold = true;
+	treq_init(&r[0], "e0.test", 1);
+	treq_init(&r[1], "e1.test", 2); /* sent from r[0]'s done() */
+	treq_init(&r[2], "e2.test", 3); /* cancelled from r[0]'s done() */
+	r[0].req.done = reentrant_done_cb;
+	re_u = u;
+	re_up = &up;
+	re_next = &r[1];
+	re_victim = &r[2];
+	ck_assert_int_eq(send_q(u, &up, &r[0]), 0);
+	ck_assert_int_eq(send_q(u, &up, &r[2]), 0);
+	RUN_UNTIL(t->queries == 2);
+	t->hold = false;
+	ts_release(t);
+	RUN_UNTIL(r[1].ndone == 1);
+	answered_ok(&r[0]);
+	answered_ok(&r[1]);
+	ck_assert_int_eq(r[2].ndone, 0);
+	ck_assert_int_eq(t->accepts, 1);
+	upconn_free(u);
+	ts_free(t);
+}
+END_TEST
+
+struct reader {
+	struct upconn *u;
+	struct config_upstream up;
+	atomic_bool stop;
+	_Atomic uint64_t max_queries;
+	_Atomic long reads;
+};
+
+static void *
+reader_main(void *arg)
+{
+	struct reader *rd = arg;
+	struct upconn_stats st;
+
+	while (!atomic_load(&rd->stop)) {
+		if (upconn_get_stats(rd->u, &rd->up, &st) == 0 &&
+		    st.queries > atomic_load(&rd->max_queries))
+			atomic_store(&rd->max_queries, st.queries);
+		atomic_fetch_add(&rd->reads, 1);
+	}
+	return NULL;
+}
+
+START_TEST(stats_from_another_thread)
+{
+	struct tsrv *t = ts_new(NULL, true);
+	struct reader rd;
+	struct treq r[30];
+	pthread_t th;
+	char name[32];
+
+	memset(&rd, 0, sizeof(rd));
+	rd.u = pool(NULL);
+	rd.up = upstream("tcp://127.0.0.1:%d", t->port);
+	atomic_init(&rd.stop, false);
+	ck_assert_int_eq(pthread_create(&th, NULL, reader_main, &rd), 0);
+	for (int i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "s%d.test", i);
+		treq_init(&r[i], name, (uint16_t)i);
+		ck_assert_int_eq(send_q(rd.u, &rd.up, &r[i]), 0);
+		/* Queries one at a time, so the reader sees counts move. */
+		RUN_UNTIL(r[i].ndone == 1);
+		answered_ok(&r[i]);
+	}
+	/* The reader may not have run yet: let it catch up (bounded). */
+	for (long i = 0; i < 100000000 && atomic_load(&rd.max_queries) < 30;
+	     i++)
+		sched_yield();
+	atomic_store(&rd.stop, true);
+	pthread_join(th, NULL);
+	ck_assert_uint_eq(atomic_load(&rd.max_queries), 30);
+	ck_assert_int_gt(atomic_load(&rd.reads), 0);
+	upconn_free(rd.u);
+	ts_free(t);
+}
+END_TEST
+
 START_TEST(free_with_pending)
 {
 	struct tsrv *t = ts_new(NULL, true);
@@ -1515,6 +1647,9 @@ make_suite(void)
 	tcase_add_test(tcp, tcp_caps);
 	tcase_add_test(tcp, tcp_cancel);
 	tcase_add_test(tcp, tcp_cancel_while_connecting);
+	tcase_add_test(tcp, tcp_keepalive_zero_drains);
+	tcase_add_test(tcp, tcp_reentrant_done);
+	tcase_add_test(tcp, stats_from_another_thread);
 	tcase_add_test(tcp, free_with_pending);
 	tcase_add_test(tcp, oneshot_no_matching);
 	tcase_add_test(tcp, bad_arguments);
