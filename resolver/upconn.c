@@ -171,8 +171,8 @@ static int conn_open(
 static SSL *conn_ssl_new(struct upconn_server *s);
 static struct upconn_conn *conn_with_room(struct upconn_server *s);
 static int conn_write(struct upconn_conn *c, struct upconn_req *req);
-static int frame_query(struct upconn_conn *c, const struct upconn_req *req,
-    uint16_t id, size_t *outlen);
+static size_t frame_query(
+    struct upconn_conn *c, const struct upconn_req *req, uint16_t id);
 static uint16_t pick_id(const struct upconn_conn *c, uint16_t want);
 static bool id_used(const struct upconn_conn *c, uint16_t id);
 static void conn_ready(struct upconn_conn *c);
@@ -289,44 +289,41 @@ ssl_ctx_new(const char *ca_file, char *err, size_t errlen)
 void
 upconn_free(struct upconn *u)
 {
-	struct upconn_req *list = NULL, **tail = &list, *req;
+	struct upconn_req *req;
 	size_t n;
 
 	if (u == NULL)
 		return;
 	u->freeing = true;
 	n = atomic_load_explicit(&u->nservers, memory_order_relaxed);
-	/* Collect every pending request first: done() may cancel others. */
+	/*
+	 * Every pending request joins the failure list first, so that a
+	 * done() cancelling another one still works (it unlinks it).
+	 */
+	for (req = u->fail_head; req != NULL; req = req->next)
+		req->err = -ECANCELED;
 	for (size_t i = 0; i < n; i++) {
 		struct upconn_server *s = u->servers[i];
 		for (struct upconn_conn *c = s->conns; c; c = c->next)
 			for (unsigned k = 0; k < c->nslots; k++) {
 				req = c->slots[k].req;
-				if (req == NULL)
-					continue;
 				c->slots[k].req = NULL;
-				req->state = UC_REQ_IDLE;
-				req->next = NULL;
-				*tail = req;
-				tail = &req->next;
+				if (req != NULL)
+					fail_req(u, req, -ECANCELED);
 			}
 		while ((req = s->qhead) != NULL) {
 			queue_unlink(s, req);
-			req->next = NULL;
-			*tail = req;
-			tail = &req->next;
+			fail_req(u, req, -ECANCELED);
 		}
 	}
 	while ((req = u->fail_head) != NULL) {
 		u->fail_head = req->next;
+		if (u->fail_head)
+			u->fail_head->prev = NULL;
+		else
+			u->fail_tail = NULL;
+		req->prev = req->next = NULL;
 		req->state = UC_REQ_IDLE;
-		req->next = NULL;
-		*tail = req;
-		tail = &req->next;
-	}
-	u->fail_tail = NULL;
-	while ((req = list) != NULL) {
-		list = req->next;
 		req->done(req, NULL, 0, -ECANCELED);
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -925,11 +922,11 @@ pick_id(const struct upconn_conn *c, uint16_t want)
  * pooled connections an empty edns-tcp-keepalive asks the server for its
  * idle timeout (RFC 7828 3.2.1); over TLS the query is padded to a multiple
  * of 128 octets (RFC 8467 4.1).  Both only when the query ends with an OPT
- * that lacks them; otherwise the query goes as it is.
+ * that lacks them; otherwise the query goes as it is.  Returns the frame's
+ * length.
  */
-static int
-frame_query(struct upconn_conn *c, const struct upconn_req *req, uint16_t id,
-    size_t *outlen)
+static size_t
+frame_query(struct upconn_conn *c, const struct upconn_req *req, uint16_t id)
 {
 	static const uint8_t zeros[UC_PAD_BLOCK];
 	uint8_t *m = c->u->wbuf + 2;
@@ -957,8 +954,7 @@ frame_query(struct upconn_conn *c, const struct upconn_req *req, uint16_t id,
 			n = r;
 	}
 	wire_put16(c->u->wbuf, (uint16_t)n);
-	*outlen = (size_t)n + 2;
-	return 0;
+	return (size_t)n + 2;
 }
 
 /* Writes req on c (ready, with a free slot). */
@@ -978,7 +974,7 @@ conn_write(struct upconn_conn *c, struct upconn_req *req)
 		k = 0; /* a one-shot's request sits in slot 0 already */
 	}
 	id = c->oneshot ? req->id : pick_id(c, req->id);
-	frame_query(c, req, id, &n);
+	n = frame_query(c, req, id);
 	/* Length and message in one write (RFC 7766 8). */
 	if (bufferevent_write(c->bev, c->u->wbuf, n) < 0)
 		return -ENOMEM;

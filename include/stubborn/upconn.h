@@ -59,9 +59,9 @@ typedef void (*upconn_done_fn)(
 
 /*
  * Embedded in the caller's query state.  The caller sets done; every other
- * field is private to upconn from a successful upconn_send*() until done()
- * is called or upconn_cancel() returns, and the struct must not move or be
- * freed meanwhile.
+ * field is private to upconn.  From a successful upconn_send*() until done()
+ * is called or upconn_cancel() returns the request is pending: it must not
+ * move, be freed or be sent again.
  */
 struct upconn_req {
 	upconn_done_fn done;
@@ -114,10 +114,11 @@ struct upconn *upconn_new(struct event_base *base,
     const struct upconn_params *p, char *err, size_t errlen);
 
 /*
- * Calls done(req, NULL, 0, -ECANCELED) for every pending request, first
- * (upconn_send* returns -ESHUTDOWN if done() tries), then closes every
- * connection and frees everything.  Must not be called from a done()
- * callback or while another thread reads stats.  NULL is a no-op.
+ * Calls done(req, NULL, 0, -ECANCELED) for every pending request, first (a
+ * done() may upconn_cancel() requests not told yet; upconn_send* returns
+ * -ESHUTDOWN), then closes every connection and frees everything.  Must not
+ * be called from a done() callback or while another thread reads stats.
+ * NULL is a no-op.
  */
 void upconn_free(struct upconn *u);
 

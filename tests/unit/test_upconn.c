@@ -1318,6 +1318,46 @@ START_TEST(stats_from_another_thread)
 }
 END_TEST
 
+/* A done() run by upconn_free cancels another pending request. */
+static struct treq *fc_victim;
+static struct upconn *fc_u;
+
+static void
+free_cancel_done_cb(
+    struct upconn_req *req, const uint8_t *msg, size_t len, int err)
+{
+	treq_done_cb(req, msg, len, err);
+	upconn_cancel(fc_u, &fc_victim->req);
+}
+
+START_TEST(free_done_cancels_another)
+{
+	struct tsrv *t = ts_new(NULL, true);
+	struct config_upstream up = upstream("tcp://127.0.0.1:%d", t->port);
+	struct upconn *u = pool(NULL);
+	struct treq r[3];
+
+	t->hold = true;
+	for (int i = 0; i < 3; i++) {
+		treq_init(&r[i], "fc.test", (uint16_t)(50 + i));
+		r[i].req.done = free_cancel_done_cb;
+		ck_assert_int_eq(send_q(u, &up, &r[i]), 0);
+	}
+	RUN_UNTIL(t->queries == 3);
+	fc_u = u;
+	fc_victim = &r[1];
+	r[1].req.done = treq_done_cb;
+	r[2].req.done = treq_done_cb;
+	upconn_free(u);
+	ck_assert_int_eq(r[0].ndone, 1);
+	ck_assert_int_eq(r[0].err, -ECANCELED);
+	ck_assert_int_eq(r[1].ndone, 0); /* cancelled from r[0]'s done() */
+	ck_assert_int_eq(r[2].ndone, 1);
+	ck_assert_int_eq(r[2].err, -ECANCELED);
+	ts_free(t);
+}
+END_TEST
+
 START_TEST(free_with_pending)
 {
 	struct tsrv *t = ts_new(NULL, true);
@@ -1651,6 +1691,7 @@ make_suite(void)
 	tcase_add_test(tcp, tcp_reentrant_done);
 	tcase_add_test(tcp, stats_from_another_thread);
 	tcase_add_test(tcp, free_with_pending);
+	tcase_add_test(tcp, free_done_cancels_another);
 	tcase_add_test(tcp, oneshot_no_matching);
 	tcase_add_test(tcp, bad_arguments);
 	tcase_add_test(tls, tls_answers_one_handshake);
