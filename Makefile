@@ -4,7 +4,7 @@
 CC       ?= cc
 BUILD    ?= build
 SANITIZER ?=
-PKGS     := libevent libevent_pthreads ldns libsodium
+PKGS     := libevent libevent_pthreads libevent_openssl openssl ldns libsodium
 
 CFLAGS_BASE := -std=gnu11 -g -O2 -Wall -Wextra -Werror -Wshadow \
 	-Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
@@ -37,8 +37,9 @@ SCENARIOS := $(sort $(wildcard tests/scenario/*.scn))
 HEADERS  := $(wildcard include/stubborn/*.h)
 
 # Debian packages: building, then testing.
-DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
-DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
+DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev \
+	libssl-dev
+DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound openssl \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev \
 	systemd python3-yaml strace
 # `make bench`: the peers it compares with and the chart (headless gnuplot).

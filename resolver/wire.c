@@ -510,6 +510,37 @@ wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
 }
 
 int
+wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
+    const uint8_t *data, size_t dlen)
+{
+	struct wire_iter it;
+	struct wire_rr rr, last;
+	bool any = false;
+	int r;
+
+	memset(&last, 0, sizeof(last));
+	if (wire_iter_init(&it, buf, len) < 0)
+		return -EBADMSG;
+	while ((r = wire_iter_next(&it, &rr)) == 1) {
+		last = rr;
+		any = true;
+	}
+	if (r < 0)
+		return -EBADMSG;
+	if (!any || last.type != WIRE_TYPE_OPT || last.section != 3 ||
+	    last.end != len)
+		return -ENOENT;
+	if (len + 4 + dlen > cap || (size_t)last.rdlen + 4 + dlen > 0xffff)
+		return -ENOSPC;
+	wire_put16(buf + len, code);
+	wire_put16(buf + len + 2, (uint16_t)dlen);
+	if (dlen > 0)
+		memcpy(buf + len + 4, data, dlen);
+	wire_put16(buf + last.type_off + 8, (uint16_t)(last.rdlen + 4 + dlen));
+	return (int)(len + 4 + dlen);
+}
+
+int
 wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 {
 	struct wire_iter it;

@@ -254,6 +254,15 @@ int wire_append_opt(uint8_t *buf, size_t len, size_t cap, uint16_t udp_size,
     uint8_t ext_rcode, bool do_bit, int ede_code, const char *ede_text);
 
 /*
+ * Appends one EDNS option (code, data, dlen bytes) to the OPT RR that ends
+ * the message in buf (the last RR, as wire_append_opt leaves it), fixing its
+ * RDLENGTH.  Returns the new length, -ENOENT if the message does not end in
+ * an OPT, -ENOSPC or -EBADMSG.  On error buf is unchanged.
+ */
+int wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
+    const uint8_t *data, size_t dlen);
+
+/*
  * Removes the message's OPT RR (the first one found in the additional
  * section) and every additional RR after it, fixing ARCOUNT.  OPT is per hop
  * (RFC 6891): an upstream's must never reach a client.  On success *opt_rcode
