@@ -8,7 +8,7 @@ layer() {
 	case "$1" in
 	log | clock | stamp) echo 0 ;;
 	rng | wire | acl | ratelimit | metrics | config) echo 1 ;;
-	cache | msg | upstream | cookie) echo 2 ;;
+	cache | msg | upstream | cookie | dnscrypt) echo 2 ;;
 	snapshot | forward) echo 3 ;;
 	listen) echo 4 ;;
 	worker) echo 5 ;;
