@@ -13,6 +13,7 @@
 
 #include "stubborn/dnscrypt.h"
 #include "stubborn/rng.h"
+#include "stubborn/stamp.h"
 #include "stubborn/wire.h"
 #include "unit.h"
 
@@ -1106,6 +1107,56 @@ START_TEST(test_refresh_at)
 }
 END_TEST
 
+/*
+ * A stamp names the server a session talks to: an address with a NUL in
+ * it would reach the config layer cut short, so the parser refuses it (a
+ * case the stamp fuzzer found).
+ */
+START_TEST(test_stamp_address_bytes)
+{
+	static const char *const bad[] = {"127.0.0.1\0:443", "\0", "1.2.3.4 ",
+	    "1.2.3.4\n", "1.2.3.4\x7f", "1.2.3.4\xc3\xa9"};
+	static const size_t bad_len[] = {14, 1, 8, 8, 8, 9};
+	struct stamp_dnscrypt st, back;
+	char text[512];
+	const char *why;
+
+	memset(&st, 0, sizeof(st));
+	memcpy(st.pk, prov.pk, 32);
+	strcpy(st.name, PROVIDER);
+	strcpy(st.addr, "[::1]:5443");
+	ck_assert_int_gt(stamp_write_dnscrypt(&st, text, sizeof(text)), 0);
+	ck_assert_int_eq(stamp_parse_dnscrypt(text, &back, &why), 0);
+	ck_assert_str_eq(back.addr, "[::1]:5443");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		uint8_t bin[128];
+		size_t n = 0;
+
+		/* The writer takes C strings, so the payload is built here. */
+		bin[n++] = 1;
+		memset(bin + n, 0, 8);
+		n += 8;
+		bin[n++] = (uint8_t)bad_len[i];
+		memcpy(bin + n, bad[i], bad_len[i]);
+		n += bad_len[i];
+		bin[n++] = 32;
+		memcpy(bin + n, prov.pk, 32);
+		n += 32;
+		bin[n++] = (uint8_t)strlen(PROVIDER);
+		memcpy(bin + n, PROVIDER, strlen(PROVIDER));
+		n += strlen(PROVIDER);
+		strcpy(text, "sdns://");
+		sodium_bin2base64(text + 7, sizeof(text) - 7, bin, n,
+		    sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+		why = NULL;
+		ck_assert_int_eq(
+		    stamp_parse_dnscrypt(text, &back, &why), -EINVAL);
+		ck_assert_str_eq(
+		    why, "stamp address has characters an address cannot hold");
+	}
+}
+END_TEST
+
 START_TEST(test_strerror)
 {
 	ck_assert_str_eq(
@@ -1143,6 +1194,7 @@ make_suite(void)
 	tcase_add_loop_test(tc, test_open_replayed_nonce, 0, 2);
 	tcase_add_test(tc, test_cross_construction);
 	tcase_add_test(tc, test_refresh_at);
+	tcase_add_test(tc, test_stamp_address_bytes);
 	tcase_add_test(tc, test_strerror);
 	suite_add_tcase(s, tc);
 	return s;
