@@ -36,7 +36,7 @@ HEADERS  := $(wildcard include/stubborn/*.h)
 
 # Debian packages: building, then testing.
 DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev
-DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound \
+DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound dnsdist \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev
 
 .PHONY: all run check unit integration check-asan check-valgrind fuzz storm \
