@@ -39,7 +39,7 @@ HEADERS  := $(wildcard include/stubborn/*.h)
 # Debian packages: building, then testing.
 DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev \
 	libssl-dev
-DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound openssl \
+DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound dnsdist openssl \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev \
 	systemd python3-yaml strace
 # `make bench`: the peers it compares with and the chart (headless gnuplot).

@@ -13,6 +13,7 @@
 static int read_lp(const uint8_t *bin, size_t len, size_t *off,
     const uint8_t **field, size_t *flen);
 static int name_ok(const uint8_t *s, size_t len);
+static int addr_ok(const uint8_t *s, size_t len);
 
 /* One length-prefixed field at *off. */
 static int
@@ -44,6 +45,20 @@ name_ok(const uint8_t *s, size_t len)
 		if (c == '.' && i + 1 < len && s[i + 1] == '.')
 			return 0;
 	}
+	return 1;
+}
+
+/*
+ * The address becomes a C string and a log field: no NUL (which would cut
+ * it short), no blank, no control byte.  The config layer checks that it
+ * is an address.
+ */
+static int
+addr_ok(const uint8_t *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (s[i] <= ' ' || s[i] >= 0x7f)
+			return 0;
 	return 1;
 }
 
@@ -79,6 +94,9 @@ stamp_parse_dnscrypt(
 		return -EINVAL;
 	*why = "stamp address is empty or too long";
 	if (flen == 0 || flen > STAMP_ADDR_MAX)
+		return -EINVAL;
+	*why = "stamp address has characters an address cannot hold";
+	if (!addr_ok(f, flen))
 		return -EINVAL;
 	memcpy(out->addr, f, flen);
 	out->addr[flen] = '\0';

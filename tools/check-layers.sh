@@ -8,7 +8,7 @@ layer() {
 	case "$1" in
 	log | clock | stamp | client | check) echo 0 ;;
 	rng | wire | ratelimit | metrics | config | timer) echo 1 ;;
-	cache | msg | upstream | cookie | upconn) echo 2 ;;
+	cache | msg | upstream | cookie | upconn | dnscrypt) echo 2 ;;
 	snapshot | route | reply) echo 3 ;;
 	xport | inflight) echo 4 ;;
 	attempt | xnet) echo 5 ;;

@@ -37,8 +37,9 @@ struct stamp_dnscrypt {
  * Parses a DNSCrypt stamp (text, NUL-terminated) into *out.  Returns 0, or
  * -EINVAL with a short reason in *why (a static string): not "sdns://", not
  * base64url, another stamp kind, a truncated or overlong field, bytes left
- * over, a key that is not 32 bytes, an empty address or provider name, or a
- * provider name with characters outside letters, digits, '-', '_' and '.'.
+ * over, a key that is not 32 bytes, an empty address or provider name, an
+ * address with a byte outside printable ASCII or a blank, or a provider
+ * name with characters outside letters, digits, '-', '_' and '.'.
  */
 int stamp_parse_dnscrypt(
     const char *text, struct stamp_dnscrypt *out, const char **why);
