@@ -41,7 +41,7 @@ DEPS_BUILD := gcc make pkg-config libevent-dev libldns-dev libsodium-dev \
 	libssl-dev
 DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound dnsdist openssl \
 	valgrind iproute2 util-linux procps clang clang-format libclang-rt-14-dev \
-	systemd python3-yaml strace
+	systemd python3-yaml strace curl tshark
 # `make bench`: the peers it compares with and the chart (headless gnuplot).
 DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 	procps coreutils

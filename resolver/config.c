@@ -71,6 +71,7 @@ struct opt {
 				OPT_QNAME: the qtype */
 	size_t max_n;        /* lists: capacity */
 	const char *empty;   /* OPT_OPT_PATH: what "" means, for print-back */
+	bool must_read;      /* paths: a file that must be readable now */
 	const char *const *choices; /* OPT_CHOICE: names, indexed by value */
 	size_t n_choices;
 	const char *help;
@@ -763,6 +764,7 @@ static const struct opt opts[] = {
 	.metavar = "FILE",
 	FIELD(tls_ca_file),
 	.empty = "the system's trust store",
+	.must_read = true,
 	.help = "verify DNS-over-TLS upstreams against the CA "
 		"certificates in this PEM file (default: the system's "
 		"trust store)",
@@ -1938,6 +1940,17 @@ set_path(
 			    "'%.100s' (blanks at "
 			    "either end of a path)",
 			    val);
+	}
+	/*
+	 * A file read when servers are set up: its error belongs here, with
+	 * the line that names it, not in a log line after start.
+	 */
+	if (o->must_read && len > 0) {
+		FILE *f = fopen(val, "r");
+		if (f == NULL)
+			return refuse(why, "bad value", "'%.100s': %s", val,
+			    strerror(errno));
+		fclose(f);
 	}
 	memcpy(field(o, cfg), val, len + 1);
 	return 0;

@@ -41,6 +41,7 @@
 #include "stubborn/rng.h"
 #include "stubborn/route.h"
 #include "stubborn/snapshot.h"
+#include "stubborn/upconn.h"
 #include "stubborn/upstream.h"
 #include "stubborn/wire.h"
 #include "stubborn/worker.h"
@@ -104,6 +105,7 @@ static void resolv_cb(evutil_socket_t fd, short what, void *arg);
 static bool resolv_changed(struct daemon *d);
 static void extra_metrics(void *arg, struct evbuffer *out);
 static void upstream_metrics(struct daemon *d, struct evbuffer *out);
+static void transport_metrics(struct daemon *d, struct evbuffer *out);
 static bool is_ready(void *arg);
 static int open_sockets(struct daemon *d, int *fds, int nfds);
 static void close_sockets(struct daemon *d);
@@ -228,6 +230,16 @@ reload(struct daemon *d, const char *why, char *msg, size_t cap)
 	case CONFIG_RUN:
 		break;
 	default:
+		d->reloads_failed++;
+		log_error("main",
+		    "reload failed, the running configuration stays "
+		    "when=%s error=\"%s\"",
+		    why, err);
+		snprintf(msg, cap, "%s", err);
+		notify("READY=1");
+		return -1;
+	}
+	if (upconn_check_ca(next.tls_ca_file, err, sizeof(err)) < 0) {
 		d->reloads_failed++;
 		log_error("main",
 		    "reload failed, the running configuration stays "
@@ -437,6 +449,109 @@ upstream_metrics(struct daemon *d, struct evbuffer *out)
 	    last_ok == 0 ? -1.0 : (double)(now - last_ok) / 1e3);
 }
 
+/*
+ * Per server and transport: what its connections cost (opened, reused,
+ * handshakes) and when its certificate runs out, summed over the workers.
+ */
+static void
+transport_metrics(struct daemon *d, struct evbuffer *out)
+{
+	static const char *const help[][3] = {
+	    {"upstream_connections_opened_total", "counter",
+		"Connections opened to the server (TCP, DNS-over-TLS, "
+		"DNSCrypt over TCP)."},
+	    {"upstream_connect_failures_total", "counter",
+		"Connections that could not be opened."},
+	    {"upstream_connection_queries_total", "counter",
+		"Queries written on connections."},
+	    {"upstream_connection_reused_queries_total", "counter",
+		"Queries written on a connection that had carried an "
+		"earlier one."},
+	    {"upstream_handshakes_total", "counter",
+		"Connections established (for TLS: handshake done)."},
+	    {"upstream_handshake_seconds_total", "counter",
+		"Time from connect to ready, summed over handshakes."},
+	    {"upstream_handshake_failures_total", "counter",
+		"TLS handshakes that failed (certificate verification "
+		"included)."},
+	    {"upstream_tls_resumptions_total", "counter",
+		"TLS handshakes that resumed a session."},
+	    {"upstream_dnscrypt_cert_fetches_total", "counter",
+		"DNSCrypt certificate queries sent."},
+	    {"upstream_dnscrypt_cert_failures_total", "counter",
+		"DNSCrypt certificate queries that gave no valid "
+		"certificate."},
+	    {"upstream_dnscrypt_rejected_total", "counter",
+		"DNSCrypt answers dropped: forged, corrupt or for another "
+		"key."},
+	    {"upstream_certificate_expiry_timestamp_seconds", "gauge",
+		"When the server's TLS or DNSCrypt certificate in use "
+		"expires (Unix time)."},
+	};
+	static const char *const transport[] = {
+	    "udp", "tcp", "tls", "dnscrypt"};
+	const struct config_upstream
+	    *srv[CONFIG_MAX_ZONES * CONFIG_MAX_UPSTREAM + CONFIG_MAX_UPSTREAM];
+	struct xnet_stats st[sizeof(srv) / sizeof(srv[0])];
+	size_t n = 0;
+	struct route *r = d->route;
+
+	for (size_t z = 0; z < r->nzones; z++) {
+		struct upstream_pool *pool = r->zones[z].pool;
+		for (unsigned i = 0; i < upstream_count(pool); i++) {
+			const struct config_upstream *u =
+			    upstream_addr(pool, i);
+			bool used = false;
+			size_t k;
+			for (k = 0; k < n; k++)
+				if (strcmp(srv[k]->text, u->text) == 0)
+					break;
+			if (k < n || n == sizeof(srv) / sizeof(srv[0]))
+				continue;
+			memset(&st[n], 0, sizeof(st[n]));
+			for (unsigned w = 0; w < d->n_workers; w++)
+				used |=
+				    worker_xnet_stats(d->workers[w], u, &st[n]);
+			/* Plain UDP servers that never fell back to TCP have
+			 * nothing to show here. */
+			if (used)
+				srv[n++] = u;
+		}
+	}
+	for (size_t m = 0; m < sizeof(help) / sizeof(help[0]); m++) {
+		evbuffer_add_printf(out,
+		    "# HELP stubborn_%s %s\n# TYPE stubborn_%s %s\n",
+		    help[m][0], help[m][2], help[m][0], help[m][1]);
+		for (size_t k = 0; k < n; k++) {
+			const struct xnet_stats *t = &st[k];
+			uint64_t v[] = {t->conns_opened, t->connect_failures,
+			    t->stream_queries, t->stream_reused, t->handshakes,
+			    0, t->handshake_failures, t->resumed,
+			    t->cert_fetches, t->cert_failures, t->dc_rejected};
+			int proto = srv[k]->proto;
+			if (m == 11 && t->cert_not_after == 0)
+				continue;
+			if (m >= 8 && m <= 10 && proto != CONFIG_PROTO_DNSCRYPT)
+				continue;
+			if (m == 7 && proto != CONFIG_PROTO_TLS)
+				continue;
+			evbuffer_add_printf(out,
+			    "stubborn_%s{server=\"%s\",transport=\"%s\"} ",
+			    help[m][0], srv[k]->text,
+			    transport[proto >= 0 && proto <= 3 ? proto : 0]);
+			if (m == 5)
+				evbuffer_add_printf(
+				    out, "%.3f\n", t->handshake_ms_sum / 1e3);
+			else if (m == 11)
+				evbuffer_add_printf(out, "%lld\n",
+				    (long long)t->cert_not_after);
+			else
+				evbuffer_add_printf(
+				    out, "%llu\n", (unsigned long long)v[m]);
+		}
+	}
+}
+
 static void
 extra_metrics(void *arg, struct evbuffer *out)
 {
@@ -445,6 +560,7 @@ extra_metrics(void *arg, struct evbuffer *out)
 	uint64_t stale_n, stale_age;
 
 	upstream_metrics(d, out);
+	transport_metrics(d, out);
 	cache_get_stats(d->cache, &st);
 	metrics_stale_window(d->metrics, clock_wall_s(), &stale_n, &stale_age);
 	evbuffer_add_printf(out,
@@ -1121,6 +1237,11 @@ main(int argc, char **argv)
 		return 2;
 	case CONFIG_RUN:
 		break;
+	}
+	/* A CA file that does not load is a bad configuration. */
+	if (upconn_check_ca(d.cfg.tls_ca_file, err, sizeof(err)) < 0) {
+		fprintf(stderr, "stubborn: %s\n", err);
+		return 2;
 	}
 	if (d.cfg.check_config) {
 		config_print(&d.cfg, stdout);

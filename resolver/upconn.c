@@ -286,6 +286,17 @@ ssl_ctx_new(const char *ca_file, char *err, size_t errlen)
 	return ctx;
 }
 
+int
+upconn_check_ca(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ssl_ctx_new(ca_file, err, errlen);
+
+	if (ctx == NULL)
+		return -EINVAL;
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
 void
 upconn_free(struct upconn *u)
 {
@@ -1091,7 +1102,12 @@ tls_failure(struct upconn_conn *c, bool *handshake)
 		    X509_verify_cert_error_string(vr));
 		return -EKEYREJECTED;
 	}
-	if (first != 0) {
+	/*
+	 * libevent records SSL_get_error()'s code (SSL_ERROR_SYSCALL: the
+	 * socket failed, e.g. refused) where OpenSSL's packed errors go; those
+	 * small values name no library and are the caller's to explain.
+	 */
+	if (first != 0 && ERR_GET_LIB(first) != 0) {
 		ERR_error_string_n(first, why, sizeof(why));
 		set_error(s, "TLS handshake failed",
 		    "TLS handshake with %s failed: %s", s->name, why);

@@ -73,6 +73,14 @@ worker_new(unsigned idx, struct route *route, struct cache *cache,
 	if (w->ev_timer == NULL || w->ev_stop == NULL || w->ev_route == NULL ||
 	    w->ev_deadline == NULL || w->xnet == NULL)
 		goto fail;
+	{
+		char err[256];
+		if (xnet_set_config(w->xnet, &route->cfg, err, sizeof(err)) <
+		    0) {
+			log_error("worker", "%s", err);
+			goto fail;
+		}
+	}
 	memset(&env, 0, sizeof(env));
 	env.cache = cache;
 	env.met = met;
@@ -175,6 +183,12 @@ route_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&w->route_lock);
 	if (r == NULL)
 		return;
+	{
+		char err[256];
+		/* main checked the CA file before the reload: rare. */
+		if (xnet_set_config(w->xnet, &r->cfg, err, sizeof(err)) < 0)
+			log_error("worker", "%s; the previous one stays", err);
+	}
 	engine_set_route(w->engine, r);
 	route_unref(r);
 }
@@ -262,4 +276,11 @@ worker_free(struct worker *w)
 		event_base_free(w->base);
 	pthread_mutex_destroy(&w->route_lock);
 	free(w);
+}
+
+bool
+worker_xnet_stats(
+    struct worker *w, const struct config_upstream *srv, struct xnet_stats *st)
+{
+	return xnet_get_stats(w->xnet, srv, st);
 }

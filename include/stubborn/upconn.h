@@ -114,6 +114,13 @@ struct upconn *upconn_new(struct event_base *base,
     const struct upconn_params *p, char *err, size_t errlen);
 
 /*
+ * Loads ca_file (NULL or "": the system store) as upconn_new would, so that
+ * a bad file is found before a pool needs it.  Returns 0, or -EINVAL with
+ * err (errlen) saying why.
+ */
+int upconn_check_ca(const char *ca_file, char *err, size_t errlen);
+
+/*
  * Calls done(req, NULL, 0, -ECANCELED) for every pending request, first (a
  * done() may upconn_cancel() requests not told yet; upconn_send* returns
  * -ESHUTDOWN), then closes every connection and frees everything.  Must not

@@ -14,8 +14,10 @@
 
 #include "stubborn/listen.h"
 #include "stubborn/pipeline.h"
+#include "stubborn/xnet.h"
 
 struct cache;
+struct config_upstream;
 struct metrics_worker;
 struct route;
 struct worker;
@@ -44,6 +46,13 @@ void worker_set_route(struct worker *w, struct route *r);
  * what is in flight within shutdown-timeout, then its thread ends.
  */
 void worker_stop(struct worker *w);
+
+/*
+ * Adds the worker's transport counters for srv to *st (xnet_get_stats);
+ * any thread.  False when the worker never used srv.
+ */
+bool worker_xnet_stats(
+    struct worker *w, const struct config_upstream *srv, struct xnet_stats *st);
 
 /* Waits for the thread to end (after worker_stop). */
 void worker_join(struct worker *w);
