@@ -71,6 +71,25 @@ done
 expect_eq "after the server dropped its connections, 10 of 10 answered" 0 "$fails"
 stop_stubborn
 
+# --- a server that closes idle connections: reconnects resume the session ---
+start_unbound_tls idle "$FK_PORT_up" "$TLS_OK" "tcp-idle-timeout: 300" ||
+	not_ok "unbound (short idle timeout) starts"
+MPORT=$(pick_port)
+start_stubborn --upstream "tls://127.0.0.1:$UB_PORT_idle#$TLS_NAME" \
+    --tls-ca-file "$TLS_CA" --workers 1 --metrics "127.0.0.1:$MPORT" ||
+	{ not_ok "stubborn starts"; t_done; }
+fails=0
+for i in 1 2 3; do
+	[ "$(q "idle$i.dot.test" A | dig_status)" = NOERROR ] || fails=$((fails + 1))
+	sleep 0.6 # past the server's 300 ms idle timeout: it closes
+done
+expect_eq "connections closed by the server while idle: 3 of 3 answered" 0 "$fails"
+hs=$(metric upstream_handshakes_total 'transport="tls"')
+res=$(metric upstream_tls_resumptions_total 'transport="tls"')
+check "each reconnect after the first resumed the TLS session ($res of $hs)" \
+    test "$hs" -ge 2 -a "$res" -eq $((hs - 1))
+stop_stubborn
+
 # --- refusals: wrong name, expired, unknown CA; never clear text ------------
 cap="$T_TMP/dot.pcap"
 capports="port $UB_PORT_ok or port $UB_PORT_exp or port $UB_PORT_oca"
