@@ -48,7 +48,7 @@ DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 
 .PHONY: all run check unit scenarios integration check-asan check-valgrind \
 	fuzz storm deps deps-test clean format-check bench install uninstall \
-	check-config-files check-deploy
+	check-config-files check-deploy upgrade-bench
 
 all: $(BUILD)/stubborn $(TOOLS)
 
@@ -170,6 +170,13 @@ bench:
 	@sh tools/install-deps.sh $(DEPS_BUILD) $(DEPS_BENCH)
 	$(MAKE) all
 	BUILD=$(BUILD) bash tests/bench/compare.sh
+
+# What an upgrade under load loses: handover, stop-start, SO_REUSEPORT
+# overlap (tests/bench/upgrade.sh).  About 40 s.
+upgrade-bench:
+	@sh tools/install-deps.sh $(DEPS_BUILD) dnsperf unbound python3
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/bench/upgrade.sh
 
 # The retry-storm scenarios of issue 5, side by side with Unbound.
 storm: all
