@@ -402,6 +402,10 @@ json_str(struct evbuffer *out, const char *s)
 		unsigned char ch = (unsigned char)*s;
 		if (ch == '"' || ch == '\\')
 			evbuffer_add_printf(out, "\\%c", ch);
+		else if (ch == '\t')
+			evbuffer_add(out, "\\t", 2);
+		else if (ch == '\n')
+			evbuffer_add(out, "\\n", 2);
 		else if (ch < 0x20 || ch >= 0x7f)
 			evbuffer_add_printf(out, "\\u%04x", ch);
 		else
