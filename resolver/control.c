@@ -195,16 +195,30 @@ control_free(struct control *c)
 	free(c);
 }
 
-/* Root, the daemon's user or its group: who the file mode admits. */
+/*
+ * Root, the daemon's user or a member of its group: who the file mode
+ * admits.  Members are usually so by a supplementary group, which
+ * SO_PEERCRED does not carry: SO_PEERGROUPS does (the first 256).
+ */
 static bool
 peer_allowed(const struct control *c, int fd)
 {
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
+	gid_t groups[256];
+	gid_t egid = getegid();
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
 		return false;
-	return cr.uid == 0 || cr.uid == geteuid() || cr.gid == getegid();
+	if (cr.uid == 0 || cr.uid == geteuid() || cr.gid == egid)
+		return true;
+	len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(groups[0]); i++)
+		if (groups[i] == egid)
+			return true;
+	return false;
 }
 
 /* A short refusal, written without waiting: the peer gets it or not. */
