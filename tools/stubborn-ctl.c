@@ -32,6 +32,8 @@
 #define TIMEOUT_S 10
 /* A reload reads the config and resolv-conf and builds new pools. */
 #define RELOAD_TIMEOUT_S 30
+/* strlen("{\"ok\":true"): the daemon's JSON starts so, or with false. */
+#define JSON_DECIDES 10
 
 struct command {
 	const char *name;
@@ -65,6 +67,7 @@ static int build_request(
     char *req, size_t cap, bool json, int argc, char **argv);
 static int socket_from_config(const char *file, char *out, size_t cap);
 static int connect_socket(const char *path, int timeout_s);
+static int decide(const char *first, size_t flen, bool json, FILE **to);
 static int read_answer(int fd, bool json, int timeout_s);
 static long ms_left(const struct timespec *deadline);
 
@@ -263,9 +266,34 @@ ms_left(const struct timespec *deadline)
 }
 
 /*
- * Reads the answer until the daemon closes, printing it as it comes: the
- * first line decides the exit status and where the text goes (an error to
- * stderr), and a bare "ok" line is not printed.  Returns the exit status.
+ * Where the answer goes, from its first line: an error to stderr, a bare
+ * "ok" line not at all.  Returns the exit status it means.
+ */
+static int
+decide(const char *first, size_t flen, bool json, FILE **to)
+{
+	*to = stdout;
+	if (json) {
+		fwrite(first, 1, flen, stdout);
+		return flen == JSON_DECIDES &&
+			strncmp(first, "{\"ok\":true", JSON_DECIDES) == 0
+		    ? 0
+		    : EXIT_DAEMON_ERROR;
+	}
+	if (flen == 3 && strncmp(first, "ok\n", 3) == 0)
+		return 0;
+	if (strncmp(first, "ok ", 3) == 0) {
+		fwrite(first, 1, flen, stdout);
+		return 0;
+	}
+	*to = stderr;
+	fwrite(first, 1, flen, stderr);
+	return EXIT_DAEMON_ERROR;
+}
+
+/*
+ * Reads the answer until the daemon closes, printing it as it comes (a
+ * dump may be large); the first line decides the exit status.
  */
 static int
 read_answer(int fd, bool json, int timeout_s)
@@ -282,6 +310,7 @@ read_answer(int fd, bool json, int timeout_s)
 	for (;;) {
 		struct pollfd pfd = {fd, POLLIN, 0};
 		long left = ms_left(&deadline);
+		size_t upto;
 		ssize_t r;
 		char *nl;
 
@@ -294,55 +323,43 @@ read_answer(int fd, bool json, int timeout_s)
 		r = read(fd, buf, sizeof(buf));
 		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
+		/* A daemon closing with our request unread resets: what it
+		 * sent before is the answer. */
+		if (r == 0 || (r < 0 && errno == ECONNRESET && flen > 0))
+			break;
 		if (r < 0) {
 			fprintf(stderr,
 			    "stubborn-ctl: reading the answer: %s\n",
 			    strerror(errno));
 			return EXIT_UNREACHABLE;
 		}
-		if (r == 0)
-			break;
 		if (decided) {
 			fwrite(buf, 1, (size_t)r, to);
 			continue;
 		}
-		/* Until the first line is complete, keep it apart. */
-		if (flen + (size_t)r >= sizeof(first)) {
+		nl = memchr(buf, '\n', (size_t)r);
+		upto = nl ? (size_t)(nl - buf) + 1 : (size_t)r;
+		/* JSON is one line, maybe a long one: its start decides. */
+		if (json && flen + upto > JSON_DECIDES)
+			upto = JSON_DECIDES - flen;
+		if (flen + upto >= sizeof(first)) {
 			fprintf(stderr, "stubborn-ctl: unexpected answer\n");
 			return EXIT_DAEMON_ERROR;
 		}
-		memcpy(first + flen, buf, (size_t)r);
-		flen += (size_t)r;
-		first[flen] = '\0';
-		if ((nl = memchr(first, '\n', flen)) == NULL)
+		memcpy(first + flen, buf, upto);
+		flen += upto;
+		if (nl == NULL && !(json && flen == JSON_DECIDES))
 			continue;
 		decided = true;
-		if (json) {
-			status = strncmp(first, "{\"ok\":true", 10) == 0
-			    ? 0
-			    : EXIT_DAEMON_ERROR;
-			fwrite(first, 1, flen, stdout);
-			continue;
-		}
-		if (strncmp(first, "ok\n", 3) == 0) {
-			status = 0;
-			fwrite(nl + 1, 1, flen - (size_t)(nl + 1 - first), to);
-			continue;
-		}
-		if (strncmp(first, "ok ", 3) == 0)
-			status = 0;
-		else
-			to = stderr;
-		fwrite(first, 1, flen, to);
+		status = decide(first, flen, json, &to);
+		fwrite(buf + upto, 1, (size_t)r - upto, to);
 	}
 	if (!decided) {
-		if (flen > 0) {
-			fwrite(first, 1, flen, stderr);
-			fputc('\n', stderr);
-		}
+		fwrite(first, 1, flen, stderr);
 		fprintf(stderr,
-		    "stubborn-ctl: the daemon closed the connection without "
-		    "a complete answer\n");
+		    "%sstubborn-ctl: the daemon closed the connection without "
+		    "a complete answer\n",
+		    flen > 0 ? "\n" : "");
 		return EXIT_UNREACHABLE;
 	}
 	fflush(stdout);
