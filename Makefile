@@ -31,7 +31,7 @@ LIB_OBJS := $(patsubst resolver/%.c,$(BUILD)/obj/%.o,$(filter-out resolver/main.
 MAIN_OBJ := $(BUILD)/obj/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/%,$(UNIT_SRCS))
-TOOLS    := $(BUILD)/fakeup $(BUILD)/udpecho
+TOOLS    := $(BUILD)/fakeup $(BUILD)/udpecho $(BUILD)/stubborn-ctl
 SCENARIO := $(BUILD)/scenario
 SCENARIOS := $(sort $(wildcard tests/scenario/*.scn))
 HEADERS  := $(wildcard include/stubborn/*.h)
@@ -78,6 +78,11 @@ scenarios: $(SCENARIO)
 	./$(SCENARIO) $(SCENARIOS)
 
 $(BUILD)/udpecho: tools/udpecho.c | $(BUILD)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
+# The operator's client for the control socket: no library needed.
+$(BUILD)/stubborn-ctl: tools/stubborn-ctl.c include/stubborn/control.h \
+		include/stubborn/wire.h | $(BUILD)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/test_%: tests/unit/test_%.c tests/unit/unit.h $(BUILD)/libstubborn.a

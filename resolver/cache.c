@@ -427,10 +427,10 @@ struct walk_rec {
 };
 
 /*
- * Copies a shard's data entries (least recently used first, so a reload
- * keeps the order) into one allocation under its lock; fn then runs with
- * no lock held, so a slow reader (a snapshot on a slow disk) never stalls
- * the shard's lookups.
+ * Copies a shard's entries, held failures included (least recently used
+ * first, so a reload keeps the order) into one allocation under its lock;
+ * fn then runs with no lock held, so a slow reader (a snapshot on a slow
+ * disk) never stalls the shard's lookups.
  */
 static uint8_t *
 shard_copy(struct shard *s, size_t *used, bool *nomem)
@@ -439,8 +439,7 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 	uint8_t *buf;
 
 	for (struct entry *e = s->tail; e != NULL; e = e->prev)
-		if (e->len > 0)
-			need += sizeof(struct walk_rec) + e->klen + e->len;
+		need += sizeof(struct walk_rec) + e->klen + e->len;
 	*used = 0;
 	if (need == 0)
 		return NULL;
@@ -450,8 +449,6 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 	}
 	for (struct entry *e = s->tail; e != NULL; e = e->prev) {
 		struct walk_rec rec;
-		if (e->len == 0)
-			continue;
 		rec.stored_ms = e->stored_ms;
 		rec.hold_until_ms = e->hold_until_ms;
 		rec.neg_since_ms = e->neg_since_ms;
@@ -516,6 +513,8 @@ walk_adapt(void *arg, const struct cache_walk_entry *e)
 {
 	struct walk_adapter *w = arg;
 
+	if (e->len == 0)
+		return; /* a held failure: nothing to save or show */
 	w->fn(w->arg, e->key, e->klen, e->resp, e->len, e->ttl, e->stored_ms);
 }
 

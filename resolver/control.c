@@ -28,14 +28,17 @@
 #define FDS_PER_MSG 250
 #define READ_TIMEOUT_S 5
 #define WRITE_TIMEOUT_S 30
+/* Records of one entry in presentation format, at most. */
+#define DUMP_TEXT_MAX (256 * 1024)
 
 struct ctl_conn {
 	struct control *c;
 	struct ctl_conn *prev, *next;
 	struct bufferevent *bev; /* freed by conn_free */
 	bool json;
-	bool handover; /* waiting for the successor's "done" */
-	bool closing;  /* free once the reply has left */
+	bool handover;   /* waiting for the successor's "done" */
+	bool closing;    /* free once the reply has left */
+	bool stop_after; /* then stop the daemon */
 };
 
 struct control {
@@ -50,7 +53,32 @@ struct control {
 	const struct control_ops *ops;
 	void *arg;
 	struct ctl_conn *conns;
+	int nconns;
 	bool handed_over;
+};
+
+struct match {
+	const struct control_req *req;
+};
+
+/* A dump being written: one entry at a time, into out. */
+struct dump {
+	struct evbuffer *out;
+	const struct control_req *req;
+	uint8_t *msg; /* a copy of one response, its TTLs made the time left */
+	char *text;   /* its records in presentation format */
+	bool json;
+	size_t count;
+	uint64_t now;
+};
+
+/* What the entry is: its state and, when held, why and for how long. */
+struct entry_state {
+	enum { ENTRY_FRESH, ENTRY_STALE, ENTRY_FAILURE } kind;
+	const char *state; /* its name */
+	const char *held;  /* "" when not held */
+	const char *rcode;
+	uint64_t ttl_left_s, stale_s, hold_left_s;
 };
 
 static void accept_cb(evutil_socket_t fd, short what, void *arg);
@@ -58,12 +86,44 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_free(struct ctl_conn *k);
+static void conn_done(struct ctl_conn *k);
 static void finish(struct ctl_conn *k, struct evbuffer *out);
-static void dispatch(struct ctl_conn *k, char *line);
+static void dispatch(struct ctl_conn *k, const char *line, size_t len);
 static void reply_error(struct ctl_conn *k, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void json_str(struct evbuffer *out, const char *s);
 static bool peer_allowed(const struct control *c, int fd);
+static void refuse_conn(int fd, const char *why);
+static int refuse(struct control_req *req, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int parse_args(struct control_req *req, const char *cmd, char **arg);
+static bool match_cb(void *arg, const uint8_t *key, size_t klen, uint8_t rcode,
+    bool positive, bool failure);
+static void cmd_flush(struct ctl_conn *k, const struct control_req *req);
+static void ttls_left(uint8_t *msg, size_t len, bool fresh, uint64_t age_s);
+static void entry_state(const struct dump *d, const struct cache_walk_entry *e,
+    struct entry_state *st);
+static void dump_json(struct dump *d, const struct cache_walk_entry *e,
+    const char *name, const char *type, const struct entry_state *st);
+static void dump_text(struct dump *d, const struct cache_walk_entry *e,
+    const char *name, const char *type, const struct entry_state *st);
+static void dump_cb(void *arg, const struct cache_walk_entry *e);
+static void cmd_dump(struct ctl_conn *k, const struct control_req *req);
+static void ago(char *buf, size_t cap, uint64_t now, uint64_t then);
+static void upstream_json(struct evbuffer *out, const char *zone,
+    const struct config_upstream *u, const struct upstream_stats *st,
+    uint64_t now);
+static void upstream_text(struct evbuffer *out, const struct config_upstream *u,
+    const struct upstream_stats *st, uint64_t now);
+static void cmd_upstreams(struct ctl_conn *k);
+static bool json_number(const char *s, size_t n);
+static const char *label_value(const char *p, char *val, size_t cap);
+static bool sample_json(struct evbuffer *obj, const char *p);
+static void stats_json(struct evbuffer *out, struct evbuffer *prom);
+static void cmd_stats(struct ctl_conn *k);
+static void cmd_reload(struct ctl_conn *k);
+static void reply_ok(struct ctl_conn *k, const char *json, const char *text);
+static void cmd_handover(struct ctl_conn *k, const struct control_req *req);
 
 struct control *
 control_new(struct event_base *base, const char *path, uid_t uid, gid_t gid,
@@ -135,16 +195,41 @@ control_free(struct control *c)
 	free(c);
 }
 
-/* Root, the daemon's user or its group: who the file mode admits. */
+/*
+ * Root, the daemon's user or a member of its group: who the file mode
+ * admits.  Members are usually so by a supplementary group, which
+ * SO_PEERCRED does not carry: SO_PEERGROUPS does (the first 256).
+ */
 static bool
 peer_allowed(const struct control *c, int fd)
 {
 	struct ucred cr;
 	socklen_t len = sizeof(cr);
+	gid_t groups[256];
+	gid_t egid = getegid();
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
 		return false;
-	return cr.uid == 0 || cr.uid == geteuid() || cr.gid == getegid();
+	if (cr.uid == 0 || cr.uid == geteuid() || cr.gid == egid)
+		return true;
+	len = sizeof(groups);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
+		return false;
+	for (size_t i = 0; i < len / sizeof(groups[0]); i++)
+		if (groups[i] == egid)
+			return true;
+	return false;
+}
+
+/* A short refusal, written without waiting: the peer gets it or not. */
+static void
+refuse_conn(int fd, const char *why)
+{
+	char line[160];
+	int n = snprintf(line, sizeof(line), "error: %s\n", why);
+
+	(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	close(fd);
 }
 
 static void
@@ -159,7 +244,17 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 		return;
 	if (!peer_allowed(c, fd)) {
 		log_warn("control", "control connection refused: credentials");
-		close(fd);
+		refuse_conn(fd,
+		    "permission denied (root, the daemon's user "
+		    "or its group only)");
+		return;
+	}
+	/* Each connection may hold a whole dump: their number is bounded. */
+	if (c->nconns >= CONTROL_CONNS_MAX) {
+		log_warn("control",
+		    "control connection refused: %d already open",
+		    CONTROL_CONNS_MAX);
+		refuse_conn(fd, "too many control connections, try again");
 		return;
 	}
 	k = calloc(1, sizeof(*k));
@@ -175,6 +270,7 @@ accept_cb(evutil_socket_t lfd, short what, void *arg)
 	if (c->conns)
 		c->conns->prev = k;
 	c->conns = k;
+	c->nconns++;
 	/* A slow or silent client is cut off; the daemon never waits on it. */
 	bufferevent_set_timeouts(k->bev, &rt, &wt);
 	bufferevent_setcb(k->bev, read_cb, write_cb, event_cb, k);
@@ -196,6 +292,7 @@ conn_free(struct ctl_conn *k)
 		c->conns = k->next;
 	if (k->next)
 		k->next->prev = k->prev;
+	c->nconns--;
 	free(k);
 }
 
@@ -211,13 +308,13 @@ read_cb(struct bufferevent *bev, void *arg)
 		return;
 	line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
 	if (line == NULL) {
-		if (evbuffer_get_length(in) > CONTROL_LINE_MAX) {
-			log_warn("control",
-			    "control request over %d bytes refused",
-			    CONTROL_LINE_MAX);
-			reply_error(k, "request too long (at most %d bytes)",
-			    CONTROL_LINE_MAX);
-		}
+		/* No newline yet: wait for it, unless it can no longer come
+		 * in time.  The parser refuses what is too long. */
+		if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
+			dispatch(k,
+			    (const char *)evbuffer_pullup(
+				in, CONTROL_LINE_MAX + 1),
+			    CONTROL_LINE_MAX + 1);
 		return;
 	}
 	if (k->handover) {
@@ -231,14 +328,7 @@ read_cb(struct bufferevent *bev, void *arg)
 		free(line);
 		return;
 	}
-	if (n > CONTROL_LINE_MAX) {
-		log_warn("control", "control request over %d bytes refused",
-		    CONTROL_LINE_MAX);
-		reply_error(
-		    k, "request too long (at most %d bytes)", CONTROL_LINE_MAX);
-	} else {
-		dispatch(k, line);
-	}
+	dispatch(k, line, n);
 	free(line);
 }
 
@@ -248,7 +338,22 @@ write_cb(struct bufferevent *bev, void *arg)
 	struct ctl_conn *k = arg;
 
 	if (k->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		conn_free(k);
+		conn_done(k);
+}
+
+/*
+ * The connection is over.  A stop waits until here: once the loop ends,
+ * an answer not yet written would be lost.
+ */
+static void
+conn_done(struct ctl_conn *k)
+{
+	struct control *c = k->c;
+	bool stop = k->stop_after;
+
+	conn_free(k);
+	if (stop)
+		c->ops->stop(c->arg);
 }
 
 static void
@@ -264,7 +369,7 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 			bufferevent_enable(bev, EV_READ);
 			return;
 		}
-		conn_free(k);
+		conn_done(k);
 	}
 }
 
@@ -311,6 +416,10 @@ json_str(struct evbuffer *out, const char *s)
 		unsigned char ch = (unsigned char)*s;
 		if (ch == '"' || ch == '\\')
 			evbuffer_add_printf(out, "\\%c", ch);
+		else if (ch == '\t')
+			evbuffer_add(out, "\\t", 2);
+		else if (ch == '\n')
+			evbuffer_add(out, "\\n", 2);
 		else if (ch < 0x20 || ch >= 0x7f)
 			evbuffer_add_printf(out, "\\u%04x", ch);
 		else
@@ -319,184 +428,349 @@ json_str(struct evbuffer *out, const char *s)
 	evbuffer_add(out, "\"", 1);
 }
 
-/* ---- the cache: flush and dump -------------------------------------- */
+/* ---- the request -------------------------------------------------------- */
 
-struct match {
-	uint8_t name[WIRE_NAME_MAX]; /* lower-case wire form */
-	size_t len;
-	uint16_t type; /* 0: any */
-	bool zone;     /* name and below */
-	bool negative; /* NXDOMAIN, NODATA, held failures */
-	bool all;
+#define WORDS_MAX 4 /* "flush NAME TYPE" and one too many */
+
+static const struct {
+	const char *word;
+	enum control_cmd cmd;
+	int min, max;      /* arguments */
+	const char *usage; /* its arguments, for the error */
+} commands[] = {
+    {"flush", CONTROL_FLUSH, 1, 2, "NAME [TYPE]"},
+    {"flush-zone", CONTROL_FLUSH_ZONE, 1, 1, "ZONE"},
+    {"flush-negative", CONTROL_FLUSH_NEGATIVE, 0, 0, ""},
+    {"flush-all", CONTROL_FLUSH_ALL, 0, 0, ""},
+    {"dump", CONTROL_DUMP, 0, 1, "[ZONE]"},
+    {"upstreams", CONTROL_UPSTREAMS, 0, 0, ""},
+    {"stats", CONTROL_STATS, 0, 0, ""},
+    {"reload", CONTROL_RELOAD, 0, 0, ""},
+    {"log-level", CONTROL_LOG_LEVEL, 1, 1, "LEVEL"},
+    {"stop", CONTROL_STOP, 0, 0, ""},
+    {"handover", CONTROL_HANDOVER, 1, 1, "VERSION"},
 };
+
+static int
+refuse(struct control_req *req, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(req->error, sizeof(req->error), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+static int
+parse_args(struct control_req *req, const char *cmd, char **arg)
+{
+	int n;
+
+	switch (req->cmd) {
+	case CONTROL_FLUSH:
+	case CONTROL_FLUSH_ZONE:
+	case CONTROL_DUMP:
+		if (arg[0] == NULL)
+			return 0;
+		if ((n = wire_name_from_text(arg[0], req->name)) < 0)
+			return refuse(req, -EINVAL,
+			    "%s: bad domain name '%.64s'", cmd, arg[0]);
+		req->name_len = (size_t)n;
+		wire_name_lower(req->name, req->name_len);
+		if (arg[1] != NULL &&
+		    config_parse_qtype(arg[1], &req->qtype) < 0)
+			return refuse(req, -EINVAL,
+			    "%s: bad type '%.40s' (A, AAAA, ... or TYPEnnn)",
+			    cmd, arg[1]);
+		return 0;
+	case CONTROL_LOG_LEVEL:
+		if ((req->level = log_parse_level(arg[0])) < 0)
+			return refuse(req, -EINVAL,
+			    "log-level: bad level '%.40s' (error, warn, "
+			    "info or debug)",
+			    arg[0]);
+		return 0;
+	case CONTROL_HANDOVER:
+		if (strspn(arg[0], "0123456789") != strlen(arg[0]) ||
+		    strlen(arg[0]) > 6)
+			return refuse(req, -EINVAL,
+			    "handover: bad version '%.40s'", arg[0]);
+		req->version = atoi(arg[0]);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+int
+control_parse(const char *line, size_t len, struct control_req *req)
+{
+	char buf[CONTROL_LINE_MAX + 1], *w[WORDS_MAX + 2], *save = NULL;
+	int n = 0;
+
+	memset(req, 0, sizeof(*req));
+	req->json = len > 4 && memcmp(line, "json", 4) == 0 &&
+	    (line[4] == ' ' || line[4] == '\t');
+	if (len > CONTROL_LINE_MAX)
+		return refuse(req, -E2BIG,
+		    "request too long (at most %d bytes)", CONTROL_LINE_MAX);
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)line[i];
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			return refuse(req, -EINVAL,
+			    "control byte 0x%02x in the request", ch);
+	}
+	memcpy(buf, line, len);
+	buf[len] = '\0';
+	for (char *t = strtok_r(buf, " \t", &save); t != NULL;
+	     t = strtok_r(NULL, " \t", &save)) {
+		if (n == WORDS_MAX + 1)
+			return refuse(req, -EINVAL, "too many words");
+		w[n++] = t;
+	}
+	if (n > 0 && req->json && strcmp(w[0], "json") == 0)
+		memmove(w, w + 1, (size_t)--n * sizeof(w[0]));
+	if (n == 0)
+		return refuse(req, -EINVAL, "empty request");
+	w[n] = NULL;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(w[0], commands[i].word) != 0)
+			continue;
+		if (n - 1 < commands[i].min || n - 1 > commands[i].max)
+			return refuse(req, -EINVAL, "usage: %s%s%s",
+			    commands[i].word, commands[i].usage[0] ? " " : "",
+			    commands[i].usage);
+		req->cmd = commands[i].cmd;
+		return parse_args(req, commands[i].word, w + 1);
+	}
+	return refuse(req, -EINVAL, "unknown command '%.40s'", w[0]);
+}
+
+/* ---- the cache: flush and dump -------------------------------------- */
 
 static bool
 match_cb(void *arg, const uint8_t *key, size_t klen, uint8_t rcode,
     bool positive, bool failure)
 {
-	const struct match *m = arg;
+	const struct control_req *req = ((const struct match *)arg)->req;
 	size_t nlen = klen - 5;
 	uint16_t type = wire_u16(key + nlen);
 
-	if (m->all)
+	switch (req->cmd) {
+	case CONTROL_FLUSH_ALL:
 		return true;
-	if (m->negative)
+	case CONTROL_FLUSH_NEGATIVE:
 		return failure || rcode == WIRE_RCODE_NXDOMAIN ||
 		    (rcode == WIRE_RCODE_NOERROR && !positive);
-	if (m->zone)
-		return wire_name_in_zone(key, nlen, m->name, m->len);
-	/* The name's NXDOMAIN (kept under qtype 0) answers every type: it
-	 * goes with any of them. */
-	return nlen == m->len && memcmp(key, m->name, nlen) == 0 &&
-	    (m->type == 0 || type == m->type || type == 0);
-}
-
-static int
-parse_name(const char *text, struct match *m)
-{
-	int n = wire_name_from_text(text, m->name);
-
-	if (n < 0)
-		return -EINVAL;
-	m->len = (size_t)n;
-	wire_name_lower(m->name, m->len);
-	return 0;
+	case CONTROL_FLUSH_ZONE:
+		return wire_name_in_zone(key, nlen, req->name, req->name_len);
+	default:
+		/* The name's NXDOMAIN (kept under qtype 0) answers every
+		 * type: it goes with any of them. */
+		return nlen == req->name_len &&
+		    memcmp(key, req->name, nlen) == 0 &&
+		    (req->qtype == 0 || type == req->qtype || type == 0);
+	}
 }
 
 static void
-cmd_flush(struct ctl_conn *k, const char *what, char **w, int n)
+cmd_flush(struct ctl_conn *k, const struct control_req *req)
 {
-	struct match m;
+	static const char *const what[] = {[CONTROL_FLUSH] = "flush",
+	    [CONTROL_FLUSH_ZONE] = "flush-zone",
+	    [CONTROL_FLUSH_NEGATIVE] = "flush-negative",
+	    [CONTROL_FLUSH_ALL] = "flush-all"};
+	struct match m = {req};
 	struct evbuffer *out;
+	bool saving;
 	size_t gone;
 
-	memset(&m, 0, sizeof(m));
-	if (strcmp(what, "flush-all") == 0) {
-		m.all = true;
-	} else if (strcmp(what, "flush-negative") == 0) {
-		m.negative = true;
-	} else if (n < 1 || parse_name(w[0], &m) < 0) {
-		reply_error(k, "%s needs a domain name", what);
-		return;
-	} else if (strcmp(what, "flush-zone") == 0) {
-		m.zone = true;
-	} else if (n > 1 && config_parse_qtype(w[1], &m.type) < 0) {
-		reply_error(
-		    k, "bad type '%.40s' (A, AAAA, ... or TYPEnnn)", w[1]);
+	gone = cache_remove_if(k->c->cache, match_cb, &m);
+	log_info("control", "cache flushed command=%s entries=%zu",
+	    what[req->cmd], gone);
+	/* The snapshot must not bring them back at the next start. */
+	saving = gone > 0 && k->c->ops->flushed != NULL &&
+	    k->c->ops->flushed(k->c->arg);
+	if ((out = evbuffer_new()) == NULL) {
+		conn_free(k);
 		return;
 	}
-	gone = cache_remove_if(k->c->cache, match_cb, &m);
-	log_info("control", "cache flushed command=%s entries=%zu", what, gone);
-	if (gone > 0 && k->c->ops->flushed != NULL)
-		k->c->ops->flushed(k->c->arg);
-	if ((out = evbuffer_new()) == NULL)
-		return;
 	if (k->json)
-		evbuffer_add_printf(
-		    out, "{\"ok\":true,\"removed\":%zu}\n", gone);
+		evbuffer_add_printf(out,
+		    "{\"ok\":true,\"removed\":%zu,\"snapshot_rewritten\":%s}\n",
+		    gone, saving ? "true" : "false");
 	else
-		evbuffer_add_printf(out, "ok %zu entries removed\n", gone);
+		evbuffer_add_printf(out, "ok %zu %s removed%s\n", gone,
+		    gone == 1 ? "entry" : "entries",
+		    saving ? "; snapshot being rewritten" : "");
 	finish(k, out);
 }
 
-struct dump {
-	struct evbuffer *out;
-	const struct match *zone; /* NULL: all */
-	bool json;
-	size_t count;
-	uint64_t now;
-};
+/* Every record's TTL as a client would count it down now (0 once stale). */
+static void
+ttls_left(uint8_t *msg, size_t len, bool fresh, uint64_t age_s)
+{
+	struct wire_iter it;
+	struct wire_rr rr;
+
+	if (wire_iter_init(&it, msg, len) < 0)
+		return;
+	while (wire_iter_next(&it, &rr) == 1) {
+		if (rr.type == WIRE_TYPE_OPT)
+			continue;
+		wire_put32(msg + rr.type_off + 4,
+		    fresh && rr.ttl > age_s ? (uint32_t)(rr.ttl - age_s) : 0);
+	}
+}
+
+static void
+entry_state(const struct dump *d, const struct cache_walk_entry *e,
+    struct entry_state *st)
+{
+	uint64_t age_ms = d->now > e->stored_ms ? d->now - e->stored_ms : 0;
+	uint64_t life_ms = (uint64_t)e->ttl * 1000;
+	unsigned rcode = e->len >= WIRE_HDR_LEN
+	    ? WIRE_RCODE(WIRE_FLAGS(e->resp))
+	    : WIRE_RCODE_SERVFAIL;
+
+	memset(st, 0, sizeof(*st));
+	st->rcode = rcode == WIRE_RCODE_NOERROR ? "NOERROR"
+	    : rcode == WIRE_RCODE_NXDOMAIN      ? "NXDOMAIN"
+	    : rcode == WIRE_RCODE_SERVFAIL      ? "SERVFAIL"
+						: "OTHER";
+	if (e->len == 0) {
+		st->kind = ENTRY_FAILURE;
+		st->state = "failure";
+	} else if (age_ms < life_ms) {
+		st->kind = ENTRY_FRESH;
+		st->state = "fresh";
+		st->ttl_left_s = (life_ms - age_ms) / 1000;
+	} else {
+		st->kind = ENTRY_STALE;
+		st->state = "stale";
+		st->stale_s = (age_ms - life_ms) / 1000;
+	}
+	st->held = "";
+	if (e->hold_until_ms > d->now) {
+		st->hold_left_s = (e->hold_until_ms - d->now + 999) / 1000;
+		st->held = e->len == 0 ? "failure"
+		    : e->neg_since_ms  ? "negative-guard"
+				       : "stale-recheck";
+	} else if (e->neg_since_ms) {
+		st->held = "negative-guard";
+	}
+}
+
+static void
+dump_json(struct dump *d, const struct cache_walk_entry *e, const char *name,
+    const char *type, const struct entry_state *st)
+{
+	uint8_t flags = e->key[e->klen - 1];
+	char *line, *save = NULL;
+
+	evbuffer_add_printf(d->out, "%s{\"name\":", d->count ? "," : "");
+	json_str(d->out, name);
+	evbuffer_add_printf(d->out,
+	    ",\"type\":\"%s\",\"rcode\":\"%s\",\"do\":%s,\"cd\":%s,"
+	    "\"state\":\"%s\",\"ttl\":%u,\"ttl_left\":%llu,\"stale_s\":%llu,"
+	    "\"held\":\"%s\",\"hold_left_s\":%llu,\"records\":[",
+	    type, st->rcode, (flags & CACHE_KEY_DO) ? "true" : "false",
+	    (flags & CACHE_KEY_CD) ? "true" : "false", st->state, e->ttl,
+	    (unsigned long long)st->ttl_left_s, (unsigned long long)st->stale_s,
+	    st->held, (unsigned long long)st->hold_left_s);
+	for (line = strtok_r(d->text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (line != d->text)
+			evbuffer_add(d->out, ",", 1);
+		json_str(d->out, line);
+	}
+	evbuffer_add_printf(d->out, "]}");
+}
+
+static void
+dump_text(struct dump *d, const struct cache_walk_entry *e, const char *name,
+    const char *type, const struct entry_state *st)
+{
+	uint8_t flags = e->key[e->klen - 1];
+	char *line, *save = NULL;
+
+	evbuffer_add_printf(d->out, "%s %s%s%s %s %s", name, type,
+	    (flags & CACHE_KEY_DO) ? " do" : "",
+	    (flags & CACHE_KEY_CD) ? " cd" : "", st->rcode, st->state);
+	if (st->kind == ENTRY_FRESH)
+		evbuffer_add_printf(d->out, " ttl-left=%llu",
+		    (unsigned long long)st->ttl_left_s);
+	else if (st->kind == ENTRY_STALE)
+		evbuffer_add_printf(
+		    d->out, " stale-for=%llu", (unsigned long long)st->stale_s);
+	if (st->held[0] != '\0')
+		evbuffer_add_printf(d->out, " held=%s", st->held);
+	if (st->hold_left_s > 0)
+		evbuffer_add_printf(d->out, " hold-left=%llu",
+		    (unsigned long long)st->hold_left_s);
+	evbuffer_add_printf(d->out, "\n");
+	for (line = strtok_r(d->text, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save))
+		evbuffer_add_printf(d->out, "\t%s\n", line);
+}
 
 static void
 dump_cb(void *arg, const struct cache_walk_entry *e)
 {
 	struct dump *d = arg;
-	char name[WIRE_NAME_MAX * 4 + 8], type[16], recs[8192];
+	char name[WIRE_NAME_MAX * 4 + 8], type[16];
 	size_t nlen = e->klen - 5;
 	uint16_t qtype = wire_u16(e->key + nlen);
-	uint8_t flags = e->key[e->klen - 1];
-	uint64_t age_ms = d->now > e->stored_ms ? d->now - e->stored_ms : 0;
-	uint64_t life_ms = (uint64_t)e->ttl * 1000;
-	bool fresh = age_ms < life_ms;
-	const char *held = e->neg_since_ms ? "negative-guard"
-	    : e->hold_until_ms > d->now    ? "stale-recheck"
-					   : "";
-	char *line, *save = NULL;
-	unsigned rcode = WIRE_RCODE(WIRE_FLAGS(e->resp));
+	struct entry_state st;
 
-	if (d->zone != NULL &&
-	    !wire_name_in_zone(e->key, nlen, d->zone->name, d->zone->len))
+	if (d->req->name_len > 0 &&
+	    !wire_name_in_zone(e->key, nlen, d->req->name, d->req->name_len))
 		return;
+	entry_state(d, e, &st);
 	wire_name_text(e->key, nlen, name, sizeof(name));
 	if (qtype == 0)
 		snprintf(type, sizeof(type), "*");
 	else
 		config_qtype_text(qtype, type, sizeof(type));
-	if (msg_records_text(e->resp, e->len, recs, sizeof(recs)) < 0)
-		recs[0] = '\0';
-	if (d->json) {
-		evbuffer_add_printf(
-		    d->out, "%s{\"name\":", d->count ? "," : "");
-		json_str(d->out, name);
-		evbuffer_add_printf(d->out,
-		    ",\"type\":\"%s\",\"rcode\":%u,\"do\":%s,\"cd\":%s,"
-		    "\"state\":\"%s\",\"ttl\":%u,\"ttl_left\":%llu,"
-		    "\"stale_s\":%llu,\"held\":\"%s\",\"records\":[",
-		    type, rcode, (flags & CACHE_KEY_DO) ? "true" : "false",
-		    (flags & CACHE_KEY_CD) ? "true" : "false",
-		    fresh ? "fresh" : "stale", e->ttl,
-		    (unsigned long long)(fresh ? (life_ms - age_ms) / 1000 : 0),
-		    (unsigned long long)(fresh ? 0 : (age_ms - life_ms) / 1000),
-		    held);
-		for (line = strtok_r(recs, "\n", &save); line != NULL;
-		     line = strtok_r(NULL, "\n", &save)) {
-			if (line != recs)
-				evbuffer_add(d->out, ",", 1);
-			json_str(d->out, line);
-		}
-		evbuffer_add_printf(d->out, "]}");
-	} else {
-		evbuffer_add_printf(d->out, "%s %s%s%s %s", name, type,
-		    (flags & CACHE_KEY_DO) ? " do" : "",
-		    (flags & CACHE_KEY_CD) ? " cd" : "",
-		    rcode == WIRE_RCODE_NXDOMAIN ? "NXDOMAIN"
-			: rcode == 0             ? "NOERROR"
-						 : "OTHER");
-		if (fresh)
-			evbuffer_add_printf(d->out, " fresh ttl-left=%llu",
-			    (unsigned long long)((life_ms - age_ms) / 1000));
-		else
-			evbuffer_add_printf(d->out, " stale stale-for=%llu",
-			    (unsigned long long)((age_ms - life_ms) / 1000));
-		if (held[0] != '\0')
-			evbuffer_add_printf(d->out, " held=%s", held);
-		evbuffer_add_printf(d->out, "\n");
-		for (line = strtok_r(recs, "\n", &save); line != NULL;
-		     line = strtok_r(NULL, "\n", &save))
-			evbuffer_add_printf(d->out, "\t%s\n", line);
+	d->text[0] = '\0';
+	if (e->len > 0) {
+		memcpy(d->msg, e->resp, e->len);
+		ttls_left(d->msg, e->len, st.kind == ENTRY_FRESH,
+		    d->now > e->stored_ms ? (d->now - e->stored_ms) / 1000 : 0);
+		if (msg_records_text(d->msg, e->len, d->text, DUMP_TEXT_MAX) <
+		    0)
+			d->text[0] = '\0';
 	}
+	if (d->json)
+		dump_json(d, e, name, type, &st);
+	else
+		dump_text(d, e, name, type, &st);
 	d->count++;
 }
 
 static void
-cmd_dump(struct ctl_conn *k, char **w, int n)
+cmd_dump(struct ctl_conn *k, const struct control_req *req)
 {
-	struct match zone;
 	struct dump d;
 
 	memset(&d, 0, sizeof(d));
-	if (n > 0) {
-		memset(&zone, 0, sizeof(zone));
-		if (parse_name(w[0], &zone) < 0) {
-			reply_error(k, "bad zone '%.100s'", w[0]);
-			return;
-		}
-		d.zone = &zone;
-	}
-	if ((d.out = evbuffer_new()) == NULL)
-		return;
+	d.req = req;
 	d.json = k->json;
 	d.now = clock_now_ms();
+	d.out = evbuffer_new();
+	d.msg = malloc(UINT16_MAX);
+	d.text = malloc(DUMP_TEXT_MAX);
+	if (d.out == NULL || d.msg == NULL || d.text == NULL) {
+		free(d.msg);
+		free(d.text);
+		if (d.out != NULL)
+			evbuffer_free(d.out);
+		reply_error(k, "out of memory");
+		return;
+	}
 	if (d.json)
 		evbuffer_add_printf(d.out, "{\"ok\":true,\"entries\":[");
 	else
@@ -505,7 +779,10 @@ cmd_dump(struct ctl_conn *k, char **w, int n)
 	if (d.json)
 		evbuffer_add_printf(d.out, "],\"count\":%zu}\n", d.count);
 	else
-		evbuffer_add_printf(d.out, "# %zu entries\n", d.count);
+		evbuffer_add_printf(d.out, "# %zu %s\n", d.count,
+		    d.count == 1 ? "entry" : "entries");
+	free(d.msg);
+	free(d.text);
 	finish(k, d.out);
 }
 
@@ -523,16 +800,65 @@ ago(char *buf, size_t cap, uint64_t now, uint64_t then)
 }
 
 static void
+upstream_json(struct evbuffer *out, const char *zone,
+    const struct config_upstream *u, const struct upstream_stats *st,
+    uint64_t now)
+{
+	json_str(out, zone);
+	evbuffer_add_printf(out, ",\"server\":");
+	json_str(out, u->text);
+	evbuffer_add_printf(out,
+	    ",\"transport\":\"%s\",\"circuit\":\"%s\",\"srtt_ms\":%.3f,"
+	    "\"rttvar_ms\":%.3f,\"rto_ms\":%u,\"outstanding\":%u,"
+	    "\"rate_tokens\":%u,\"budget_tokens\":%u,\"queries\":%llu,"
+	    "\"answers\":%llu,\"timeouts\":%llu,\"errors\":%llu,"
+	    "\"last_success_ms_ago\":%lld,\"last_failure_ms_ago\":%lld,"
+	    "\"last_failure\":",
+	    protos[u->proto & 3], upstream_circuit_name(st->circuit),
+	    st->srtt_us / 1e3, st->rttvar_us / 1e3, st->rto_ms, st->outstanding,
+	    st->rate_tokens, st->budget_tokens, (unsigned long long)st->queries,
+	    (unsigned long long)st->answers, (unsigned long long)st->timeouts,
+	    (unsigned long long)st->errors,
+	    st->last_ok_ms ? (long long)(now - st->last_ok_ms) : -1LL,
+	    st->last_fail_ms ? (long long)(now - st->last_fail_ms) : -1LL);
+	json_str(out, st->last_fail);
+	evbuffer_add(out, "}", 1);
+}
+
+static void
+upstream_text(struct evbuffer *out, const struct config_upstream *u,
+    const struct upstream_stats *st, uint64_t now)
+{
+	char ok[32], bad[32];
+
+	ago(ok, sizeof(ok), now, st->last_ok_ms);
+	ago(bad, sizeof(bad), now, st->last_fail_ms);
+	evbuffer_add_printf(out,
+	    "  %s %s circuit=%s srtt=%.1fms rttvar=%.1fms rto=%ums "
+	    "outstanding=%u rate-left=%u budget-left=%u queries=%llu "
+	    "answers=%llu timeouts=%llu errors=%llu last-success=%s "
+	    "last-failure=%s%s%s\n",
+	    u->text, protos[u->proto & 3], upstream_circuit_name(st->circuit),
+	    st->srtt_us / 1e3, st->rttvar_us / 1e3, st->rto_ms, st->outstanding,
+	    st->rate_tokens, st->budget_tokens, (unsigned long long)st->queries,
+	    (unsigned long long)st->answers, (unsigned long long)st->timeouts,
+	    (unsigned long long)st->errors, ok, bad,
+	    st->last_fail[0] ? " reason=" : "", st->last_fail);
+}
+
+static void
 cmd_upstreams(struct ctl_conn *k)
 {
 	struct route *r = k->c->ops->route(k->c->arg);
 	struct evbuffer *out = evbuffer_new();
 	uint64_t now = clock_now_ms();
-	char zone[WIRE_NAME_MAX * 4 + 8], ok[32], bad[32];
+	char zone[WIRE_NAME_MAX * 4 + 8];
 	bool first = true;
 
-	if (out == NULL)
+	if (out == NULL) {
+		conn_free(k);
 		return;
+	}
 	evbuffer_add_printf(
 	    out, k->json ? "{\"ok\":true,\"servers\":[" : "ok\n");
 	for (size_t z = 0; z < r->nzones; z++) {
@@ -542,57 +868,16 @@ cmd_upstreams(struct ctl_conn *k)
 		if (!k->json)
 			evbuffer_add_printf(out, "zone %s\n", zone);
 		for (unsigned i = 0; i < upstream_count(pool); i++) {
-			const struct config_upstream *u =
-			    upstream_addr(pool, i);
 			struct upstream_stats st;
 			upstream_get_stats(pool, i, &st);
-			ago(ok, sizeof(ok), now, st.last_ok_ms);
-			ago(bad, sizeof(bad), now, st.last_fail_ms);
 			if (k->json) {
 				evbuffer_add_printf(
 				    out, "%s{\"zone\":", first ? "" : ",");
-				json_str(out, zone);
-				evbuffer_add_printf(out, ",\"server\":");
-				json_str(out, u->text);
-				evbuffer_add_printf(out,
-				    ",\"transport\":\"%s\",\"circuit\":\"%s\","
-				    "\"srtt_ms\":%.3f,\"rttvar_ms\":%.3f,"
-				    "\"rto_ms\":%u,\"outstanding\":%u,"
-				    "\"rate_tokens\":%u,\"budget_tokens\":%u,"
-				    "\"queries\":%llu,\"answers\":%llu,"
-				    "\"last_success_ms_ago\":%lld,"
-				    "\"last_failure_ms_ago\":%lld,"
-				    "\"last_failure\":\"%s\"}",
-				    protos[u->proto & 3],
-				    upstream_circuit_name(st.circuit),
-				    st.srtt_us / 1e3, st.rttvar_us / 1e3,
-				    st.rto_ms, st.outstanding, st.rate_tokens,
-				    st.budget_tokens,
-				    (unsigned long long)st.queries,
-				    (unsigned long long)st.answers,
-				    st.last_ok_ms
-					? (long long)(now - st.last_ok_ms)
-					: -1LL,
-				    st.last_fail_ms
-					? (long long)(now - st.last_fail_ms)
-					: -1LL,
-				    st.last_fail);
+				upstream_json(out, zone, upstream_addr(pool, i),
+				    &st, now);
 			} else {
-				evbuffer_add_printf(out,
-				    "  %s %s circuit=%s srtt=%.1fms "
-				    "rttvar=%.1fms rto=%ums outstanding=%u "
-				    "rate-left=%u budget-left=%u queries=%llu "
-				    "answers=%llu last-success=%s "
-				    "last-failure=%s%s%s\n",
-				    u->text, protos[u->proto & 3],
-				    upstream_circuit_name(st.circuit),
-				    st.srtt_us / 1e3, st.rttvar_us / 1e3,
-				    st.rto_ms, st.outstanding, st.rate_tokens,
-				    st.budget_tokens,
-				    (unsigned long long)st.queries,
-				    (unsigned long long)st.answers, ok, bad,
-				    st.last_fail[0] ? " reason=" : "",
-				    st.last_fail);
+				upstream_text(
+				    out, upstream_addr(pool, i), &st, now);
 			}
 			first = false;
 		}
@@ -602,8 +887,207 @@ cmd_upstreams(struct ctl_conn *k)
 	finish(k, out);
 }
 
+/* A sample value JSON can carry as a number (not NaN, +Inf, 0x...). */
+static bool
+json_number(const char *s, size_t n)
+{
+	size_t i = 0, digits = 0;
+
+	if (i < n && s[i] == '-')
+		i++;
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		digits++;
+	if (digits == 0 || (digits > 1 && s[i - digits] == '0'))
+		return false;
+	if (i < n && s[i] == '.') {
+		for (digits = 0, i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+			digits++;
+		if (digits == 0)
+			return false;
+	}
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			i++;
+		for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+			digits++;
+		if (digits == 0)
+			return false;
+	}
+	return i == n;
+}
+
+/*
+ * A label value of the exposition format (after its opening quote) into
+ * val, its escapes (\\, \" and \n) undone.  Returns what follows the
+ * closing quote, or NULL.
+ */
+static const char *
+label_value(const char *p, char *val, size_t cap)
+{
+	size_t o = 0;
+
+	for (; *p != '"'; p++) {
+		char ch = *p;
+		if (ch == '\0' || o + 1 >= cap)
+			return NULL;
+		if (ch == '\\') {
+			ch = *++p;
+			if (ch == '\0')
+				return NULL;
+			if (ch == 'n')
+				ch = '\n';
+		}
+		val[o++] = ch;
+	}
+	val[o] = '\0';
+	return p + 1;
+}
+
+/*
+ * One sample line of the exposition format, name{k="v",...} value, as a
+ * JSON object into obj; false for a line that is not one.
+ */
+static bool
+sample_json(struct evbuffer *obj, const char *p)
+{
+	char name[128], val[512];
+	size_t n = strcspn(p, "{ ");
+
+	if (n == 0 || n >= sizeof(name))
+		return false;
+	memcpy(name, p, n);
+	name[n] = '\0';
+	p += n;
+	evbuffer_add_printf(obj, "{\"name\":");
+	json_str(obj, name);
+	evbuffer_add_printf(obj, ",\"labels\":{");
+	if (*p == '{') {
+		bool first = true;
+		for (p++; *p != '}'; p += *p == ',') {
+			n = strcspn(p, "=");
+			if (p[n] != '=' || p[n + 1] != '"' || n == 0 ||
+			    n >= sizeof(name))
+				return false;
+			memcpy(name, p, n);
+			name[n] = '\0';
+			if ((p = label_value(p + n + 2, val, sizeof(val))) ==
+			    NULL)
+				return false;
+			if (!first)
+				evbuffer_add(obj, ",", 1);
+			first = false;
+			json_str(obj, name);
+			evbuffer_add(obj, ":", 1);
+			json_str(obj, val);
+		}
+		p++;
+	}
+	p += strspn(p, " ");
+	n = strcspn(p, " ");
+	if (n == 0 || n >= sizeof(val))
+		return false;
+	evbuffer_add_printf(obj, "},\"value\":");
+	if (json_number(p, n)) {
+		evbuffer_add(obj, p, n);
+	} else {
+		snprintf(val, sizeof(val), "%.*s", (int)n, p);
+		json_str(obj, val);
+	}
+	evbuffer_add(obj, "}", 1);
+	return true;
+}
+
+/* The /metrics text (prom) as {"ok":true,"metrics":[...]}. */
 static void
-cmd_handover(struct ctl_conn *k, char **w, int n)
+stats_json(struct evbuffer *out, struct evbuffer *prom)
+{
+	struct evbuffer *obj = evbuffer_new();
+	size_t n, count = 0;
+	char *line;
+
+	evbuffer_add_printf(out, "{\"ok\":true,\"metrics\":[");
+	while (obj != NULL &&
+	    (line = evbuffer_readln(prom, &n, EVBUFFER_EOL_LF)) != NULL) {
+		if (line[0] != '#' && line[0] != '\0' &&
+		    sample_json(obj, line)) {
+			if (count++ > 0)
+				evbuffer_add(out, ",", 1);
+			evbuffer_add_buffer(out, obj);
+		}
+		evbuffer_drain(obj, evbuffer_get_length(obj));
+		free(line);
+	}
+	evbuffer_add_printf(out, "]}\n");
+	if (obj != NULL)
+		evbuffer_free(obj);
+}
+
+static void
+cmd_stats(struct ctl_conn *k)
+{
+	struct evbuffer *out = evbuffer_new(), *prom = evbuffer_new();
+
+	if (out == NULL || prom == NULL) {
+		if (out != NULL)
+			evbuffer_free(out);
+		if (prom != NULL)
+			evbuffer_free(prom);
+		conn_free(k);
+		return;
+	}
+	k->c->ops->stats(k->c->arg, prom);
+	if (k->json) {
+		stats_json(out, prom);
+	} else {
+		evbuffer_add_printf(out, "ok\n");
+		evbuffer_add_buffer(out, prom);
+	}
+	evbuffer_free(prom);
+	finish(k, out);
+}
+
+static void
+cmd_reload(struct ctl_conn *k)
+{
+	char msg[1200];
+	struct evbuffer *out;
+
+	/* Synchronous: the answer says whether the new config is in use. */
+	if (k->c->ops->reload(k->c->arg, msg, sizeof(msg)) < 0) {
+		reply_error(k,
+		    "reload failed, the running configuration stays: %s", msg);
+		return;
+	}
+	if ((out = evbuffer_new()) == NULL) {
+		conn_free(k);
+		return;
+	}
+	if (k->json) {
+		evbuffer_add_printf(out, "{\"ok\":true,\"result\":");
+		json_str(out, msg);
+		evbuffer_add_printf(out, "}\n");
+	} else {
+		evbuffer_add_printf(out, "ok reloaded, %s\n", msg);
+	}
+	finish(k, out);
+}
+
+static void
+reply_ok(struct ctl_conn *k, const char *json, const char *text)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	if (out == NULL) {
+		conn_done(k);
+		return;
+	}
+	evbuffer_add_printf(out, "%s\n", k->json ? json : text);
+	finish(k, out);
+}
+
+static void
+cmd_handover(struct ctl_conn *k, const struct control_req *req)
 {
 	static int fds[CONTROL_MAX_FDS];
 	char path[512] = "", line[640];
@@ -615,7 +1099,7 @@ cmd_handover(struct ctl_conn *k, char **w, int n)
 		struct cmsghdr align;
 	} ctl;
 
-	if (n < 1 || atoi(w[0]) != CONTROL_HANDOVER_VERSION) {
+	if (req->version != CONTROL_HANDOVER_VERSION) {
 		reply_error(k, "handover version %d expected",
 		    CONTROL_HANDOVER_VERSION);
 		return;
@@ -663,85 +1147,58 @@ cmd_handover(struct ctl_conn *k, char **w, int n)
 	k->handover = true;
 }
 
+/* Answers one request line (len bytes, without its newline). */
 static void
-dispatch(struct ctl_conn *k, char *line)
+dispatch(struct ctl_conn *k, const char *line, size_t len)
 {
-	struct control *c = k->c;
-	char *w[8], *save = NULL, msg[1200];
-	int n = 0;
-	struct evbuffer *out;
+	struct control_req req;
+	char esc[256], text[80];
 
-	for (char *t = strtok_r(line, " \t", &save); t != NULL && n < 8;
-	     t = strtok_r(NULL, " \t", &save))
-		w[n++] = t;
-	if (n > 0 && strcmp(w[0], "json") == 0) {
-		k->json = true;
-		memmove(w, w + 1, (size_t)--n * sizeof(w[0]));
-	}
-	if (n == 0) {
-		reply_error(k, "empty request");
+	if (control_parse(line, len, &req) < 0) {
+		k->json = req.json;
+		log_warn("control", "control request refused error=\"%s\"",
+		    log_escape(esc, sizeof(esc), req.error, strlen(req.error)));
+		reply_error(k, "%s", req.error);
 		return;
 	}
-	if (strcmp(w[0], "flush") == 0 || strcmp(w[0], "flush-zone") == 0 ||
-	    strcmp(w[0], "flush-negative") == 0 ||
-	    strcmp(w[0], "flush-all") == 0) {
-		cmd_flush(k, w[0], w + 1, n - 1);
-	} else if (strcmp(w[0], "dump") == 0) {
-		cmd_dump(k, w + 1, n - 1);
-	} else if (strcmp(w[0], "upstreams") == 0) {
+	k->json = req.json;
+	switch (req.cmd) {
+	case CONTROL_FLUSH:
+	case CONTROL_FLUSH_ZONE:
+	case CONTROL_FLUSH_NEGATIVE:
+	case CONTROL_FLUSH_ALL:
+		cmd_flush(k, &req);
+		break;
+	case CONTROL_DUMP:
+		cmd_dump(k, &req);
+		break;
+	case CONTROL_UPSTREAMS:
 		cmd_upstreams(k);
-	} else if (strcmp(w[0], "stats") == 0) {
-		if ((out = evbuffer_new()) == NULL)
-			return;
-		if (!k->json)
-			evbuffer_add_printf(out, "ok\n");
-		c->ops->stats(c->arg, out);
-		finish(k, out);
-	} else if (strcmp(w[0], "reload") == 0) {
-		int rc = c->ops->reload(c->arg, msg, sizeof(msg));
-		if (rc < 0) {
-			reply_error(k, "%s", msg);
-			return;
-		}
-		if ((out = evbuffer_new()) == NULL)
-			return;
-		if (k->json) {
-			evbuffer_add_printf(out, "{\"ok\":true,\"result\":");
-			json_str(out, msg);
-			evbuffer_add_printf(out, "}\n");
-		} else {
-			evbuffer_add_printf(out, "ok reloaded %s\n", msg);
-		}
-		finish(k, out);
-	} else if (strcmp(w[0], "log-level") == 0 && n > 1) {
-		int lvl = log_parse_level(w[1]);
-		if (lvl < 0) {
-			reply_error(k,
-			    "bad level '%.40s' (error, warn, info or "
-			    "debug)",
-			    w[1]);
-			return;
-		}
-		log_set_level((enum log_level)lvl);
-		if ((out = evbuffer_new()) == NULL)
-			return;
-		evbuffer_add_printf(out,
-		    k->json ? "{\"ok\":true,\"log_level\":\"%s\"}\n"
-			    : "ok log-level %s until the next reload\n",
-		    log_level_name((enum log_level)lvl));
-		finish(k, out);
-	} else if (strcmp(w[0], "stop") == 0) {
-		if ((out = evbuffer_new()) == NULL)
-			return;
-		evbuffer_add_printf(out,
-		    k->json ? "{\"ok\":true}\n" : "ok draining and exiting\n");
-		finish(k, out);
-		c->ops->stop(c->arg);
-	} else if (strcmp(w[0], "handover") == 0) {
-		cmd_handover(k, w + 1, n - 1);
-	} else {
-		log_warn("control", "unknown control command refused");
-		reply_error(k, "unknown command '%.40s'", w[0]);
+		break;
+	case CONTROL_STATS:
+		cmd_stats(k);
+		break;
+	case CONTROL_RELOAD:
+		cmd_reload(k);
+		break;
+	case CONTROL_LOG_LEVEL:
+		log_set_level((enum log_level)req.level);
+		log_info("control", "log level set level=%s",
+		    log_level_name((enum log_level)req.level));
+		snprintf(esc, sizeof(esc), "{\"ok\":true,\"log_level\":\"%s\"}",
+		    log_level_name((enum log_level)req.level));
+		snprintf(text, sizeof(text),
+		    "ok log-level %s until the next reload",
+		    log_level_name((enum log_level)req.level));
+		reply_ok(k, esc, text);
+		break;
+	case CONTROL_STOP:
+		k->stop_after = true;
+		reply_ok(k, "{\"ok\":true}", "ok draining and exiting");
+		break;
+	case CONTROL_HANDOVER:
+		cmd_handover(k, &req);
+		break;
 	}
 }
 

@@ -70,6 +70,7 @@ struct daemon {
 	bool loader_started;
 	pthread_t saver; /* an interval save, off the main thread */
 	_Atomic bool saving;
+	_Atomic bool save_again; /* asked for while a save was writing */
 	bool saver_started;
 	struct event *ev_snapshot; /* periodic save */
 	struct event *ev_resolv;   /* polls resolv-conf */
@@ -982,15 +983,25 @@ save_snapshot(struct daemon *d, const char *why)
 		    (unsigned long long)(clock_now_ms() - t0), why);
 }
 
-/* Interval saves write the disk in a thread of their own: the main loop
- * (signals, metrics) and the workers never wait for it. */
+/*
+ * Interval saves write the disk in a thread of their own: the main loop
+ * (signals, metrics) and the workers never wait for it.  A save asked for
+ * meanwhile (a flush) runs once more after it: the one writing may have
+ * copied the flushed entries already.
+ */
 static void *
 save_thread(void *arg)
 {
 	struct daemon *d = arg;
 
-	save_snapshot(d, "interval");
-	atomic_store(&d->saving, false);
+	for (;;) {
+		atomic_store(&d->save_again, false);
+		save_snapshot(d, "interval");
+		atomic_store(&d->saving, false);
+		if (!atomic_load(&d->save_again) ||
+		    atomic_exchange(&d->saving, true))
+			break;
+	}
 	return NULL;
 }
 
@@ -999,8 +1010,9 @@ snapshot_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 
+	atomic_store(&d->save_again, true);
 	if (atomic_exchange(&d->saving, true))
-		return; /* the last one is still writing */
+		return; /* the one writing saves again when done */
 	if (d->saver_started)
 		pthread_join(d->saver, NULL);
 	d->saver_started = pthread_create(&d->saver, NULL, save_thread, d) == 0;
@@ -1123,13 +1135,15 @@ ctl_stats(void *arg, struct evbuffer *out)
 }
 
 /* Flushed entries must not come back from the snapshot at a restart. */
-static void
+static bool
 ctl_flushed(void *arg)
 {
 	struct daemon *d = arg;
 
-	if (d->cfg.snapshot[0] != '\0')
-		snapshot_cb(-1, 0, d);
+	if (d->cfg.snapshot[0] == '\0')
+		return false;
+	snapshot_cb(-1, 0, d);
+	return true;
 }
 
 /*

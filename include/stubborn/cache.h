@@ -169,7 +169,10 @@ struct cache_walk_entry {
 
 typedef void (*cache_walk_full_fn)(void *arg, const struct cache_walk_entry *e);
 
-/* cache_walk with every field of the entry (stubborn-ctl dump). */
+/*
+ * cache_walk with every field of the entry, and held failures without data
+ * too (len 0, resp not to be read): what stubborn-ctl dump shows.
+ */
 int cache_walk_full(struct cache *c, cache_walk_full_fn fn, void *arg);
 
 /*

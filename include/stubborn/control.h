@@ -18,12 +18,57 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
+#include "stubborn/wire.h"
+
 #define CONTROL_LINE_MAX 1024
+/* Where the shipped config, the systemd unit and stubborn-ctl put it. */
+#define CONTROL_SOCKET_DEFAULT "/run/stubborn/control.sock"
+/* Control connections served at once; more are refused. */
+#define CONTROL_CONNS_MAX 32
 #define CONTROL_HANDOVER_VERSION 1
 /* Listening sockets a handover can carry. */
 #define CONTROL_MAX_FDS 2100
+
+enum control_cmd {
+	CONTROL_FLUSH = 0,  /* name, qtype (0: every type) */
+	CONTROL_FLUSH_ZONE, /* name: the zone */
+	CONTROL_FLUSH_NEGATIVE,
+	CONTROL_FLUSH_ALL,
+	CONTROL_DUMP, /* name: the zone (name_len 0: the whole cache) */
+	CONTROL_UPSTREAMS,
+	CONTROL_STATS,
+	CONTROL_RELOAD,
+	CONTROL_LOG_LEVEL, /* level */
+	CONTROL_STOP,
+	CONTROL_HANDOVER, /* version */
+};
+
+/* One request, as control_parse reads it. */
+struct control_req {
+	enum control_cmd cmd;
+	bool json;                   /* answer with one JSON object */
+	uint8_t name[WIRE_NAME_MAX]; /* lower-case, uncompressed wire form */
+	size_t name_len;             /* 0: no name given */
+	uint16_t qtype;              /* 0: any type */
+	int level;                   /* an enum log_level */
+	int version;                 /* the successor's handover version */
+	char error[160];             /* why the request was refused */
+};
+
+/*
+ * Parses one request line: len bytes of line (need not be NUL-terminated,
+ * may hold any bytes), the newline left out; a CR before it is ignored.
+ * Pure: no allocation, no I/O, no logging.  Returns 0 with *req filled, or
+ * -E2BIG (longer than CONTROL_LINE_MAX) or -EINVAL (control bytes, no or an
+ * unknown command, the wrong number of arguments, a bad name, type, level
+ * or version) with req->error saying why, for the operator.  Either way
+ * req->json tells whether the line began with "json", so that an error
+ * goes out as JSON too.
+ */
+int control_parse(const char *line, size_t len, struct control_req *req);
 
 struct event_base;
 struct evbuffer;
@@ -41,8 +86,11 @@ struct control_ops {
 	struct route *(*route)(void *arg);
 	/* The /metrics text. */
 	void (*stats)(void *arg, struct evbuffer *out);
-	/* Entries were flushed: the snapshot should follow. */
-	void (*flushed)(void *arg);
+	/*
+	 * Entries were flushed: the snapshot should follow.  True when a
+	 * snapshot is being rewritten (false: none is configured).
+	 */
+	bool (*flushed)(void *arg);
 	/*
 	 * A successor asks for the sockets: fills fds (at most max) with the
 	 * listening sockets to hand over and returns how many, and writes
