@@ -198,7 +198,6 @@ PREFIX      ?= /usr/local
 DESTDIR     ?=
 SYSCONFDIR  ?= /etc
 SBINDIR     := $(PREFIX)/sbin
-BINDIR      := $(PREFIX)/bin
 UNITDIR     := $(PREFIX)/lib/systemd/system
 SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 CONFDIR     := $(SYSCONFDIR)/stubborn
@@ -209,9 +208,7 @@ install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
 		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(CONFDIR)
 	install -m 0755 $(BUILD)/stubborn $(DESTDIR)$(SBINDIR)/stubborn
-	if [ -x $(BUILD)/stubborn-ctl ]; then \
-		install -d $(DESTDIR)$(BINDIR) && \
-		install -m 0755 $(BUILD)/stubborn-ctl $(DESTDIR)$(BINDIR)/stubborn-ctl; fi
+	install -m 0755 $(BUILD)/stubborn-ctl $(DESTDIR)$(SBINDIR)/stubborn-ctl
 	for u in stubborn.service stubborn.socket; do \
 		sed $(UNIT_SED) config/$$u >$(DESTDIR)$(UNITDIR)/$$u.tmp && \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
@@ -233,7 +230,7 @@ install: all
 
 # Leaves the user, /var/lib/stubborn and a config that was changed.
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/stubborn $(DESTDIR)$(BINDIR)/stubborn-ctl \
+	rm -f $(DESTDIR)$(SBINDIR)/stubborn $(DESTDIR)$(SBINDIR)/stubborn-ctl \
 		$(DESTDIR)$(UNITDIR)/stubborn.service \
 		$(DESTDIR)$(UNITDIR)/stubborn.socket \
 		$(DESTDIR)$(SYSUSERSDIR)/stubborn.conf

@@ -146,7 +146,7 @@ start_stubborn() {
 	STUB_PORT=$(pick_port)
 	STUB_LOG="$T_TMP/stubborn.$STUB_PORT.log"
 	if [ -n "$VALGRIND" ]; then
-		valgrind -q --error-exitcode=99 --leak-check=full \
+		valgrind -q --vgdb=no --error-exitcode=99 --leak-check=full \
 		    --errors-for-leak-kinds=definite,indirect \
 		    --log-file="$T_TMP/valgrind.$STUB_PORT.log" \
 		    "$STUBBORN" --listen "127.0.0.1:$STUB_PORT" --workers 2 \

@@ -28,7 +28,7 @@ run_stubborn() {
 	local log=$1
 	shift
 	if [ -n "$VALGRIND" ]; then
-		valgrind -q --error-exitcode=99 --leak-check=full \
+		valgrind -q --vgdb=no --error-exitcode=99 --leak-check=full \
 		    --errors-for-leak-kinds=definite,indirect \
 		    --log-file="$log.vg" "$STUBBORN" "$@" 2>"$log" &
 	else

@@ -42,7 +42,7 @@ fi
 
 LOG="$T_TMP/stubborn.default.log"
 if [ -n "$VALGRIND" ]; then
-	valgrind -q --error-exitcode=99 --leak-check=full \
+	valgrind -q --vgdb=no --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite,indirect \
 	    --log-file="$T_TMP/valgrind.default.log" \
 	    "$STUBBORN" --config "$CONF" 2>"$LOG" &
