@@ -112,9 +112,9 @@ static void cmd_dump(struct ctl_conn *k, const struct control_req *req);
 static void ago(char *buf, size_t cap, uint64_t now, uint64_t then);
 static void upstream_json(struct evbuffer *out, const char *zone,
     const struct config_upstream *u, const struct upstream_stats *st,
-    uint64_t now);
+    const char *xerr, uint64_t now);
 static void upstream_text(struct evbuffer *out, const struct config_upstream *u,
-    const struct upstream_stats *st, uint64_t now);
+    const struct upstream_stats *st, const char *xerr, uint64_t now);
 static void cmd_upstreams(struct ctl_conn *k);
 static bool json_number(const char *s, size_t n);
 static const char *label_value(const char *p, char *val, size_t cap);
@@ -802,7 +802,7 @@ ago(char *buf, size_t cap, uint64_t now, uint64_t then)
 static void
 upstream_json(struct evbuffer *out, const char *zone,
     const struct config_upstream *u, const struct upstream_stats *st,
-    uint64_t now)
+    const char *xerr, uint64_t now)
 {
 	json_str(out, zone);
 	evbuffer_add_printf(out, ",\"server\":");
@@ -822,12 +822,14 @@ upstream_json(struct evbuffer *out, const char *zone,
 	    st->last_ok_ms ? (long long)(now - st->last_ok_ms) : -1LL,
 	    st->last_fail_ms ? (long long)(now - st->last_fail_ms) : -1LL);
 	json_str(out, st->last_fail);
+	evbuffer_add_printf(out, ",\"transport_error\":");
+	json_str(out, xerr);
 	evbuffer_add(out, "}", 1);
 }
 
 static void
 upstream_text(struct evbuffer *out, const struct config_upstream *u,
-    const struct upstream_stats *st, uint64_t now)
+    const struct upstream_stats *st, const char *xerr, uint64_t now)
 {
 	char ok[32], bad[32];
 
@@ -837,13 +839,14 @@ upstream_text(struct evbuffer *out, const struct config_upstream *u,
 	    "  %s %s circuit=%s srtt=%.1fms rttvar=%.1fms rto=%ums "
 	    "outstanding=%u rate-left=%u budget-left=%u queries=%llu "
 	    "answers=%llu timeouts=%llu errors=%llu last-success=%s "
-	    "last-failure=%s%s%s\n",
+	    "last-failure=%s%s%s%s%s%s\n",
 	    u->text, protos[u->proto & 3], upstream_circuit_name(st->circuit),
 	    st->srtt_us / 1e3, st->rttvar_us / 1e3, st->rto_ms, st->outstanding,
 	    st->rate_tokens, st->budget_tokens, (unsigned long long)st->queries,
 	    (unsigned long long)st->answers, (unsigned long long)st->timeouts,
 	    (unsigned long long)st->errors, ok, bad,
-	    st->last_fail[0] ? " reason=" : "", st->last_fail);
+	    st->last_fail[0] ? " reason=" : "", st->last_fail,
+	    xerr[0] ? " transport-error=\"" : "", xerr, xerr[0] ? "\"" : "");
 }
 
 static void
@@ -868,16 +871,20 @@ cmd_upstreams(struct ctl_conn *k)
 		if (!k->json)
 			evbuffer_add_printf(out, "zone %s\n", zone);
 		for (unsigned i = 0; i < upstream_count(pool); i++) {
+			const struct config_upstream *u =
+			    upstream_addr(pool, i);
 			struct upstream_stats st;
+			char xerr[200] = "";
 			upstream_get_stats(pool, i, &st);
+			if (k->c->ops->transport_error != NULL)
+				k->c->ops->transport_error(
+				    k->c->arg, u, xerr, sizeof(xerr));
 			if (k->json) {
 				evbuffer_add_printf(
 				    out, "%s{\"zone\":", first ? "" : ",");
-				upstream_json(out, zone, upstream_addr(pool, i),
-				    &st, now);
+				upstream_json(out, zone, u, &st, xerr, now);
 			} else {
-				upstream_text(
-				    out, upstream_addr(pool, i), &st, now);
+				upstream_text(out, u, &st, xerr, now);
 			}
 			first = false;
 		}

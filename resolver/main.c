@@ -1190,6 +1190,25 @@ ctl_handover_done(void *arg)
 	event_base_loopexit(d->base, NULL);
 }
 
+/* The most recent failure any worker's transport logged for u. */
+static void
+ctl_transport_error(
+    void *arg, const struct config_upstream *u, char *buf, size_t cap)
+{
+	struct daemon *d = arg;
+
+	buf[0] = '\0';
+	for (unsigned w = 0; w < d->n_workers; w++) {
+		struct xnet_stats st;
+		memset(&st, 0, sizeof(st));
+		if (worker_xnet_stats(d->workers[w], u, &st) &&
+		    st.last_error[0] != '\0') {
+			snprintf(buf, cap, "%s", st.last_error);
+			return;
+		}
+	}
+}
+
 static const struct control_ops ctl_ops = {
     .reload = ctl_reload,
     .stop = ctl_stop,
@@ -1198,6 +1217,7 @@ static const struct control_ops ctl_ops = {
     .flushed = ctl_flushed,
     .handover = ctl_handover,
     .handover_done = ctl_handover_done,
+    .transport_error = ctl_transport_error,
 };
 
 /*

@@ -333,6 +333,9 @@ xnet_get_stats(
 		    &xs->cert_not_after, memory_order_relaxed);
 		if (end != 0)
 			st->cert_not_after = end;
+		if (xs->logged[0] != '\0')
+			memcpy(
+			    st->last_error, xs->logged, sizeof(st->last_error));
 	}
 	pthread_mutex_unlock(&x->lock);
 	return used;
@@ -935,7 +938,9 @@ xsrv_log(struct xsrv *xs, uint64_t now, const char *fmt, ...)
 	if (strcmp(text, xs->logged) == 0 && xs->logged_ms != 0 &&
 	    now < xs->logged_ms + XNET_LOG_EVERY_MS)
 		return;
+	pthread_mutex_lock(&xs->x->lock); /* xnet_get_stats reads it */
 	memcpy(xs->logged, text, sizeof(text));
+	pthread_mutex_unlock(&xs->x->lock);
 	xs->logged_ms = now;
 	log_warn("xnet", "%s", text);
 }
@@ -1199,7 +1204,9 @@ dc_fetched(
 		xs->misses = 0;
 		xs->refresh_at_s =
 		    dnscrypt_cert_refresh_at(&xs->cert, clock_wall_s());
+		pthread_mutex_lock(&x->lock);
 		xs->logged[0] = '\0';
+		pthread_mutex_unlock(&x->lock);
 	} else {
 		atomic_fetch_add_explicit(
 		    &xs->cert_failures, 1, memory_order_relaxed);

@@ -74,6 +74,7 @@ struct event_base;
 struct evbuffer;
 struct cache;
 struct route;
+struct config_upstream;
 struct control;
 
 /* What the daemon does for the commands that are not about the cache. */
@@ -99,6 +100,13 @@ struct control_ops {
 	int (*handover)(void *arg, int *fds, int max, char *path, size_t cap);
 	/* The successor serves now: stop reading, drain, exit. */
 	void (*handover_done)(void *arg);
+	/*
+	 * The last transport failure with server u (a TLS certificate that
+	 * did not verify, a refused connection...) into buf (cap), "" if
+	 * none.  May be NULL.
+	 */
+	void (*transport_error)(
+	    void *arg, const struct config_upstream *u, char *buf, size_t cap);
 };
 
 /*

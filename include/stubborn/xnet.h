@@ -96,10 +96,14 @@ struct xnet_stats {
 	uint64_t dc_rejected;        /* DNSCrypt answers that did not open */
 	int64_t cert_not_after;      /* TLS or DNSCrypt certificate end, epoch
 					seconds; 0 = none */
+	char last_error[200];        /* the last transport failure logged
+					(certificate, handshake, connect);
+					"" = none */
 };
 
 /*
- * Adds what x knows of srv to *st; cert_not_after is set, not added.  Any
+ * Adds what x knows of srv to *st; cert_not_after and last_error (when x
+ * has one) are set, not added.  Any
  * thread (the metrics endpoint).  Returns false when x never used srv.
  */
 bool xnet_get_stats(

@@ -102,12 +102,15 @@ fi
 refused() { # refused LABEL UPSTREAM REASON-REGEX
 	local before s
 	start_stubborn --upstream "$2" --tls-ca-file "$TLS_CA" --workers 1 \
-	    --stale-client-timeout 300 || { not_ok "$1: stubborn starts"; return; }
+	    --stale-client-timeout 300 --control-socket "$T_TMP/$1.sock" ||
+		{ not_ok "$1: stubborn starts"; return; }
 	before=$(fk_count up secretlabel)
 	s=$(q "secretlabel.$1.dot.test" A | dig_status)
 	expect_eq "$1: the client gets SERVFAIL" SERVFAIL "$s"
 	expect_eq "$1: nothing reached the server behind it" "$before" "$(fk_count up secretlabel)"
 	expect_match "$1: the log says why" "$3" "$(cat "$STUB_LOG")"
+	expect_match "$1: stubborn-ctl upstreams says why" "transport-error=.*($3)" \
+	    "$("$BUILD/stubborn-ctl" -s "$T_TMP/$1.sock" upstreams)"
 	stop_stubborn
 }
 refused wrongname "tls://127.0.0.1:$UB_PORT_ok#wrong.$TLS_NAME" "verif|mismatch|name"
