@@ -527,6 +527,7 @@ answer_stale(struct fq *q, struct waiter *ws, uint64_t now)
 						     : WIRE_EDE_STALE,
 		    "stale answer", keep_ad(cfg, &w->q));
 		metrics_inc(e->env.met, MET_STALE_ANSWERS);
+		metrics_stale(e->env.met, clock_wall_s(), hit.stale_s);
 		w->cl.reply(&w->cl, len < 0 ? NULL : out,
 		    len < 0 ? 0 : (size_t)len, CLIENT_SRC_STALE);
 		w->cl.reply = NULL;

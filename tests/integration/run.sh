@@ -33,15 +33,20 @@ done
 wait
 passed=0
 failed=0
+skipped=0
 for t in t_*.sh; do
 	[ -f "$out/$t.log" ] || continue
 	cat "$out/$t.log"
 	p=$(grep -c '^ok - ' "$out/$t.log")
 	f=$(grep -c '^not ok - ' "$out/$t.log")
+	s=$(grep -c '^SKIP - ' "$out/$t.log")
 	# A test file that died before reporting counts as a failure.
-	[ "$p" -eq 0 ] && [ "$f" -eq 0 ] && f=1
+	[ "$p" -eq 0 ] && [ "$f" -eq 0 ] && [ "$s" -eq 0 ] && f=1
+	# ... and so does one that exited non-zero with nothing failed.
+	[ "$f" -eq 0 ] && [ "$(cat "$out/$t.rc")" != 0 ] && f=1
 	passed=$((passed + p))
 	failed=$((failed + f))
+	skipped=$((skipped + s))
 done
-echo "integration: $passed passed, $failed failed"
+echo "integration: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -8,7 +8,7 @@
 . "$(dirname "$0")/lib.sh"
 
 if [ "$(id -u)" != 0 ]; then
-	ok "skipped: needs root (port 53 and mount namespaces)"
+	echo "SKIP - $T_NAME: needs root (port 53 and mount namespaces)"
 	t_done
 fi
 

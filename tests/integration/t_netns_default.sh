@@ -8,7 +8,7 @@
 # running, and exit 0 on SIGTERM.
 if [ "${STUBBORN_IN_NETNS:-}" != 1 ]; then
 	if [ "$(id -u)" != 0 ]; then
-		echo "ok - t_netns_default: skipped: needs root (unshare -n)"
+		echo "SKIP - t_netns_default: needs root (unshare -n)"
 		exit 0
 	fi
 	STUBBORN_IN_NETNS=1 exec unshare -n bash "$0" "$@"
