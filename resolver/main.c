@@ -70,6 +70,7 @@ struct daemon {
 	pthread_t saver; /* an interval save, off the main thread */
 	_Atomic bool saving;
 	bool saver_started;
+	bool handed_over; /* the snapshot file is the successor's now */
 	struct event *ev_snapshot; /* periodic save */
 	struct event *ev_resolv;   /* polls resolv-conf */
 	struct stat resolv_st;     /* as last seen */
@@ -883,6 +884,8 @@ snapshot_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 
+	if (d->handed_over)
+		return;
 	if (atomic_exchange(&d->saving, true))
 		return; /* the last one is still writing */
 	if (d->saver_started)
@@ -1036,6 +1039,15 @@ ctl_handover(void *arg, int *fds, int max, char *path, size_t cap)
 		snprintf(path, cap, "%s", d->cfg.snapshot);
 	else
 		snprintf(path, cap, "%s.cache", d->cfg.control_socket);
+	/*
+	 * Two saves of one file would both write its temporary: an interval
+	 * save still writing is waited for (the main loop with it, as for the
+	 * save below).
+	 */
+	if (d->saver_started) {
+		pthread_join(d->saver, NULL);
+		d->saver_started = false;
+	}
 	rc = snapshot_save(
 	    d->cache, path, clock_now_ms(), clock_wall_s(), &count);
 	if (rc < 0) {
@@ -1056,6 +1068,10 @@ ctl_handover_done(void *arg)
 {
 	struct daemon *d = arg;
 
+	/* The successor serves, and saves the snapshot file from now on. */
+	d->handed_over = true;
+	if (d->ev_snapshot != NULL)
+		event_del(d->ev_snapshot);
 	notify("STOPPING=1");
 	event_base_loopexit(d->base, NULL);
 }
@@ -1226,7 +1242,7 @@ out:
 		pthread_join(d.loader, NULL);
 	if (d.saver_started)
 		pthread_join(d.saver, NULL);
-	if (rc == 0 && d.cfg.snapshot[0] != '\0')
+	if (rc == 0 && d.cfg.snapshot[0] != '\0' && !d.handed_over)
 		save_snapshot(&d, "shutdown");
 	close_sockets(&d);
 	if (d.ev_snapshot)
