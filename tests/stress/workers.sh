@@ -14,7 +14,9 @@
 #   - SIGHUP reloads alternating two configurations (new routes and pools
 #     that inherit the old ones' health), a snapshot saved every second,
 #     /metrics scrapes and control-socket commands (stats, dump, upstreams,
-#     flushes, reload, log-level).
+#     flushes, reload, log-level);
+# then, at tcp-max-connections 1, new TCP connections that each displace
+# the idle one before, whichever worker holds it.
 # Fails on any ThreadSanitizer report, on a client left unanswered, when a
 # path above did not run, and unless SIGTERM ends the daemon with status 0.
 # BUILD_TSAN names the TSan build (build-tsan), BUILD the one whose fakeup
@@ -196,6 +198,19 @@ done
 wait "$DP" "$DT" "$BU"
 fk_ctl F "mode normal" >/dev/null
 
+# Last, tcp-max-connections 1 (a reload): each new connection displaces
+# the idle one before, on whichever worker it is, so the workers ask each
+# other to make room.
+{ cat "$T_TMP/1.conf"; echo "tcp-max-connections = 1"; } >"$T_TMP/stubborn.conf"
+n0=$(grep -c 'configuration reloaded' "$LOG")
+kill -HUP "$PID"
+for _ in $(seq 1 50); do
+	[ "$(grep -c 'configuration reloaded' "$LOG")" -gt "$n0" ] && break
+	sleep 0.1 # the main thread reloads
+done
+churn=$(python3 "$ROOT/tests/integration/tcpchurn.py" --port "$PORT" \
+    --connections 12 --timeout 3 --tag "churn-$TAG")
+
 echo "# udp: $(grep -E 'Queries (sent|completed|lost)|Response codes' "$T_TMP/udp.out" | tr -s ' ' | tr '\n' ';')"
 echo "# tcp: $(grep -E 'Queries (sent|completed|lost)|Response codes' "$T_TMP/tcp.out" | tr -s ' ' | tr '\n' ';')"
 echo "# burst: $(cat "$T_TMP/burst.json")"
@@ -217,6 +232,8 @@ expect_eq "coalesced bursts: every query answered NOERROR" "0 True" "$b"
 expect_eq "canary answered NOERROR on every tick ($canary)" 0 "$canary_fail"
 expect_eq "every /metrics scrape answered ($scrapes)" 0 "$scrape_fail"
 expect_eq "every control command answered ok ($ctls)" 0 "$ctl_fail"
+expect_eq "tcp-max-connections 1: 12 connections served, each displacing the one before" \
+    "served 12 displaced 11" "$churn"
 check "reloads happened ($hups) and were applied" \
     test "$hups" -ge 1 -a "$(grep -c 'configuration reloaded' "$LOG")" -ge 1
 check "snapshots were saved while serving" \
