@@ -46,9 +46,9 @@ DEPS_TEST  := check bind9-dnsutils knot-dnsutils dnsperf nsd unbound dnsdist ope
 DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 	procps coreutils
 
-.PHONY: all run check unit scenarios integration check-asan check-valgrind \
-	fuzz storm deps deps-test clean format-check bench install uninstall \
-	check-config-files check-deploy upgrade-bench
+.PHONY: all run check unit scenarios integration check-asan check-tsan \
+	check-valgrind fuzz storm deps deps-test clean format-check bench \
+	install uninstall check-config-files check-deploy upgrade-bench
 
 all: $(BUILD)/stubborn $(TOOLS)
 
@@ -116,6 +116,7 @@ check: deps-test
 	$(MAKE) check-config-files
 	$(MAKE) check-deploy
 	$(MAKE) check-asan
+	$(MAKE) check-tsan
 	$(MAKE) check-valgrind
 	$(MAKE) fuzz-replay
 
@@ -130,6 +131,14 @@ check-deploy: all
 check-asan:
 	$(MAKE) SANITIZER=address all unit scenarios
 	$(MAKE) SANITIZER=address integration
+
+# ThreadSanitizer: the unit suites (several race threads on purpose), then
+# the daemon with 4 workers under a mixed load, reloads, snapshots, scrapes
+# and control commands (tests/stress/workers.sh).  Any report fails.
+TSAN_CHECK_OPTIONS := halt_on_error=1 exitcode=66 second_deadlock_stack=1
+check-tsan: all
+	TSAN_OPTIONS="$(TSAN_CHECK_OPTIONS)" $(MAKE) SANITIZER=thread all unit
+	BUILD=$(BUILD) BUILD_TSAN=build-tsan bash tests/stress/workers.sh
 
 check-valgrind: all
 	BUILD=$(BUILD) VALGRIND=1 bash tests/integration/run.sh

@@ -384,15 +384,19 @@ cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	uint64_t h = cache_hash(c, key, klen);
 	struct shard *s = shard_of(c, h);
 	struct entry *e;
+	bool held;
 
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
-	if (e != NULL && e->len > 0 && e->hold_until_ms < until_ms) {
+	/* Decided under the lock: once it is released, another worker may
+	 * replace or evict the entry and free it. */
+	held = e != NULL && e->len > 0;
+	if (held && e->hold_until_ms < until_ms) {
 		e->hold_until_ms = until_ms;
 		e->hold_since_ms = now_ms;
 	}
 	pthread_mutex_unlock(&s->lock);
-	return e != NULL && e->len > 0;
+	return held;
 }
 
 uint64_t

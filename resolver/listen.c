@@ -55,6 +55,8 @@ struct tcp_conn {
 	uint64_t active_ms; /* last whole query or reply */
 	bool paused;        /* reading stopped at TCP_MAX_PIPELINE */
 	bool closing;       /* close once the owed replies are flushed */
+	bool idle; /* on the idle list: open, nothing owed, not closing */
+	struct tcp_conn *iprev, *inext; /* the idle list, longest idle first */
 };
 
 /* Replies made while a batch of datagrams is handled leave together. */
@@ -78,6 +80,17 @@ struct listen {
 	size_t n_tcp;
 	struct tcp_conn *conns;
 	size_t n_conns;
+	struct tcp_conn *idle_head, *idle_tail; /* idle since longest first */
+	/*
+	 * For the other workers: when idle_head went idle (UINT64_MAX: no
+	 * idle connection), and how many of its idle connections they want
+	 * closed to make room under tcp-max-connections (ev_room, added by
+	 * them with event_active, freed by listen_free, runs room_cb here).
+	 */
+	_Atomic uint64_t idlest_ms;
+	_Atomic unsigned room_wanted;
+	struct event *ev_room;
+	int slot; /* in listeners[], or -1 */
 	bool stopped;
 	struct udp_sock *batching; /* the socket whose batch is being read */
 	uint64_t now_us;           /* its arrival time */
@@ -88,6 +101,15 @@ struct listen {
 
 /* Connections of all workers together, against tcp-max-connections. */
 static _Atomic unsigned tcp_total;
+
+/*
+ * Every worker's listener, so that one at tcp-max-connections with nothing
+ * idle of its own can have another close its longest-idle connection.
+ * Filled by listen_new and emptied by listen_free, which run while no
+ * worker does (before they start, after they are joined).
+ */
+#define LISTENERS_MAX 256
+static _Atomic(struct listen *) listeners[LISTENERS_MAX];
 
 static const struct config *cfg_of(const struct listen *l);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
@@ -107,8 +129,13 @@ static void tcp_read_cb(struct bufferevent *bev, void *arg);
 static void tcp_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_close(struct tcp_conn *c);
 static void conn_arm_idle(struct tcp_conn *c);
-static bool make_room(
-    struct listen *l, const struct sockaddr *sa, bool at_total);
+static bool make_room_for_client(struct listen *l, const struct sockaddr *sa);
+static bool make_room(struct listen *l);
+static bool ask_room_elsewhere(struct listen *l);
+static void room_cb(evutil_socket_t fd, short what, void *arg);
+static void idle_add(struct tcp_conn *c);
+static void idle_del(struct tcp_conn *c);
+static void publish_idlest(struct listen *l);
 static bool same_host(
     const struct sockaddr_storage *a, const struct sockaddr *b);
 static void conn_close_when_flushed(struct tcp_conn *c);
@@ -198,6 +225,17 @@ listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
 	l->p = p;
 	l->engine = engine;
 	l->met = met;
+	l->slot = -1;
+	atomic_init(&l->idlest_ms, UINT64_MAX);
+	atomic_init(&l->room_wanted, 0);
+	l->ev_room = event_new(base, -1, 0, room_cb, l);
+	if (l->ev_room == NULL)
+		goto fail;
+	for (int i = 0; i < LISTENERS_MAX && l->slot < 0; i++) {
+		struct listen *none = NULL;
+		if (atomic_compare_exchange_strong(&listeners[i], &none, l))
+			l->slot = i;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (socks[i].type == SOCK_DGRAM &&
 		    l->n_udp < sizeof(l->udp) / sizeof(l->udp[0])) {
@@ -280,6 +318,10 @@ listen_free(struct listen *l)
 			event_free(l->udp[i].ev);
 	for (size_t i = 0; i < l->n_tcp; i++)
 		evconnlistener_free(l->tcp[i]);
+	if (l->slot >= 0)
+		atomic_store(&listeners[l->slot], NULL);
+	if (l->ev_room)
+		event_free(l->ev_room);
 	free(l);
 }
 
@@ -524,47 +566,148 @@ same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
 }
 
 /*
- * At a limit, the longest-idle connection with nothing in flight (of this
- * client, or of anyone when the total is reached) is closed to admit the
- * new one (RFC 7766 6.2.3), so idle connections cannot lock others out.
- * Per client, each worker allows its share of tcp-max-per-client.  False
- * when nothing could be closed: the new connection is refused.
+ * At tcp-max-per-client, the client's longest-idle connection with nothing
+ * in flight is closed to admit its new one (RFC 7766 6.2.3), so idle
+ * connections cannot lock it out.  Per client, each worker allows its
+ * share of tcp-max-per-client.  False when nothing could be closed: the
+ * new connection is refused.
  */
 static bool
-make_room(struct listen *l, const struct sockaddr *sa, bool at_total)
+make_room_for_client(struct listen *l, const struct sockaddr *sa)
 {
 	const struct config *cfg = cfg_of(l);
 	unsigned workers = cfg->workers ? cfg->workers : 1;
 	unsigned share = (cfg->tcp_max_per_client + workers - 1) / workers;
-	struct tcp_conn *idlest = NULL, *idlest_own = NULL;
+	struct tcp_conn *idlest_own = NULL;
 	unsigned own = 0;
 
 	for (struct tcp_conn *c = l->conns; c != NULL; c = c->next) {
-		bool mine = same_host(&c->peer, sa);
-		own += mine;
-		if (c->inflight > 0 || c->closing)
+		if (!same_host(&c->peer, sa))
 			continue;
-		if (idlest == NULL || c->active_ms < idlest->active_ms)
-			idlest = c;
-		if (mine &&
+		own++;
+		if (c->idle &&
 		    (idlest_own == NULL ||
 			c->active_ms < idlest_own->active_ms))
 			idlest_own = c;
 	}
-	if (own >= (share ? share : 1)) {
-		if (idlest_own == NULL)
-			return false;
+	if (own < (share ? share : 1))
+		return true;
+	if (idlest_own == NULL)
+		return false;
+	metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
+	conn_close(idlest_own);
+	return true;
+}
+
+/*
+ * Over tcp-max-connections (all workers together): the longest-idle
+ * connection of this worker is closed to admit the new one, or, when this
+ * worker has none idle, another worker is asked to close its longest-idle
+ * one (the new connection is admitted meanwhile, one over the cap for a
+ * moment).  False when no worker has an idle connection.
+ */
+static bool
+make_room(struct listen *l)
+{
+	if (l->idle_head != NULL) {
 		metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
-		conn_close(idlest_own);
+		conn_close(l->idle_head);
 		return true;
 	}
-	if (at_total) {
-		if (idlest == NULL)
-			return false;
-		metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
-		conn_close(idlest);
+	return ask_room_elsewhere(l);
+}
+
+/* The worker whose idle connection has been idle longest is asked. */
+static bool
+ask_room_elsewhere(struct listen *l)
+{
+	struct listen *best = NULL;
+	uint64_t best_ms = UINT64_MAX;
+
+	for (int i = 0; i < LISTENERS_MAX; i++) {
+		struct listen *o = atomic_load(&listeners[i]);
+		uint64_t ms;
+		if (o == NULL || o == l)
+			continue;
+		ms = atomic_load_explicit(&o->idlest_ms, memory_order_relaxed);
+		if (ms < best_ms) {
+			best = o;
+			best_ms = ms;
+		}
 	}
+	if (best == NULL)
+		return false;
+	atomic_fetch_add(&best->room_wanted, 1);
+	/* event_active is thread-safe once evthread_use_pthreads() ran. */
+	event_active(best->ev_room, 0, 0);
 	return true;
+}
+
+/* Another worker admitted a connection over the cap: close one idle here. */
+static void
+room_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listen *l = arg;
+	unsigned n = atomic_exchange(&l->room_wanted, 0);
+
+	/* Connections that closed meanwhile may have made the room already. */
+	while (n-- > 0 && l->idle_head != NULL &&
+	    atomic_load(&tcp_total) > cfg_of(l)->tcp_max_connections) {
+		metrics_inc(l->met, MET_TCP_IDLE_CLOSED);
+		conn_close(l->idle_head);
+	}
+}
+
+/* c has nothing owed and is not closing: it joins the idle list's end. */
+static void
+idle_add(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+
+	if (c->idle)
+		return;
+	c->idle = true;
+	c->inext = NULL;
+	c->iprev = l->idle_tail;
+	if (l->idle_tail != NULL)
+		l->idle_tail->inext = c;
+	else
+		l->idle_head = c;
+	l->idle_tail = c;
+	if (l->idle_head == c)
+		publish_idlest(l);
+}
+
+static void
+idle_del(struct tcp_conn *c)
+{
+	struct listen *l = c->l;
+	bool head = l->idle_head == c;
+
+	if (!c->idle)
+		return;
+	c->idle = false;
+	if (c->iprev != NULL)
+		c->iprev->inext = c->inext;
+	else
+		l->idle_head = c->inext;
+	if (c->inext != NULL)
+		c->inext->iprev = c->iprev;
+	else
+		l->idle_tail = c->iprev;
+	c->iprev = c->inext = NULL;
+	if (head)
+		publish_idlest(l);
+}
+
+/* Relaxed: a worker that reads it a moment late asks a worker that may
+ * have nothing idle any more, which then closes nothing. */
+static void
+publish_idlest(struct listen *l)
+{
+	atomic_store_explicit(&l->idlest_ms,
+	    l->idle_head != NULL ? l->idle_head->active_ms : UINT64_MAX,
+	    memory_order_relaxed);
 }
 
 static void
@@ -575,24 +718,17 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 	const struct config *cfg = cfg_of(l);
 	struct tcp_conn *c;
 	struct timeval idle;
-	unsigned workers = cfg->workers ? cfg->workers : 1;
-	/*
-	 * Each worker keeps to its share of the total, so a worker at the
-	 * total always has connections of its own to make room with.
-	 */
-	bool at_total = atomic_load(&tcp_total) >= cfg->tcp_max_connections ||
-	    l->n_conns >= (cfg->tcp_max_connections + workers - 1) / workers;
 
-	if (l->stopped || !make_room(l, sa, at_total)) {
-		metrics_inc(l->met, MET_TCP_REJECTED);
-		close(fd);
-		return;
-	}
 	/*
-	 * The total is shared by the workers: another worker's connections
-	 * may fill it while this one had nothing idle to close.
+	 * The place is taken first, so that two workers admitting at once
+	 * both see the cap, and a worker asked to make room sees the total
+	 * over it.  A connection of this client closed to make room for it
+	 * makes room under the total too.
 	 */
-	if (atomic_fetch_add(&tcp_total, 1) + 1 > cfg->tcp_max_connections) {
+	atomic_fetch_add(&tcp_total, 1);
+	if (l->stopped || !make_room_for_client(l, sa) ||
+	    (atomic_load(&tcp_total) > cfg->tcp_max_connections &&
+		!make_room(l))) {
 		atomic_fetch_sub(&tcp_total, 1);
 		metrics_inc(l->met, MET_TCP_REJECTED);
 		close(fd);
@@ -627,6 +763,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		l->conns->prev = c;
 	l->conns = c;
 	l->n_conns++;
+	idle_add(c);
 	idle.tv_sec = cfg->tcp_idle_timeout_ms / 1000;
 	idle.tv_usec = (cfg->tcp_idle_timeout_ms % 1000) * 1000;
 	/*
@@ -706,6 +843,7 @@ tcp_read_cb(struct bufferevent *bev, void *arg)
 		cl.start_us = clock_now_us();
 		memcpy(&cl.peer, &c->peer, c->peer_len);
 		cl.peer_len = c->peer_len;
+		idle_del(c);
 		c->inflight++;
 		pipeline_process(l->p, msg ? msg : lenb, mlen, &cl,
 		    cl.start_us / 1000, (uint32_t)clock_wall_s());
@@ -749,6 +887,7 @@ conn_release(struct tcp_conn *c)
 	}
 	if (c->inflight == 0) {
 		c->active_ms = clock_now_ms();
+		idle_add(c);
 		conn_arm_idle(c);
 	}
 	if (c->paused && c->inflight < TCP_MAX_PIPELINE / 2) {
@@ -813,6 +952,7 @@ conn_close(struct tcp_conn *c)
 
 	if (c->bev == NULL)
 		return;
+	idle_del(c);
 	bufferevent_free(c->bev);
 	c->bev = NULL;
 	event_free(c->ev_idle);

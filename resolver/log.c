@@ -7,14 +7,15 @@
 
 #include "stubborn/log.h"
 
-int log_level_current = LOG_LEVEL_INFO;
+_Atomic int log_level_current = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void
 log_set_level(enum log_level level)
 {
-	log_level_current = (int)level;
+	atomic_store_explicit(
+	    &log_level_current, (int)level, memory_order_relaxed);
 }
 
 int

@@ -72,6 +72,7 @@ struct daemon {
 	_Atomic bool saving;
 	_Atomic bool save_again; /* asked for while a save was writing */
 	bool saver_started;
+	bool handed_over; /* the snapshot file is the successor's now */
 	struct event *ev_snapshot; /* periodic save */
 	struct event *ev_resolv;   /* polls resolv-conf */
 	struct stat resolv_st;     /* as last seen */
@@ -1010,6 +1011,8 @@ snapshot_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct daemon *d = arg;
 
+	if (d->handed_over)
+		return;
 	atomic_store(&d->save_again, true);
 	if (atomic_exchange(&d->saving, true))
 		return; /* the one writing saves again when done */
@@ -1166,6 +1169,15 @@ ctl_handover(void *arg, int *fds, int max, char *path, size_t cap)
 		snprintf(path, cap, "%s", d->cfg.snapshot);
 	else
 		snprintf(path, cap, "%s.cache", d->cfg.control_socket);
+	/*
+	 * Two saves of one file would both write its temporary: an interval
+	 * save still writing is waited for (the main loop with it, as for the
+	 * save below).
+	 */
+	if (d->saver_started) {
+		pthread_join(d->saver, NULL);
+		d->saver_started = false;
+	}
 	rc = snapshot_save(
 	    d->cache, path, clock_now_ms(), clock_wall_s(), &count);
 	if (rc < 0) {
@@ -1186,6 +1198,10 @@ ctl_handover_done(void *arg)
 {
 	struct daemon *d = arg;
 
+	/* The successor serves, and saves the snapshot file from now on. */
+	d->handed_over = true;
+	if (d->ev_snapshot != NULL)
+		event_del(d->ev_snapshot);
 	notify("STOPPING=1");
 	event_base_loopexit(d->base, NULL);
 }
@@ -1381,7 +1397,7 @@ out:
 		pthread_join(d.loader, NULL);
 	if (d.saver_started)
 		pthread_join(d.saver, NULL);
-	if (rc == 0 && d.cfg.snapshot[0] != '\0')
+	if (rc == 0 && d.cfg.snapshot[0] != '\0' && !d.handed_over)
 		save_snapshot(&d, "shutdown");
 	close_sockets(&d);
 	if (d.ev_snapshot)

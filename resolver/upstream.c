@@ -38,6 +38,19 @@ struct server {
 	uint64_t queries, answers, timeouts, errors, probes, probe_answers;
 };
 
+/*
+ * A circuit change, logged once the pool lock is released: a slow stderr
+ * must not hold up every worker picking a server.
+ */
+struct circuit_note {
+	bool changed;
+	enum upstream_circuit to;
+	const char *up; /* the server's text: as long-lived as the pool */
+	const char *why;
+	uint32_t fails;
+	uint32_t backoff_ms;
+};
+
 struct upstream_pool {
 	pthread_mutex_t lock;
 	char name[64];
@@ -55,7 +68,10 @@ static uint32_t rto_of(
     const struct upstream_pool *pool, const struct server *s);
 static double score(const struct upstream_pool *pool, const struct server *s);
 static void set_circuit(struct upstream_pool *pool, struct server *s,
-    enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd);
+    enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd,
+    struct circuit_note *note);
+static void log_circuit(
+    const struct upstream_pool *pool, const struct circuit_note *note);
 static uint32_t jitter(uint32_t ms, uint32_t rnd);
 static int candidates(struct upstream_pool *pool, uint32_t exclude, bool strict,
     enum upstream_prio prio, uint64_t now, int *cand, int *best,
@@ -196,9 +212,11 @@ jitter(uint32_t ms, uint32_t rnd)
 	return ms - ms / 4 + (ms ? rnd % (ms / 2 + 1) : 0);
 }
 
+/* Called with the pool lock held; note gets what to log after it. */
 static void
 set_circuit(struct upstream_pool *pool, struct server *s,
-    enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd)
+    enum upstream_circuit c, const char *why, uint64_t now, uint32_t rnd,
+    struct circuit_note *note)
 {
 	if (s->circuit == c)
 		return;
@@ -215,16 +233,9 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 			      : s->backoff_ms * 2)
 		    : pool->p.probe_min_ms;
 		s->next_probe_ms = now + jitter(s->backoff_ms, rnd);
-		log_warn("upstream",
-		    "circuit open zone=%s up=%s reason=%s failures=%u "
-		    "next_probe_ms=%u",
-		    pool->name, s->up.text, why, s->fails, s->backoff_ms);
 	} else if (c == UPSTREAM_HALF_OPEN) {
 		s->successes = 0;
 		s->next_probe_ms = now;
-		log_info("upstream",
-		    "circuit half-open zone=%s up=%s reason=%s", pool->name,
-		    s->up.text, why);
 	} else {
 		s->fails = 0;
 		pool->recovered_ms = now;
@@ -236,11 +247,33 @@ set_circuit(struct upstream_pool *pool, struct server *s,
 			s->rate_ms = now;
 			s->rate_tokens = ramp_burst(pool, s, now);
 		}
-		log_info("upstream", "circuit closed zone=%s up=%s reason=%s",
-		    pool->name, s->up.text, why);
 	}
 	s->circuit = c;
 	s->probe_pending = false;
+	note->changed = true;
+	note->to = c;
+	note->up = s->up.text;
+	note->why = why;
+	note->fails = s->fails;
+	note->backoff_ms = s->backoff_ms;
+}
+
+/* Called without the pool lock. */
+static void
+log_circuit(const struct upstream_pool *pool, const struct circuit_note *note)
+{
+	if (!note->changed)
+		return;
+	if (note->to == UPSTREAM_OPEN)
+		log_warn("upstream",
+		    "circuit open zone=%s up=%s reason=%s failures=%u "
+		    "next_probe_ms=%u",
+		    pool->name, note->up, note->why, note->fails,
+		    note->backoff_ms);
+	else
+		log_info("upstream", "circuit %s zone=%s up=%s reason=%s",
+		    upstream_circuit_name(note->to), pool->name, note->up,
+		    note->why);
 }
 
 /* A quarter second of queries, at least 10: enough for bursts of misses. */
@@ -489,6 +522,7 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
     enum upstream_outcome outcome, uint32_t rtt_ms, bool probe, uint64_t now)
 {
 	struct server *s = &pool->s[idx];
+	struct circuit_note note = {0};
 	uint32_t rnd;
 
 	pthread_mutex_lock(&pool->lock);
@@ -520,14 +554,15 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 		s->fails = 0;
 		if (s->circuit == UPSTREAM_OPEN)
 			set_circuit(pool, s, UPSTREAM_HALF_OPEN,
-			    "probe answered", now, rnd);
+			    "probe answered", now, rnd, &note);
 		else if (s->circuit == UPSTREAM_HALF_OPEN &&
 		    ++s->successes >= pool->p.close_after)
 			set_circuit(pool, s, UPSTREAM_CLOSED, "answers again",
-			    now, rnd);
+			    now, rnd, &note);
 		if (probe)
 			s->probe_pending = false;
 		pthread_mutex_unlock(&pool->lock);
+		log_circuit(pool, &note);
 		return;
 	}
 	/* Per-server counters add up: queries = answers + timeouts + errors
@@ -549,7 +584,8 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 	    (s->circuit == UPSTREAM_CLOSED && s->fails >= pool->p.open_after)) {
 		static const char *const why[] = {
 		    "ok", "timeout", "unreachable", "error-rcode", "malformed"};
-		set_circuit(pool, s, UPSTREAM_OPEN, why[outcome], now, rnd);
+		set_circuit(
+		    pool, s, UPSTREAM_OPEN, why[outcome], now, rnd, &note);
 	} else if (s->circuit == UPSTREAM_OPEN && probe) {
 		/* Still down: back off further. */
 		s->backoff_ms = s->backoff_ms * 2 > pool->p.probe_max_ms
@@ -558,6 +594,7 @@ upstream_done(struct upstream_pool *pool, unsigned idx,
 		s->next_probe_ms = now + jitter(s->backoff_ms, rnd);
 	}
 	pthread_mutex_unlock(&pool->lock);
+	log_circuit(pool, &note);
 }
 
 bool

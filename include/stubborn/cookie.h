@@ -6,8 +6,9 @@
  * still accepted).  A client that returns a valid server cookie is known not
  * to be spoofing its address, so it may get a higher query limit.
  *
- * The secret is process-wide: cookie_init once before the workers start,
- * cookie_rotate from one thread (main) while they run.
+ * The secret is process-wide: cookie_init once before the workers start;
+ * cookie_rotate from any thread, however often, while workers make and check
+ * cookies (they never see half a secret).
  */
 #ifndef STUBBORN_COOKIE_H
 #define STUBBORN_COOKIE_H

@@ -55,6 +55,9 @@ int listen_probe(const struct config *cfg, char *err, size_t errlen);
 /*
  * Starts reading socks (n of them; the fds stay the caller's) on base,
  * feeding p; engine gives the live configuration (TCP limits, query log).
+ * The listeners of a process share tcp-max-connections: one that has no
+ * idle connection to close at the cap asks another, through base (which
+ * needs evthread_use_pthreads()).  Call before any listener's thread runs.
  * NULL on ENOMEM.
  */
 struct listen *listen_new(struct event_base *base, struct pipeline *p,
@@ -71,7 +74,10 @@ void listen_stop(struct listen *l);
 /* Client TCP connections still open. */
 size_t listen_tcp_open(const struct listen *l);
 
-/* Closes the connections and frees l (not the listening fds); NULL is fine. */
+/*
+ * Closes the connections and frees l (not the listening fds), once no
+ * listener's thread runs any more; NULL is fine.
+ */
 void listen_free(struct listen *l);
 
 #endif

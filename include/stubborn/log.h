@@ -10,6 +10,7 @@
 #define STUBBORN_LOG_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 enum log_level {
@@ -19,9 +20,14 @@ enum log_level {
 	LOG_LEVEL_DEBUG = 3,
 };
 
-extern int log_level_current;
+/*
+ * The threshold, read by every thread and set by main (a reload, the
+ * control socket): relaxed, since a line logged at the old level a moment
+ * after the change is harmless.
+ */
+extern _Atomic int log_level_current;
 
-/* Sets the threshold; lines above it are not formatted. */
+/* Sets the threshold (any thread); lines above it are not formatted. */
 void log_set_level(enum log_level level);
 
 /* Parses "error|warn|info|debug"; returns the level or -EINVAL. */
@@ -47,7 +53,8 @@ char *log_escape(char *dst, size_t cap, const char *src, size_t len);
 
 #define LOG_AT(lvl, sub, ...)                                                  \
 	do {                                                                   \
-		if ((int)(lvl) <= log_level_current)                           \
+		if ((int)(lvl) <= atomic_load_explicit(&log_level_current,     \
+				      memory_order_relaxed))                   \
 			log_write((lvl), (sub), __VA_ARGS__);                  \
 	} while (0)
 

@@ -173,10 +173,12 @@ stop_stubborn
 fk_ctl slow "mode normal" >/dev/null
 
 # --- connection limit -----------------------------------------------------------
-# One worker: the connections' spread over workers would make "which one
-# makes room" depend on the kernel's SO_REUSEPORT hash.
+# Two workers (the lib's default): the kernel's SO_REUSEPORT hash spreads
+# the connections, maybe all on one worker; the limit is on them all, and
+# the worker that gets the 6th makes room with an idle connection of its
+# own or has the other worker close one.
 start_stubborn --upstream "127.0.0.1:$FK_PORT_up" --tcp-max-connections 5 \
-    --tcp-idle-timeout $((20000 * SLOW)) --workers 1
+    --tcp-idle-timeout $((20000 * SLOW))
 $DNSRAW --port "$STUB_PORT" --tcp-hold 5 --hold-seconds $((2 * SLOW)) >"$T_TMP/hold" &
 HOLD=$!
 T_PIDS="$T_PIDS $HOLD"
@@ -194,6 +196,17 @@ expect_eq "one held idle connection was closed to make room" "closed 1" "$(tail 
 sleep 0.2
 r=$(raw --tcp --name after-full.example.com)
 expect_eq "once they close, TCP is served again" NOERROR "$(rc "$r")"
+stop_stubborn
+
+# A limit of one: each new connection (it asks one query, then stays open
+# and idle) displaces the one before, whichever of the two workers holds
+# it; over 9 connections the hash puts some of them on the other worker.
+start_stubborn --upstream "127.0.0.1:$FK_PORT_up" --tcp-max-connections 1 \
+    --tcp-idle-timeout $((20000 * SLOW))
+r=$(python3 "$(dirname "$0")/tcpchurn.py" --port "$STUB_PORT" --connections 9 \
+    --timeout $((2 * SLOW)))
+expect_eq "limit 1, two workers: 9 connections served, each displacing the idle one before" \
+    "served 9 displaced 8" "$r"
 stop_stubborn
 
 t_done

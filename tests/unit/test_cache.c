@@ -2,6 +2,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -1308,6 +1309,128 @@ START_TEST(test_fail_entries_in_budget)
 }
 END_TEST
 
+/* What the main thread does while workers serve: snapshots, dumps, flushes. */
+struct admin {
+	struct cache *c;
+	_Atomic int *stop;
+	unsigned walks;
+	unsigned walked;
+	unsigned removed;
+	int bad;
+};
+
+/* Every entry a walk shows is one smoke key's whole response, never torn. */
+static void
+admin_walk_cb(void *arg, const struct cache_walk_entry *e)
+{
+	struct admin *a = arg;
+	uint32_t ttls[8] = {60, 60, 60, 60, 60, 60, 60, 60};
+	uint8_t want[512], wkey[CACHE_KEY_MAX];
+	char name[32];
+	unsigned k;
+	size_t len;
+
+	a->walked++;
+	if (e->klen < 3 || e->key[1] != 'k' ||
+	    sscanf((const char *)e->key + 2, "%u", &k) != 1 ||
+	    k >= SMOKE_KEYS) {
+		a->bad++;
+		return;
+	}
+	snprintf(name, sizeof(name), "k%u.example", k);
+	len = build_a(want, name, k % 8 + 1, ttls);
+	wire_put16(want, 0);
+	if (e->klen != key_for(wkey, name, WIRE_TYPE_A, 0) ||
+	    memcmp(e->key, wkey, e->klen) != 0 || e->len != len ||
+	    memcmp(e->resp, want, len) != 0 || e->ttl != 60)
+		a->bad++;
+}
+
+/* Flushes the keys whose number ends in 3, like "flush" of a few names. */
+static bool
+admin_match_cb(void *arg, const uint8_t *key, size_t klen, uint8_t rcode,
+    bool positive, bool failure)
+{
+	(void)arg;
+	(void)rcode;
+	(void)positive;
+	(void)failure;
+	return klen > 3 && key[1] == 'k' && key[key[0]] == '3';
+}
+
+static void *
+admin_thread(void *arg)
+{
+	struct admin *a = arg;
+	uint8_t key[CACHE_KEY_MAX];
+	struct cache_stats st;
+	char name[32];
+
+	while (!atomic_load(a->stop)) {
+		size_t klen;
+		if (cache_walk_full(a->c, admin_walk_cb, a) != 0)
+			a->bad++;
+		a->walks++;
+		a->removed +=
+		    (unsigned)cache_remove_if(a->c, admin_match_cb, a);
+		cache_get_stats(a->c, &st);
+		if (st.bytes > 8192)
+			a->bad++;
+		/* Failures and holds of other names share the shards. */
+		snprintf(name, sizeof(name), "f%u.example", a->walks % 16);
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		(void)cache_fail(a->c, key, klen, T0 + a->walks, 1, 8);
+		(void)cache_hold(a->c, key, klen, T0 + a->walks, T0 + 5000);
+	}
+	return NULL;
+}
+
+/*
+ * Workers storing and looking up while another thread walks the cache (a
+ * snapshot, a dump), flushes and places holds: every thread's view stays
+ * whole, and the counters add up.
+ */
+START_TEST(test_threads_walk_and_flush)
+{
+	struct cache *c = new_cache(8192, 4, 3600);
+	struct smoke sm[SMOKE_THREADS - 1];
+	pthread_t tid[SMOKE_THREADS - 1], at;
+	struct admin a;
+	_Atomic int stop;
+	uint64_t lookups = 0;
+	struct cache_stats st;
+
+	atomic_init(&stop, 0);
+	memset(&a, 0, sizeof(a));
+	a.c = c;
+	a.stop = &stop;
+	ck_assert_int_eq(pthread_create(&at, NULL, admin_thread, &a), 0);
+	for (int i = 0; i < SMOKE_THREADS - 1; i++) {
+		memset(&sm[i], 0, sizeof(sm[i]));
+		sm[i].c = c;
+		sm[i].seed = (unsigned)i * 104729 + 3;
+		ck_assert_int_eq(
+		    pthread_create(&tid[i], NULL, smoke_thread, &sm[i]), 0);
+	}
+	for (int i = 0; i < SMOKE_THREADS - 1; i++) {
+		pthread_join(tid[i], NULL);
+		ck_assert_int_eq(sm[i].bad, 0);
+		lookups += sm[i].lookups;
+	}
+	atomic_store(&stop, 1);
+	pthread_join(at, NULL);
+	ck_assert_int_eq(a.bad, 0);
+	ck_assert_uint_gt(a.walks, 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_gt(lookups, 1000);
+	/* Lookups by the workers; failures and holds never count as one. */
+	ck_assert_uint_eq(
+	    st.hits + st.stale_hits + st.misses + st.failed_hits, lookups);
+	ck_assert_uint_le(st.bytes, 8192);
+	cache_free(c);
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -1331,6 +1454,7 @@ make_suite(void)
 	tcase_add_test(tc, test_stats_counters);
 	tcase_add_test(tc, test_new_and_free_edges);
 	tcase_add_test(tc, test_threads_smoke);
+	tcase_add_test(tc, test_threads_walk_and_flush);
 	tcase_add_test(tc, test_fail_without_data_held_then_miss);
 	tcase_add_test(tc, test_fail_backoff_doubles_and_caps);
 	tcase_add_test(tc, test_store_clears_failure);

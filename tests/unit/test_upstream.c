@@ -3,6 +3,8 @@
  * are always explicit arguments; nothing sleeps or reads a clock.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -1480,6 +1482,119 @@ START_TEST(test_stats_counters)
 }
 END_TEST
 
+#define POOL_THREADS 3
+#define POOL_ITERS 20000
+
+/* One worker's share of the traffic: its own clock, its own randomness. */
+struct pool_worker {
+	struct upstream_pool *pool;
+	unsigned seed;
+	bool prober; /* worker 0 probes, as in the daemon */
+	unsigned sent[UPSTREAM_MAX];
+	unsigned probes[UPSTREAM_MAX];
+};
+
+static void *
+pool_worker_main(void *arg)
+{
+	struct pool_worker *w = arg;
+	uint64_t now = T0;
+
+	for (unsigned i = 0; i < POOL_ITERS; i++) {
+		uint32_t rnd = (uint32_t)rand_r(&w->seed);
+		bool explore;
+		int idx = upstream_pick(w->pool, 0, now, rnd,
+		    (enum upstream_prio)(rnd % 3), &explore);
+		now += 1 + rnd % 3;
+		if (w->prober) {
+			int due = upstream_probe_due(w->pool, now, rnd);
+			if (due >= 0) {
+				w->probes[due]++;
+				/* Server 2 never answers; the others do. */
+				upstream_done(w->pool, (unsigned)due,
+				    due == 2 ? UPSTREAM_TIMEOUT : UPSTREAM_OK,
+				    5, true, now);
+			}
+		}
+		if (idx < 0)
+			continue;
+		upstream_sent(w->pool, (unsigned)idx, now);
+		w->sent[idx]++;
+		if (rnd % 7 == 0 && upstream_budget_take(w->pool, now))
+			upstream_budget_earn(w->pool);
+		/* Server 1 flaps: a run of failures opens it now and then. */
+		upstream_done(w->pool, (unsigned)idx,
+		    idx == 2 || (idx == 1 && (i / 64) % 3 == 0)
+			? UPSTREAM_TIMEOUT
+			: UPSTREAM_OK,
+		    1 + rnd % 20, false, now + 1 + rnd % 20);
+	}
+	return NULL;
+}
+
+/*
+ * Workers picking and reporting on one pool while main reads its stats for
+ * /metrics and builds a reload's pool from it: the counters of every server
+ * add up, and nothing is outstanding once every query is done.
+ */
+START_TEST(test_threads_share_a_pool)
+{
+	struct upstream_params p = params();
+	struct upstream_pool *pool;
+	struct pool_worker w[POOL_THREADS];
+	pthread_t th[POOL_THREADS];
+	unsigned reads = 0;
+
+	p.qps = 100000;
+	pool = new_pool(3, &p);
+	memset(w, 0, sizeof(w));
+	for (unsigned i = 0; i < POOL_THREADS; i++) {
+		w[i].pool = pool;
+		w[i].seed = 7 + i;
+		w[i].prober = i == 0;
+		ck_assert_int_eq(
+		    pthread_create(&th[i], NULL, pool_worker_main, &w[i]), 0);
+	}
+	/* Main's side, until the first worker is done (bounded by its work). */
+	while (pthread_tryjoin_np(th[0], NULL) != 0) {
+		struct upstream_pool *next = new_pool(3, &p);
+		struct upstream_stats st;
+		for (unsigned i = 0; i < 3; i++)
+			upstream_get_stats(pool, i, &st);
+		(void)upstream_best_rto(pool);
+		(void)upstream_any_usable(pool);
+		(void)upstream_recovered_ms(pool);
+		upstream_inherit(next, pool);
+		upstream_pool_free(next);
+		reads++;
+	}
+	for (unsigned i = 1; i < POOL_THREADS; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	ck_assert_uint_gt(reads, 0);
+	for (unsigned s = 0; s < 3; s++) {
+		struct upstream_stats st;
+		unsigned sent = 0, probes = 0;
+		for (unsigned i = 0; i < POOL_THREADS; i++) {
+			sent += w[i].sent[s];
+			probes += w[i].probes[s];
+		}
+		upstream_get_stats(pool, s, &st);
+		ck_assert_uint_eq(st.outstanding, 0);
+		ck_assert_uint_eq(st.queries, sent);
+		ck_assert_uint_eq(st.answers + st.timeouts + st.errors, sent);
+		ck_assert_uint_eq(st.probes, probes);
+	}
+	/* The silent server was found out and left to the probes. */
+	{
+		struct upstream_stats st;
+		upstream_get_stats(pool, 2, &st);
+		ck_assert_int_ne(st.circuit, UPSTREAM_CLOSED);
+		ck_assert_uint_gt(st.probes, 0);
+	}
+	upstream_pool_free(pool);
+}
+END_TEST
+
 START_TEST(test_policy_names)
 {
 	static const enum upstream_policy pols[] = {UPSTREAM_FASTEST,
@@ -1602,6 +1717,7 @@ make_suite(void)
 	tcase_add_test(tc, test_rate_slow_start_background);
 	tcase_add_test(tc, test_outstanding);
 	tcase_add_test(tc, test_stats_counters);
+	tcase_add_test(tc, test_threads_share_a_pool);
 	tcase_add_test(tc, test_policy_names);
 	tcase_add_test(tc, test_pool_new_edges);
 	suite_add_tcase(s, tc);
