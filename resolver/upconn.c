@@ -1063,8 +1063,15 @@ tls_failure(struct upconn_conn *c, bool *handshake)
 	unsigned long e, first = 0;
 	char why[256];
 
+	/*
+	 * A stack: the last popped came first.  libevent also records
+	 * SSL_get_error()'s code (SSL_ERROR_SYSCALL: the socket failed, e.g.
+	 * refused) there; those small values name no library and are the
+	 * caller's to explain, so only OpenSSL's packed errors count.
+	 */
 	while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
-		first = e; /* a stack: the last popped came first */
+		if (ERR_GET_LIB(e) != 0)
+			first = e;
 	ERR_clear_error();
 	*handshake = true;
 	switch (vr) {
@@ -1102,12 +1109,7 @@ tls_failure(struct upconn_conn *c, bool *handshake)
 		    X509_verify_cert_error_string(vr));
 		return -EKEYREJECTED;
 	}
-	/*
-	 * libevent records SSL_get_error()'s code (SSL_ERROR_SYSCALL: the
-	 * socket failed, e.g. refused) where OpenSSL's packed errors go; those
-	 * small values name no library and are the caller's to explain.
-	 */
-	if (first != 0 && ERR_GET_LIB(first) != 0) {
+	if (first != 0) {
 		ERR_error_string_n(first, why, sizeof(why));
 		set_error(s, "TLS handshake failed",
 		    "TLS handshake with %s failed: %s", s->name, why);
