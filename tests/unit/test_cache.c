@@ -1331,6 +1331,12 @@ admin_walk_cb(void *arg, const struct cache_walk_entry *e)
 	size_t len;
 
 	a->walked++;
+	/* A held failure without data: one of the admin's own "f" names. */
+	if (e->len == 0) {
+		if (e->klen < 3 || e->key[1] != 'f' || e->hold_until_ms == 0)
+			a->bad++;
+		return;
+	}
 	if (e->klen < 3 || e->key[1] != 'k' ||
 	    sscanf((const char *)e->key + 2, "%u", &k) != 1 ||
 	    k >= SMOKE_KEYS) {

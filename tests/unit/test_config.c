@@ -357,6 +357,18 @@ START_TEST(test_bounds_errors_name_file_and_line)
 	    "%s:3: bad value for max-ttl: '9999999' (1..604800)", p);
 	ck_assert_str_eq(err, want);
 
+	/* A CA file is read when servers are set up: it must be there. */
+	ck_assert_int_eq(load_file(&cfg,
+			     "upstream = tls://192.0.2.1#dns.example\n"
+			     "tls-ca-file = /nonexistent/ca.pem\n",
+			     &p),
+	    CONFIG_EXIT_BAD);
+	snprintf(want, sizeof(want),
+	    "%s:2: bad value for tls-ca-file: '/nonexistent/ca.pem': No such "
+	    "file or directory",
+	    p);
+	ck_assert_str_eq(err, want);
+
 	ck_assert_int_eq(
 	    load_file(&cfg, "edns-buffer-size = 511\n", &p), CONFIG_EXIT_BAD);
 	snprintf(want, sizeof(want),
@@ -964,7 +976,7 @@ START_TEST(test_print_round_trip)
 		"--failure-hold-max", "28", "--control-socket",
 		"/run/x/ctl.sock", "--user", "daemon", "--ratelimit-loopback",
 		"yes", "--log-queries", "yes", "--log-queries-sample", "29",
-		"--trust-upstream-ad", "yes", "--tls-ca-file", "/etc/x/ca.pem",
+		"--trust-upstream-ad", "yes", "--tls-ca-file", "/dev/null",
 		"--dnscrypt-key-lifetime", "31", NULL),
 	    CONFIG_RUN);
 	ck_assert_uint_eq(cfg.n_zones, 2);
