@@ -188,7 +188,8 @@ static const struct opt opts[] = {
 	.max = CONFIG_MAX_WORKERS,
 	FIELD(workers),
 	.help = "threads serving queries, each with its own sockets; "
-		"0 means one per online CPU",
+		"0 means one per CPU this process may use (affinity and "
+		"cgroup CPU quota)",
     },
     {
 	.name = "metrics",

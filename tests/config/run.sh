@@ -130,5 +130,17 @@ else
 	fi
 fi
 
+# README's configuration table must have a row for every option --help
+# lists, and the shipped file must mention every one that is a config key.
+missing=
+for opt in $("$BIN" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p'); do
+	grep -q "^| \`$opt[ \`]" README.md || missing="$missing $opt"
+done
+if [ -n "$missing" ]; then
+	fail README.md "options without a row in the configuration table:$missing"
+else
+	pass
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -150,5 +150,4 @@ if [ -n "${TSHARK:-}" ]; then
 else
 	echo "SKIP - $T_NAME: no tshark, no packet capture"
 fi
-grep -h "level=warn" "$T_TMP"/stubborn.*.log | head -5
 t_done

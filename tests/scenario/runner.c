@@ -616,7 +616,7 @@ expect_reply(struct run *r, char **w, int n)
 					    "a record with TTL %u",
 					    ldns_rr_ttl(rr));
 			}
-			ldns_rr_list_free(all);
+			ldns_rr_list_deep_free(all);
 		} else if (strcmp(w[i], "ad") == 0) {
 			if (!ldns_pkt_ad(p))
 				snprintf(why, sizeof(why), "AD clear");
