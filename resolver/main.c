@@ -1277,6 +1277,7 @@ main(int argc, char **argv)
 	struct timeval hour = {3600, 0};
 	struct timeval poll = {RESOLV_POLL_MS / 1000, 0};
 	static int fds[CONTROL_MAX_FDS];
+	sigset_t sigs;
 	int nfds, rc = 1;
 
 	switch (config_load(&d.cfg, argc, argv, err, sizeof(err))) {
@@ -1307,6 +1308,17 @@ main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * A SIGTERM or SIGHUP that comes while we start (a supervisor, a
+	 * test that saw the port open) waits until the loop can handle it
+	 * instead of killing us.  Every thread started from here inherits the
+	 * mask, so the main thread alone takes them once unblocked.
+	 */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if (rng_init() < 0 || evthread_use_pthreads() < 0) {
 		log_error(
 		    "main", "cannot initialise libsodium or libevent threads");
@@ -1376,6 +1388,7 @@ main(int argc, char **argv)
 	    evsignal_add(ev_term, NULL) < 0 || evsignal_add(ev_int, NULL) < 0 ||
 	    evsignal_add(ev_hup, NULL) < 0)
 		goto out;
+	pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
 	(void)resolv_changed(&d);
 	log_startup(&d);
 	/* We serve: the daemon we took over from may drain now. */
