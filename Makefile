@@ -48,7 +48,8 @@ DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 
 .PHONY: all run check unit scenarios integration check-asan check-tsan \
 	check-valgrind fuzz storm deps deps-test clean format-check bench \
-	install uninstall check-config-files check-deploy upgrade-bench
+	install uninstall check-config-files check-deploy upgrade-bench \
+	bench-encrypted
 
 all: $(BUILD)/stubborn $(TOOLS)
 
@@ -191,6 +192,14 @@ upgrade-bench:
 	@sh tools/install-deps.sh $(DEPS_BUILD) dnsperf unbound python3
 	$(MAKE) all
 	BUILD=$(BUILD) bash tests/bench/upgrade.sh
+
+# Cache misses over DNS-over-TLS and DNSCrypt next to plain UDP, stubborn
+# and Unbound under one CPU quota (tests/bench/encrypted.sh).  About 3 min.
+bench-encrypted:
+	@sh tools/install-deps.sh $(DEPS_BUILD) dnsperf unbound dnsdist openssl \
+		tshark python3
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/bench/encrypted.sh
 
 # The retry-storm scenarios of issue 5, side by side with Unbound.
 storm: all
