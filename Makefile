@@ -47,7 +47,7 @@ DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 	procps coreutils
 
 .PHONY: all run check unit scenarios integration check-asan check-valgrind \
-	fuzz storm deps deps-test clean format-check bench install uninstall \
+	fuzz storm deps deps-test clean format-check bench bench-instr install uninstall \
 	check-config-files check-deploy
 
 all: $(BUILD)/stubborn $(TOOLS)
@@ -170,6 +170,13 @@ bench:
 	@sh tools/install-deps.sh $(DEPS_BUILD) $(DEPS_BENCH)
 	$(MAKE) all
 	BUILD=$(BUILD) bash tests/bench/compare.sh
+
+# Instructions per cache miss and per cache hit of the daemon (callgrind),
+# and where they go (tests/bench/instr.sh).  About a minute.
+bench-instr:
+	@sh tools/install-deps.sh $(DEPS_BUILD) valgrind dnsperf
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/bench/instr.sh
 
 # The retry-storm scenarios of issue 5, side by side with Unbound.
 storm: all
