@@ -166,7 +166,8 @@ incl() {
 		BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) order[w[i]] = i }
 		$1 ~ /^[0-9,]+$/ && NF >= 3 {
 			ir = $1; gsub(",", "", ir); ir += 0
-			base = $3; sub(/^.*\//, "", base)
+			base = $0; sub(/^ *[0-9,]+ +\([^)]*\) +/, "", base)
+			sub(/ .*$/, "", base); sub(/^.*\//, "", base)
 			fn = base; sub(/^.*:/, "", fn)
 			if ((base in order) && !(base in got)) got[base] = ir
 			else if ((fn in order) && !(fn in got)) got[fn] = ir
