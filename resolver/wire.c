@@ -11,6 +11,7 @@ static int parse_opt(
     const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q);
 static void find_opt_lenient(
     const uint8_t *msg, size_t len, struct wire_query *q);
+static int name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next);
 static int put_question(uint8_t *out, size_t cap, size_t off,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass);
 
@@ -20,26 +21,54 @@ lower_byte(uint8_t c)
 	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
 }
 
-int
-wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
+/*
+ * The checks of wire_read_name without the copy: the name's wire length,
+ * or -EBADMSG; *next is the offset after the name where it starts (after
+ * its first pointer, if any).  Every skipped name runs through here, and
+ * most are one pointer to the question, so this is on every hot path.
+ */
+static int
+name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next)
 {
-	uint8_t scratch[WIRE_NAME_MAX];
+	size_t o = 0, end = len, after = 0;
+	int jumps = 0;
 
-	/* Following the pointers proves they lead somewhere sane. */
-	if (wire_read_name(msg, len, off, scratch, false) < 0)
-		return -EBADMSG;
 	for (;;) {
+		if (off >= end)
+			return -EBADMSG;
 		uint8_t l = msg[off];
-		if (l == 0) {
-			*next = off + 1;
-			return 0;
-		}
 		if ((l & 0xc0) == 0xc0) {
-			*next = off + 2;
-			return 0;
+			if (off + 1 >= end || ++jumps > WIRE_MAX_JUMPS)
+				return -EBADMSG;
+			size_t target =
+			    ((size_t)(l & 0x3f) << 8) | msg[off + 1];
+			/* As in wire_read_name: only backwards, no overlap. */
+			if (target >= off || target < WIRE_HDR_LEN)
+				return -EBADMSG;
+			if (after == 0)
+				after = off + 2;
+			end = off;
+			off = target;
+			continue;
+		}
+		if (l & 0xc0)
+			return -EBADMSG;
+		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > end)
+			return -EBADMSG;
+		o += (size_t)l + 1;
+		if (l == 0) {
+			*next = after ? after : off + 1;
+			return (int)o;
 		}
 		off += (size_t)l + 1;
 	}
+}
+
+int
+wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
+{
+	/* Following the pointers proves they lead somewhere sane. */
+	return name_walk(msg, len, off, next) < 0 ? -EBADMSG : 0;
 }
 
 int
