@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -43,10 +44,59 @@ seeded_bytes(void *buf, size_t len)
 	}
 }
 
+/*
+ * libsodium's generator asks the kernel (getrandom) on every call, and a
+ * miss needs four or five values (ID, source port, server pick, letter
+ * case): each thread draws RNG_POOL bytes at a time and hands them out,
+ * wiping each value as it goes.  Larger requests (keys) go straight to
+ * libsodium.
+ */
+#define RNG_POOL 512
+static __thread uint8_t pool[RNG_POOL];
+static __thread size_t pool_left;
+
+static void
+pool_bytes(void *buf, size_t len)
+{
+	size_t at;
+
+	if (len > RNG_POOL / 4) {
+		randombytes_buf(buf, len);
+		return;
+	}
+	if (pool_left < len) {
+		randombytes_buf(pool, sizeof(pool));
+		pool_left = sizeof(pool);
+	}
+	at = sizeof(pool) - pool_left;
+	memcpy(buf, pool + at, len);
+	/* A value handed out is not left behind for anyone to read later. */
+	memset(pool + at, 0, len);
+	pool_left -= len;
+}
+
+/* A child of fork must not repeat the parent's values. */
+static void
+forget_cb(void)
+{
+	sodium_memzero(pool, sizeof(pool));
+	pool_left = 0;
+}
+
+static void
+register_once(void)
+{
+	(void)pthread_atfork(NULL, NULL, forget_cb);
+}
+
 int
 rng_init(void)
 {
-	return sodium_init() < 0 ? -EIO : 0;
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	if (sodium_init() < 0)
+		return -EIO;
+	return pthread_once(&once, register_once) != 0 ? -EIO : 0;
 }
 
 void
@@ -62,14 +112,23 @@ rng_seed_for_tests(uint64_t seed)
 uint32_t
 rng_uniform(uint32_t upper)
 {
-	uint32_t v;
+	uint32_t v, min;
 
 	if (upper == 0)
 		return 0;
-	if (!seeded)
-		return randombytes_uniform(upper);
-	seeded_bytes(&v, sizeof(v));
-	/* Modulo bias is no concern for a test's replay. */
+	if (seeded) {
+		seeded_bytes(&v, sizeof(v));
+		/* Modulo bias is no concern for a test's replay. */
+		return v % upper;
+	}
+	if (upper < 2)
+		return 0;
+	/* As randombytes_uniform: values below 2^32 mod upper are redrawn,
+	 * so every result is equally likely. */
+	min = (1U + ~upper) % upper;
+	do
+		pool_bytes(&v, sizeof(v));
+	while (v < min);
 	return v % upper;
 }
 
@@ -91,5 +150,5 @@ rng_bytes(void *buf, size_t len)
 	if (seeded)
 		seeded_bytes(buf, len);
 	else
-		randombytes_buf(buf, len);
+		pool_bytes(buf, len);
 }

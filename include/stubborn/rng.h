@@ -1,7 +1,8 @@
 /*
  * rng: all randomness comes from libsodium (a CSPRNG), because upstream query
  * IDs and source ports are the only defence against off-path spoofing
- * (RFC 5452).
+ * (RFC 5452).  Small values come from a per-thread buffer of the CSPRNG's
+ * output, refilled with one system call per 512 bytes.
  */
 #ifndef STUBBORN_RNG_H
 #define STUBBORN_RNG_H
@@ -10,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Initialises libsodium; returns 0 or -EIO.  Call once before threads. */
+/*
+ * Initialises libsodium (and makes a forked child forget the buffered
+ * values); returns 0 or -EIO.  Call once before threads.
+ */
 int rng_init(void);
 
 /* Uniform in [0, upper); upper 0 returns 0. */
