@@ -17,7 +17,12 @@
 # query of each phase and the top functions (self cost), and writes
 # $BUILD/bench/instr.txt and the callgrind files next to it.
 #
-# Knobs: INSTR_QUERIES (20000), INSTR_OUTSTANDING (64), INSTR_TOP (25).
+# Then the system calls per query, the kernel's share: the same phases
+# against a stubborn without valgrind, traced with strace -c.
+#
+# Knobs: INSTR_QUERIES (20000), INSTR_OUTSTANDING (64), INSTR_TOP (25);
+# BUILD (build) names the binaries, so another build can be measured with
+# this script.
 # Everything listens on 127.0.0.1; nothing is sent anywhere else.
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 
@@ -112,6 +117,48 @@ phase "$STUB_CG" hits 127.0.0.1 "$SP" "$T_TMP/names"
 kill -TERM "$STUB_CG"
 wait_pid "$STUB_CG" 60
 
+# ---- system calls per query: the kernel's share, which callgrind does not see ----
+# The same load against a stubborn without valgrind, every thread traced
+# by strace -c during the phase (slower, so the batches may differ).
+# sys_phase PID NAME FILE: appends "NAME total name=calls ..." to
+# $T_TMP/sys.
+sys_phase() {
+	local pid=$1 name=$2 args="" t sp cl
+	for t in /proc/"$pid"/task/*; do args="$args -p ${t##*/}"; done
+	# shellcheck disable=SC2086
+	strace -c -f -o "$T_TMP/strace.$name" $args 2>/dev/null &
+	sp=$!
+	sleep 1 # strace attaches to every thread before the load starts
+	cl=$(load 127.0.0.1 "$NP" "$3")
+	kill -INT "$sp"
+	wait "$sp" 2>/dev/null
+	awk -v n="$name" -v q="${cl%% *}" '
+		$NF == "total" { total = $4 }
+		$1 ~ /^[0-9.]+$/ && NF >= 5 && $NF != "total" {
+			list = list sprintf(" %s %.2f", $NF, q ? $4 / q : 0)
+		}
+		END { printf "%s %.2f%s\n", n, q ? total / q : 0, list }' \
+	    "$T_TMP/strace.$name" >>"$T_TMP/sys"
+}
+: >"$T_TMP/sys"
+if command -v strace >/dev/null; then
+	NP=$(pick_port) || die "no free port"
+	"$STUBBORN" --listen "127.0.0.1:$NP" --upstream "127.0.0.1:$FK_PORT_up" \
+	    --workers 1 --cache-size 512M --user root --log-level warn \
+	    --client-qps 1000000 --client-qps-cookie 1000000 \
+	    --upstream-qps 1000000 --upstream-max-outstanding 100000 \
+	    --ratelimit-loopback yes 2>"$T_TMP/native.err" &
+	NPID=$!
+	T_PIDS="$T_PIDS $NPID"
+	wait_dns 127.0.0.1 "$NP" "$NPID" || die "stubborn did not start: $(cat "$T_TMP/native.err")"
+	load 127.0.0.1 "$NP" "$T_TMP/warm" >/dev/null
+	load 127.0.0.1 "$NP" "$T_TMP/warm" >/dev/null
+	sys_phase "$NPID" misses "$T_TMP/names"
+	sys_phase "$NPID" hits "$T_TMP/names"
+	kill -TERM "$NPID"
+	wait_pid "$NPID" 10
+fi
+
 # ---- the echo, for reference ------------------------------------------------------
 EP=$(pick_port) || die "no free port"
 cg_start echo "$UDPECHO" --listen "127.0.0.1:$EP"
@@ -180,13 +227,26 @@ incl() {
 }
 {
 	echo "# instructions per query (user space, callgrind), $(date -u '+%Y-%m-%d %H:%M UTC')"
-	echo "# stubborn $("$STUBBORN" --version 2>&1 | head -n1), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+changes')"
+	rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)
+	git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev+changes"
+	case $STUBBORN in "$ROOT"/*) ;; *) rev="not this tree's" ;; esac
+	echo "# $("$STUBBORN" --version 2>&1 | head -n1) ($STUBBORN, commit $rev)"
 	echo "# $N queries per phase, dnsperf -n 1 -c 4 -q $OUTSTANDING; stubborn --workers 1 against fakeup"
 	printf '%-8s %10s %6s %16s %12s\n' phase completed lost instructions "per query"
 	while read -r name done lost ir; do
 		awk -v n="$name" -v d="${done:-0}" -v l="${lost:-?}" -v ir="$ir" 'BEGIN {
 			printf "%-8s %10d %6s %16d %12.0f\n", n, d, l, ir, d ? ir / d : 0 }'
 	done <"$T_TMP/phases"
+	if [ -s "$T_TMP/sys" ]; then
+		echo
+		echo "# system calls per query (strace -c, stubborn without valgrind)"
+		while read -r name total rest; do
+			echo "$name: $total:$(echo " $rest" | awk '{ for (i = 1; i < NF; i += 2) printf " %s %s", $i, $(i + 1) }')"
+		done <"$T_TMP/sys"
+	else
+		echo
+		echo "# system calls per query: SKIP (strace is not installed)"
+	fi
 	for name in misses hits echo; do
 		echo
 		echo "## $name: top functions by self cost"
