@@ -57,9 +57,14 @@ struct tcp_conn {
 	bool closing;       /* close once the owed replies are flushed */
 };
 
-/* Replies made while a batch of datagrams is handled leave together. */
+/*
+ * Replies leave together: those made while a batch of datagrams is handled
+ * at the end of the batch, those made by upstream answers (a transport
+ * reads many in one callback) once the callback is done.
+ */
 struct out_batch {
 	unsigned n;
+	int fd[UDP_BATCH]; /* the socket each leaves through */
 	struct mmsghdr mm[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 	struct sockaddr_storage peer[UDP_BATCH];
@@ -81,6 +86,8 @@ struct listen {
 	bool stopped;
 	struct udp_sock *batching; /* the socket whose batch is being read */
 	uint64_t now_us;           /* its arrival time */
+	struct event *ev_flush;    /* sends out; activated by udp_reply outside
+				      a read batch, freed by listen_free */
 	struct out_batch out;
 	uint8_t rbuf[UDP_BATCH][UDP_BUF];
 	uint8_t rctl[UDP_BATCH][CMSG_SPACE_MAX];
@@ -96,7 +103,8 @@ static void put_dst(
     const struct client *cl, struct msghdr *mh, uint8_t *ctl, size_t cap);
 static void udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
     enum client_source src);
-static void flush_batch(struct listen *l, int fd);
+static void flush_batch(struct listen *l);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void observe(struct listen *l, const struct client *cl,
     const uint8_t *msg, size_t len, enum client_source src, uint64_t now_us);
 static void log_query(const struct client *cl, const uint8_t *msg, size_t len,
@@ -198,6 +206,9 @@ listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
 	l->p = p;
 	l->engine = engine;
 	l->met = met;
+	l->ev_flush = event_new(base, -1, 0, flush_cb, l);
+	if (l->ev_flush == NULL)
+		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		if (socks[i].type == SOCK_DGRAM &&
 		    l->n_udp < sizeof(l->udp) / sizeof(l->udp[0])) {
@@ -280,6 +291,9 @@ listen_free(struct listen *l)
 			event_free(l->udp[i].ev);
 	for (size_t i = 0; i < l->n_tcp; i++)
 		evconnlistener_free(l->tcp[i]);
+	flush_batch(l);
+	if (l->ev_flush)
+		event_free(l->ev_flush);
 	free(l);
 }
 
@@ -353,13 +367,20 @@ udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
 	struct msghdr mh;
 	struct iovec iov;
 	uint8_t ctl[CMSG_SPACE_MAX];
+	unsigned i;
 
 	if (msg == NULL)
 		return;
 	observe(l, cl, msg, len, src,
 	    l->batching == u ? l->now_us : clock_now_us());
-	if (l->batching == u && b->n < UDP_BATCH && len <= UDP_OUT) {
-		unsigned i = b->n++;
+	if (len <= UDP_OUT) {
+		if (b->n == UDP_BATCH)
+			flush_batch(l);
+		/* Outside a read batch: sent once this callback is done. */
+		if (b->n == 0 && l->batching == NULL)
+			event_active(l->ev_flush, 0, 0);
+		i = b->n++;
+		b->fd[i] = cl->fd;
 		memcpy(b->buf[i], msg, len);
 		memcpy(&b->peer[i], &cl->peer, cl->peer_len);
 		b->iov[i].iov_base = b->buf[i];
@@ -384,21 +405,35 @@ udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
 	(void)sendmsg(cl->fd, &mh, 0);
 }
 
+/* Sends every queued reply, one sendmmsg per run of the same socket. */
 static void
-flush_batch(struct listen *l, int fd)
+flush_batch(struct listen *l)
 {
 	struct out_batch *b = &l->out;
-	unsigned sent = 0;
+	unsigned start = 0;
 
-	while (sent < b->n) {
-		int r = sendmmsg(fd, b->mm + sent, b->n - sent, 0);
-		/* What the socket buffer does not take is lost, as a single
-		 * sendto's would be; the clients retry. */
-		if (r <= 0)
-			break;
-		sent += (unsigned)r;
+	while (start < b->n) {
+		unsigned end = start + 1, sent = start;
+		while (end < b->n && b->fd[end] == b->fd[start])
+			end++;
+		while (sent < end) {
+			int r =
+			    sendmmsg(b->fd[start], b->mm + sent, end - sent, 0);
+			/* What the socket buffer does not take is lost, as a
+			 * single sendto's would be; the clients retry. */
+			if (r <= 0)
+				break;
+			sent += (unsigned)r;
+		}
+		start = end;
 	}
 	b->n = 0;
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	flush_batch(arg);
 }
 
 static void
@@ -454,7 +489,7 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		    l->p, l->rbuf[i], mm[i].msg_len, &cl, now_ms, now_s);
 	}
 	l->batching = NULL;
-	flush_batch(l, fd);
+	flush_batch(l);
 }
 
 /* Every reply is timed; with log-queries, (a sample of) them logged. */
