@@ -630,6 +630,14 @@ finish_answer(struct fq *q, uint8_t *m, size_t len, const struct msg_info *info,
 		return;
 	/* TC over TCP would be a lie we must not cache. */
 	if (q->cacheable && info->cacheable && !info->tc) {
+		/*
+		 * With upstream-0x20 the question comes back in random case:
+		 * lower-cased, it is the cache key and is not stored twice.
+		 * Replies carry each client's own question bytes anyway.
+		 */
+		if (cfg->upstream_0x20 && n > WIRE_HDR_LEN)
+			wire_name_lower(
+			    m + WIRE_HDR_LEN, (size_t)n - WIRE_HDR_LEN);
 		if (info->kind == MSG_NXDOMAIN) {
 			/*
 			 * NXDOMAIN is about the name (RFC 2308 5): kept once
