@@ -24,6 +24,14 @@
 #include "stubborn/route.h"
 #include "stubborn/wire.h"
 
+/*
+ * Client UDP socket buffers: a burst of queries (or of replies) larger
+ * than the default ~200 KiB is dropped by the kernel before we see it.
+ * 4 MiB (the kernel doubles it for its bookkeeping) holds tens of
+ * thousands of queries, a few hundred milliseconds at full load; memory
+ * is only used while queued.
+ */
+#define UDP_SOCKBUF (4 << 20)
 #define UDP_BATCH 32
 #define UDP_BUF 4096        /* larger client queries are not DNS we serve */
 #define UDP_OUT 4096        /* largest UDP reply (edns-buffer-size max) */
@@ -97,6 +105,8 @@ struct listen {
 static _Atomic unsigned tcp_total;
 
 static const struct config *cfg_of(const struct listen *l);
+static void udp_buffers(int fd, int *rcv, int *snd);
+static void report_buffers(struct listen *l, int fd);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
 static void read_dst(struct msghdr *mh, struct client *cl);
 static void put_dst(
@@ -159,6 +169,10 @@ listen_open_socket(const struct config_addr *a, int type, bool reuseport,
 		goto fail;
 	if (type == SOCK_STREAM && listen(fd, 256) < 0)
 		goto fail;
+	if (type == SOCK_DGRAM) {
+		int rcv, snd;
+		udp_buffers(fd, &rcv, &snd);
+	}
 	return fd;
 fail:
 	*errnum = errno;
@@ -194,6 +208,59 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Raises fd's buffers to UDP_SOCKBUF where they are smaller: past
+ * net.core.rmem_max/wmem_max with the privilege to (SO_RCVBUFFORCE, while
+ * main is still root), else as far as those allow.  *rcv and *snd get the
+ * sizes the kernel reports afterwards.
+ */
+static void
+udp_buffers(int fd, int *rcv, int *snd)
+{
+	static const int opt[2][2] = {
+	    {SO_RCVBUFFORCE, SO_RCVBUF}, {SO_SNDBUFFORCE, SO_SNDBUF}};
+	int want = UDP_SOCKBUF, *got[2] = {rcv, snd};
+
+	for (int d = 0; d < 2; d++) {
+		socklen_t len = sizeof(*got[d]);
+		*got[d] = 0;
+		(void)getsockopt(fd, SOL_SOCKET, opt[d][1], got[d], &len);
+		/* The kernel reports twice what was set. */
+		if (*got[d] >= 2 * want)
+			continue;
+		if (setsockopt(fd, SOL_SOCKET, opt[d][0], &want, sizeof(want)) <
+		    0)
+			(void)setsockopt(
+			    fd, SOL_SOCKET, opt[d][1], &want, sizeof(want));
+		len = sizeof(*got[d]);
+		(void)getsockopt(fd, SOL_SOCKET, opt[d][1], got[d], &len);
+	}
+}
+
+/*
+ * An inherited socket (systemd, a handover) gets the same buffers as
+ * sockets of our own where we still may; the sizes go to the log and to
+ * /metrics, and a warning says how to get more when the kernel capped them.
+ */
+static void
+report_buffers(struct listen *l, int fd)
+{
+	int rcv, snd;
+
+	udp_buffers(fd, &rcv, &snd);
+	metrics_udp_buffers(l->met, (uint32_t)rcv, (uint32_t)snd);
+	if (rcv < UDP_SOCKBUF || snd < UDP_SOCKBUF)
+		log_warn("listen",
+		    "client UDP socket buffers below the %d bytes asked for "
+		    "fd=%d receive=%d send=%d (raise net.core.rmem_max and "
+		    "net.core.wmem_max, or start as root)",
+		    UDP_SOCKBUF, fd, rcv, snd);
+	else
+		log_info("listen",
+		    "client UDP socket buffers fd=%d receive=%d send=%d", fd,
+		    rcv, snd);
+}
+
 struct listen *
 listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
     struct metrics_worker *met, const struct listen_sock *socks, size_t n)
@@ -216,6 +283,7 @@ listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
 			u->l = l;
 			u->fd = socks[i].fd;
 			u->wildcard = socks[i].wildcard;
+			report_buffers(l, u->fd);
 			u->ev = event_new(
 			    base, u->fd, EV_READ | EV_PERSIST, udp_read_cb, u);
 			if (u->ev == NULL || event_add(u->ev, NULL) < 0)

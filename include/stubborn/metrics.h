@@ -74,6 +74,8 @@ struct metrics_worker {
 	_Atomic uint64_t hist[CLIENT_SRC_COUNT][METRICS_BUCKETS + 1];
 	_Atomic uint64_t hist_sum_us[CLIENT_SRC_COUNT];
 	struct metrics_stale_slot stale[METRICS_STALE_WINDOW];
+	/* the smallest buffers of the worker's client UDP sockets (gauges) */
+	_Atomic uint32_t udp_rcvbuf, udp_sndbuf;
 	char pad[64];
 };
 
@@ -100,6 +102,12 @@ metrics_inc(struct metrics_worker *w, enum metrics_counter c)
 	uint64_t v = atomic_load_explicit(&w->c[c], memory_order_relaxed);
 	atomic_store_explicit(&w->c[c], v + 1, memory_order_relaxed);
 }
+
+/*
+ * One of the worker's client UDP sockets has buffers of rcv and snd bytes
+ * (as the kernel reports them); /metrics shows the smallest of all.
+ */
+void metrics_udp_buffers(struct metrics_worker *w, uint32_t rcv, uint32_t snd);
 
 /* A reply of source src left us us microseconds after its query came. */
 void metrics_observe(
