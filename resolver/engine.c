@@ -229,9 +229,14 @@ fq_new(struct engine *e, uint64_t h, const uint8_t *key, size_t klen,
 	r->ctx = &e->actx;
 	r->route = q->route;
 	r->cfg = &q->route->cfg;
-	memcpy(r->qname, qname, qname_len);
+	/* A key begins with its name, lower-cased (cache_make_key). */
+	if (qname_len + 5 == klen) {
+		memcpy(r->qname, key, qname_len);
+	} else {
+		memcpy(r->qname, qname, qname_len);
+		wire_name_lower(r->qname, qname_len);
+	}
 	r->qname_len = qname_len;
-	wire_name_lower(r->qname, r->qname_len);
 	r->pool = route_pool_for(q->route, r->qname, r->qname_len);
 	r->qtype = qtype;
 	r->qclass = qclass;
@@ -608,19 +613,19 @@ finish_answer(struct fq *q, uint8_t *m, size_t len, const struct msg_info *info,
 	uint8_t ext, nkey[CACHE_KEY_MAX], *out = e->buf;
 	size_t cap = sizeof(e->buf);
 	uint32_t ttl = info->ttl;
-	int n = wire_strip_opt(m, len, &ext);
 	struct waiter *ws;
+	int n;
 
 	/*
 	 * The client sees the TTLs that later cache hits count down from:
 	 * each record its own, none below the entry's; a negative answer's
 	 * are all its negative TTL (RFC 2308 5).
 	 */
-	if (n >= 0 && info->cacheable)
-		n = wire_clamp_ttls(m, (size_t)n, ttl,
-			info->kind == MSG_ANSWER ? cfg->max_ttl : ttl) < 0
-		    ? -EBADMSG
-		    : n;
+	if (info->cacheable)
+		n = wire_strip_opt_clamp(m, len, &ext, ttl,
+		    info->kind == MSG_ANSWER ? cfg->max_ttl : ttl);
+	else
+		n = wire_strip_opt(m, len, &ext);
 	if (n < 0) {
 		metrics_inc(e->env.met, MET_UPSTREAM_MALFORMED);
 		finish_servfail(q, ATTEMPT_FAIL_MALFORMED, now);

@@ -118,6 +118,9 @@ wire_name_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
 	if (alen != blen)
 		return false;
+	/* Usually the very bytes (an upstream echoing our question). */
+	if (memcmp(a, b, alen) == 0)
+		return true;
 	for (size_t i = 0; i < alen; i++)
 		if (lower_byte(a[i]) != lower_byte(b[i]))
 			return false;
@@ -569,8 +572,13 @@ wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
 	return (int)(len + 4 + dlen);
 }
 
-int
-wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
+/*
+ * Strips the OPT (see wire_strip_opt) and, with clamp, clamps the TTLs of
+ * the records that stay: one walk for what an upstream answer needs.
+ */
+static int
+strip_walk(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode, bool clamp,
+    uint32_t lo, uint32_t hi)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -581,9 +589,7 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 	if (wire_iter_init(&it, msg, len) < 0)
 		return -EBADMSG;
 	while ((r = wire_iter_next(&it, &rr)) == 1) {
-		if (rr.section != 3)
-			continue;
-		if (rr.type == WIRE_TYPE_OPT) {
+		if (rr.section == 3 && rr.type == WIRE_TYPE_OPT) {
 			*opt_ext_rcode = (uint8_t)(rr.ttl >> 24);
 			/*
 			 * Dropping the records after the OPT as well keeps
@@ -593,12 +599,31 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 			wire_put16(msg + 10, (uint16_t)kept);
 			return (int)rr.off;
 		}
-		kept++;
+		if (clamp && rr.type != WIRE_TYPE_OPT) {
+			uint32_t t = rr.ttl;
+			t = (t & 0x80000000u) || t > hi ? hi : t < lo ? lo : t;
+			wire_put32(msg + rr.type_off + 4, t);
+		}
+		if (rr.section == 3)
+			kept++;
 	}
 	if (r < 0)
 		return -EBADMSG;
 	/* Anything past the last record is junk we do not pass on. */
 	return (int)it.off;
+}
+
+int
+wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
+{
+	return strip_walk(msg, len, opt_ext_rcode, false, 0, 0);
+}
+
+int
+wire_strip_opt_clamp(
+    uint8_t *msg, size_t len, uint8_t *opt_ext_rcode, uint32_t lo, uint32_t hi)
+{
+	return strip_walk(msg, len, opt_ext_rcode, true, lo, hi);
 }
 
 int
