@@ -99,7 +99,7 @@ struct cache {
 	unsigned nshards;
 	uint64_t budget;                  /* per shard: entries and table */
 	_Atomic uint32_t stale_max_age_s; /* changed by a reload */
-	unsigned char hkey[crypto_shorthash_KEYBYTES];
+	uint8_t hkey[RNG_HASH_KEY];
 };
 
 static uint64_t cache_hash(const struct cache *, const uint8_t *, size_t);
@@ -141,6 +141,21 @@ static void free_chain(struct entry *);
 static int store(struct cache *, const uint8_t *, size_t, const uint8_t *,
     size_t, uint32_t, uint64_t, bool);
 
+/*
+ * Folds A-Z to a-z in the 8 bytes of x at once: bytes 0x41..0x5a get bit
+ * 0x20, all others (with the high bit set too) stay.
+ */
+static inline uint64_t
+fold8(uint64_t x)
+{
+	uint64_t low7 = x & 0x7f7f7f7f7f7f7f7full;
+	uint64_t ge_a = low7 + 0x3f3f3f3f3f3f3f3full; /* bit 7: >= 'A' */
+	uint64_t gt_z = low7 + 0x2525252525252525ull; /* bit 7: > 'Z' */
+	uint64_t upper = (ge_a ^ gt_z) & ~x & 0x8080808080808080ull;
+
+	return x | (upper >> 2);
+}
+
 size_t
 cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
     uint16_t qtype, uint16_t qclass, unsigned flags)
@@ -150,20 +165,37 @@ cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
 	if (qname_len > WIRE_NAME_MAX)
 		qname_len = WIRE_NAME_MAX;
 	/*
-	 * Walk the labels so that a length byte that happens to be in
-	 * 'A'..'Z' (65..90) is never folded; only label bytes are, without
-	 * a branch per byte (every query makes a key).
+	 * Length bytes of a real name are below 64, never 'A'..'Z': then
+	 * the whole name folds eight bytes at a time (every query makes a
+	 * key).  Else walk the labels, so a length byte in 65..90 is kept.
 	 */
-	while (pos < qname_len) {
-		size_t llen = qname[pos], end;
-
-		key[pos] = qname[pos];
-		pos++;
-		end = pos + llen < qname_len ? pos + llen : qname_len;
-		for (; pos < end; pos++) {
+	while (pos < qname_len && qname[pos] < 64 && qname[pos] != 0)
+		pos += (size_t)qname[pos] + 1;
+	if (pos + 1 == qname_len && qname[pos] == 0) {
+		for (pos = 0; pos + 8 <= qname_len; pos += 8) {
+			uint64_t x;
+			memcpy(&x, qname + pos, 8);
+			x = fold8(x);
+			memcpy(key + pos, &x, 8);
+		}
+		for (; pos < qname_len; pos++) {
 			uint8_t ch = qname[pos];
 			key[pos] =
 			    (uint8_t)(ch + (((unsigned)(ch - 'A') < 26u) << 5));
+		}
+	} else {
+		pos = 0;
+		while (pos < qname_len) {
+			size_t llen = qname[pos], end;
+
+			key[pos] = qname[pos];
+			pos++;
+			end = pos + llen < qname_len ? pos + llen : qname_len;
+			for (; pos < end; pos++) {
+				uint8_t ch = qname[pos];
+				key[pos] = (uint8_t)(ch +
+				    (((unsigned)(ch - 'A') < 26u) << 5));
+			}
 		}
 	}
 	wire_put16(key + pos, qtype);
@@ -658,12 +690,7 @@ cache_get_stats(struct cache *c, struct cache_stats *out)
 static uint64_t
 cache_hash(const struct cache *c, const uint8_t *key, size_t klen)
 {
-	unsigned char out[crypto_shorthash_BYTES];
-	uint64_t h;
-
-	crypto_shorthash(out, key, klen, c->hkey);
-	memcpy(&h, out, sizeof(h));
-	return h;
+	return rng_hash(c->hkey, key, klen);
 }
 
 static struct shard *

@@ -2,8 +2,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #include "stubborn/inflight.h"
 #include "stubborn/rng.h"
 
@@ -34,10 +32,7 @@ inflight_fini(struct inflight *t)
 uint64_t
 inflight_hash(const struct inflight *t, const uint8_t *key, size_t klen)
 {
-	uint64_t h;
-
-	crypto_shorthash((unsigned char *)&h, key, klen, t->hash_key);
-	return h;
+	return rng_hash(t->hash_key, key, klen);
 }
 
 struct inflight_entry *

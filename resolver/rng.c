@@ -1,3 +1,4 @@
+#include <endian.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -151,4 +152,81 @@ rng_bytes(void *buf, size_t len)
 		seeded_bytes(buf, len);
 	else
 		pool_bytes(buf, len);
+}
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1;                                                      \
+		v1 = ROTL(v1, 13);                                             \
+		v1 ^= v0;                                                      \
+		v0 = ROTL(v0, 32);                                             \
+		v2 += v3;                                                      \
+		v3 = ROTL(v3, 16);                                             \
+		v3 ^= v2;                                                      \
+		v0 += v3;                                                      \
+		v3 = ROTL(v3, 21);                                             \
+		v3 ^= v0;                                                      \
+		v2 += v1;                                                      \
+		v1 = ROTL(v1, 17);                                             \
+		v1 ^= v2;                                                      \
+		v2 = ROTL(v2, 32);                                             \
+	} while (0)
+
+static inline uint64_t
+le64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+	return le64toh(v);
+}
+
+/* The reference SipHash-c-d, so the compiler can unroll fixed c and d. */
+static inline uint64_t
+siphash(
+    const uint8_t *key, const uint8_t *in, size_t len, unsigned c, unsigned d)
+{
+	uint64_t k0 = le64(key), k1 = le64(key + 8);
+	uint64_t v0 = 0x736f6d6570736575ull ^ k0;
+	uint64_t v1 = 0x646f72616e646f6dull ^ k1;
+	uint64_t v2 = 0x6c7967656e657261ull ^ k0;
+	uint64_t v3 = 0x7465646279746573ull ^ k1;
+	uint64_t b = (uint64_t)len << 56, m;
+	size_t left = len & 7;
+	const uint8_t *end = in + (len - left);
+
+	for (; in != end; in += 8) {
+		m = le64(in);
+		v3 ^= m;
+		for (unsigned i = 0; i < c; i++)
+			SIPROUND;
+		v0 ^= m;
+	}
+	if (left > 0) {
+		uint8_t tail[8] = {0};
+		memcpy(tail, in, left);
+		b |= le64(tail);
+	}
+	v3 ^= b;
+	for (unsigned i = 0; i < c; i++)
+		SIPROUND;
+	v0 ^= b;
+	v2 ^= 0xff;
+	for (unsigned i = 0; i < d; i++)
+		SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t
+rng_siphash(const uint8_t key[RNG_HASH_KEY], const void *in, size_t len,
+    unsigned c, unsigned d)
+{
+	return siphash(key, in, len, c, d);
+}
+
+uint64_t
+rng_hash(const uint8_t key[RNG_HASH_KEY], const void *in, size_t len)
+{
+	return siphash(key, in, len, 1, 3);
 }

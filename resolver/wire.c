@@ -435,8 +435,12 @@ wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q)
 	}
 	if (WIRE_ANCOUNT(msg) != 0 || WIRE_NSCOUNT(msg) != 0)
 		return WIRE_FORMERR;
-	if (wire_iter_init(&it, msg, len) < 0)
-		return WIRE_FORMERR;
+	/* The records start where the one question ends. */
+	memset(&it, 0, sizeof(it));
+	it.msg = msg;
+	it.len = len;
+	it.off = q->q.end;
+	it.left[2] = WIRE_ARCOUNT(msg);
 	while ((r = wire_iter_next(&it, &rr)) == 1) {
 		if (rr.type != WIRE_TYPE_OPT)
 			continue;
@@ -682,8 +686,14 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	size_t qlen = q->q.end;
 	int n = -ENOSPC;
 
-	if (qlen < WIRE_HDR_LEN || cap < qlen ||
-	    wire_read_question(buf, len, &sq) < 0 || sq.end != qlen)
+	if (qlen < WIRE_HDR_LEN || cap < qlen)
+		return -EBADMSG;
+	/* The same bytes as the client's question (usual: lower case) are
+	 * the same question; else it must parse to the same length. */
+	if ((len < qlen || WIRE_QDCOUNT(buf) != 1 ||
+		memcmp(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN,
+		    qlen - WIRE_HDR_LEN) != 0) &&
+	    (wire_read_question(buf, len, &sq) < 0 || sq.end != qlen))
 		return -EBADMSG;
 	/* The stored question equals the client's but for letter case. */
 	memcpy(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN, qlen - WIRE_HDR_LEN);

@@ -17,6 +17,7 @@
 
 #include "stubborn/cache.h"
 #include "stubborn/client.h"
+#include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
 #define INFLIGHT_BUCKETS 4096 /* a power of two */
@@ -45,7 +46,7 @@ struct inflight_entry {
 struct inflight {
 	struct inflight_entry *buckets[INFLIGHT_BUCKETS];
 	size_t count;
-	uint8_t hash_key[16];
+	uint8_t hash_key[RNG_HASH_KEY];
 	struct waiter *spare; /* freed waiters kept for the next queries */
 	unsigned n_spare;
 };

@@ -35,4 +35,18 @@ void rng_seed_for_tests(uint64_t seed);
 /* Fills buf with random bytes (hash keys, secrets). */
 void rng_bytes(void *buf, size_t len);
 
+#define RNG_HASH_KEY 16
+
+/*
+ * The keyed hash of the daemon's tables (cache, in-flight queries):
+ * SipHash-1-3 of len bytes at in under key (rng_bytes makes keys), so
+ * clients cannot aim many names at one bucket.  SipHash-1-3 is the
+ * variant hash tables use (Rust, CPython); a lookup hashes every query.
+ */
+uint64_t rng_hash(const uint8_t key[RNG_HASH_KEY], const void *in, size_t len);
+
+/* SipHash-c-d, the same code with other round counts (2-4: libsodium's). */
+uint64_t rng_siphash(const uint8_t key[RNG_HASH_KEY], const void *in,
+    size_t len, unsigned c, unsigned d);
+
 #endif

@@ -404,6 +404,31 @@ START_TEST(test_key_case_insensitive)
 }
 END_TEST
 
+/* Every byte value, at every position of an 8-byte word and past it. */
+START_TEST(test_key_folds_only_letters)
+{
+	uint8_t name[WIRE_NAME_MAX], key[CACHE_KEY_MAX];
+
+	for (unsigned at = 1; at <= 11; at++) {
+		for (unsigned b = 0; b < 256; b++) {
+			size_t klen;
+			name[0] = 11;
+			memset(name + 1, 'x', 11);
+			name[at] = (uint8_t)b;
+			name[12] = 0;
+			klen = cache_make_key(
+			    key, name, 13, WIRE_TYPE_A, WIRE_CLASS_IN, 0);
+			ck_assert_uint_eq(klen, 18);
+			ck_assert_uint_eq(key[0], 11);
+			ck_assert_uint_eq(
+			    key[at], b >= 'A' && b <= 'Z' ? b + 32 : b);
+			ck_assert_uint_eq(key[at == 1 ? 2 : 1], 'x');
+			ck_assert_uint_eq(key[12], 0);
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_key_flags_and_type_differ)
 {
 	struct cache *c = new_cache(BIG, 4, 3600);
@@ -1380,6 +1405,7 @@ make_suite(void)
 	tcase_add_test(tc, test_nxdomain_soa);
 	tcase_add_test(tc, test_opt_ttl_untouched);
 	tcase_add_test(tc, test_key_case_insensitive);
+	tcase_add_test(tc, test_key_folds_only_letters);
 	tcase_add_test(tc, test_key_flags_and_type_differ);
 	tcase_add_test(tc, test_replace_same_key);
 	tcase_add_test(tc, test_eviction_keeps_recently_used);

@@ -1,11 +1,15 @@
 /*
  * Unit tests for rng: values in range and all of them reachable, a forked
- * child that does not repeat its parent's buffered values, and the seeded
- * stream that scenario tests replay.
+ * child that does not repeat its parent's buffered values, the seeded
+ * stream that scenario tests replay, and the table hash: the SipHash code
+ * with 2-4 rounds gives libsodium's SipHash-2-4 for every length, so with
+ * 1-3 it is SipHash-1-3.
  */
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "stubborn/rng.h"
 #include "unit.h"
@@ -77,6 +81,31 @@ START_TEST(seeded_replays)
 }
 END_TEST
 
+START_TEST(siphash_matches_libsodium)
+{
+	uint8_t key[RNG_HASH_KEY], in[64], out[crypto_shorthash_BYTES];
+
+	ck_assert_int_eq(rng_init(), 0);
+	for (int round = 0; round < 20; round++) {
+		rng_bytes(key, sizeof(key));
+		rng_bytes(in, sizeof(in));
+		for (size_t len = 0; len <= sizeof(in); len++) {
+			uint64_t want = 0;
+			crypto_shorthash(out, in, len, key);
+			for (int i = 7; i >= 0; i--)
+				want = want << 8 | out[i];
+			ck_assert_uint_eq(
+			    rng_siphash(key, in, len, 2, 4), want);
+			ck_assert_uint_eq(rng_hash(key, in, len),
+			    rng_siphash(key, in, len, 1, 3));
+		}
+	}
+	/* Fewer rounds, another function. */
+	key[0] ^= 1;
+	ck_assert_uint_ne(rng_hash(key, in, 8), rng_siphash(key, in, 8, 2, 4));
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -86,6 +115,7 @@ make_suite(void)
 	tcase_add_test(tc, uniform_in_range);
 	tcase_add_test(tc, fork_does_not_repeat);
 	tcase_add_test(tc, seeded_replays);
+	tcase_add_test(tc, siphash_matches_libsodium);
 	suite_add_tcase(s, tc);
 	return s;
 }
