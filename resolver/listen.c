@@ -94,8 +94,11 @@ struct listen {
 	bool stopped;
 	struct udp_sock *batching; /* the socket whose batch is being read */
 	uint64_t now_us;           /* its arrival time */
-	struct event *ev_flush;    /* sends out; activated by udp_reply outside
-				      a read batch, freed by listen_free */
+	/* replies made during the batch, by source: all of them took 0 us
+	   (one clock reading), so they are timed together at its end */
+	uint64_t batch_replies[CLIENT_SRC_COUNT];
+	struct event *ev_flush; /* sends out; activated by udp_reply outside
+				   a read batch, freed by listen_free */
 	struct out_batch out;
 	uint8_t rbuf[UDP_BATCH][UDP_BUF];
 	uint8_t rctl[UDP_BATCH][CMSG_SPACE_MAX];
@@ -538,8 +541,8 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 	now_ms = l->now_us / 1000;
 	now_s = (uint32_t)clock_wall_s();
 	l->batching = u;
+	metrics_add(l->met, MET_QUERIES_UDP, (uint64_t)n);
 	for (int i = 0; i < n; i++) {
-		metrics_inc(l->met, MET_QUERIES_UDP);
 		if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
 			metrics_inc(l->met, MET_DROPPED);
 			continue;
@@ -557,6 +560,11 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		    l->p, l->rbuf[i], mm[i].msg_len, &cl, now_ms, now_s);
 	}
 	l->batching = NULL;
+	for (int src = 0; src < CLIENT_SRC_COUNT; src++) {
+		metrics_observe_n(
+		    l->met, (enum client_source)src, 0, l->batch_replies[src]);
+		l->batch_replies[src] = 0;
+	}
 	flush_batch(l);
 }
 
@@ -568,7 +576,10 @@ observe(struct listen *l, const struct client *cl, const uint8_t *msg,
 	const struct config *cfg = cfg_of(l);
 	uint64_t us = now_us > cl->start_us ? now_us - cl->start_us : 0;
 
-	metrics_observe(l->met, src, us);
+	if (us == 0 && l->batching != NULL && (unsigned)src < CLIENT_SRC_COUNT)
+		l->batch_replies[src]++;
+	else
+		metrics_observe(l->met, src, us);
 	if (cfg->log_queries &&
 	    (cfg->log_queries_sample >= 100 ||
 		rng_uniform(100) < cfg->log_queries_sample))

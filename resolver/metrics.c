@@ -207,14 +207,21 @@ min_gauge(const struct metrics *m, size_t off)
 void
 metrics_observe(struct metrics_worker *w, enum client_source src, uint64_t us)
 {
+	metrics_observe_n(w, src, us, 1);
+}
+
+void
+metrics_observe_n(
+    struct metrics_worker *w, enum client_source src, uint64_t us, uint64_t n)
+{
 	size_t b = 0;
 
-	if ((unsigned)src >= CLIENT_SRC_COUNT)
+	if ((unsigned)src >= CLIENT_SRC_COUNT || n == 0)
 		return;
 	while (b < METRICS_BUCKETS && us > bucket_us[b])
 		b++;
-	add_relaxed(&w->hist[src][b], 1);
-	add_relaxed(&w->hist_sum_us[src], us);
+	add_relaxed(&w->hist[src][b], n);
+	add_relaxed(&w->hist_sum_us[src], us * n);
 }
 
 void
