@@ -411,14 +411,16 @@ uint64_t
 cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
     uint32_t min_s, uint32_t max_s)
 {
-	uint64_t h = cache_hash(c, key, klen);
-	struct shard *s = shard_of(c, h);
 	struct entry *e, *fresh = NULL, *dead = NULL;
+	struct shard *s;
 	struct hold *hd;
-	uint64_t until = 0;
+	uint64_t h, until = 0;
 
+	/* Checked before the key is read at all. */
 	if (klen == 0 || klen > CACHE_KEY_MAX)
 		return 0;
+	h = cache_hash(c, key, klen);
+	s = shard_of(c, h);
 	if (min_s == 0)
 		min_s = 1;
 	if (max_s < min_s)
