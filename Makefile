@@ -49,7 +49,7 @@ DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 .PHONY: all run check unit scenarios integration check-asan check-tsan \
 	check-valgrind fuzz storm deps deps-test clean format-check bench \
 	install uninstall check-config-files check-deploy upgrade-bench \
-	bench-encrypted
+	bench-encrypted bench-instr
 
 all: $(BUILD)/stubborn $(TOOLS)
 
@@ -200,6 +200,13 @@ bench-encrypted:
 		tshark python3
 	$(MAKE) all
 	BUILD=$(BUILD) bash tests/bench/encrypted.sh
+
+# Instructions per cache miss and per cache hit of the daemon (callgrind),
+# and where they go (tests/bench/instr.sh).  About a minute.
+bench-instr:
+	@sh tools/install-deps.sh $(DEPS_BUILD) valgrind dnsperf
+	$(MAKE) all
+	BUILD=$(BUILD) bash tests/bench/instr.sh
 
 # The retry-storm scenarios of issue 5, side by side with Unbound.
 storm: all

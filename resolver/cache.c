@@ -4,10 +4,20 @@
  * Each entry is one allocation: header, TTL offsets, key, response.  The TTL
  * offsets are found once at store time so that a lookup is a memcpy plus a
  * few 4-byte patches, with no parsing and no allocation under the lock.
+ *
+ * Memory per entry is what a node-local cache is judged by, so the header
+ * is 50 bytes: holds and failure backoffs, which few entries ever have,
+ * are appended to the entry only when it gets one (the entry is moved to a
+ * larger allocation); and when the key is the response's own question
+ * (the usual case: lower-case name, its class), only the key's type and
+ * flags are kept, the name is compared where it lies in the response.
+ * Each shard's bucket table grows with its entries instead of being sized
+ * for the whole budget up front.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,13 +27,8 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
-/*
- * One bucket per this many bytes of budget.  A typical entry (header, key,
- * a response of a hundred or two bytes) is about this size, so chains stay
- * short while the table is fixed: it never grows, so no rehash ever runs
- * under a shard lock, and it costs about 3% of the budget.
- */
-#define CACHE_BYTES_PER_BUCKET 256
+/* A new shard's buckets; the table doubles once entries outnumber them. */
+#define CACHE_MIN_BUCKETS 16
 #define CACHE_MAX_BUCKETS (1u << 30)
 /* Shard and bucket come from disjoint halves of the 64-bit hash. */
 #define CACHE_MAX_SHARDS (1u << 16)
@@ -31,26 +36,47 @@
 #define CACHE_LINE 64
 /* The longest TTL a record keeps (max-ttl's ceiling). */
 #define CACHE_TTL_MAX 604800
+/* TTL offsets found on the stack; longer answers take a second pass. */
+#define CACHE_SCAN_STACK 128
 
+/* entry.bits: the RCODE in the low four bits, and */
+#define ENTRY_RCODE 0x0f
+#define ENTRY_POSITIVE 0x10 /* NOERROR with records in the answer section */
+#define ENTRY_QKEY 0x20     /* the key is the question: see key_equal() */
+#define ENTRY_HELD 0x40     /* a struct hold follows the response */
+#define ENTRY_KLEN_HI 0x80  /* klen is klen_lo + 256 */
+
+/* A hold on an entry (RFC 9520 failures, stale refreshes, negatives). */
+struct hold {
+	uint64_t until_ms;
+	uint64_t since_ms;     /* when the current hold was placed */
+	uint64_t neg_since_ms; /* stale-on-negative: first negative answer */
+	uint32_t fail_s;       /* current failure hold length */
+};
+
+/*
+ * The allocation: this header, noff TTL offsets, the key (unless
+ * ENTRY_QKEY), the response, and with ENTRY_HELD a struct hold at the next
+ * multiple of 8 (every failure entry has one).  Nobody keeps a pointer to
+ * an entry outside its shard's lock, so it may move.
+ */
 struct entry {
 	struct entry *hnext; /* bucket chain */
 	struct entry *prev;  /* LRU neighbour towards the most recently used */
 	struct entry *next;  /* LRU neighbour towards the least recently used */
-	uint64_t hash;
 	uint64_t stored_ms;
-	size_t size; /* the whole allocation: what the budget counts */
+	uint32_t hash_hi; /* the hash's high half: the bucket, a first check */
 	uint32_t ttl;
-	uint16_t klen;
 	uint16_t len;
 	uint16_t noff;
-	uint8_t rcode;
-	bool positive;
-	uint32_t fail_s; /* current failure hold length (RFC 9520) */
-	uint64_t hold_until_ms;
-	uint64_t hold_since_ms; /* when the current hold was placed */
-	uint64_t neg_since_ms;
-	uint16_t off[]; /* noff TTL offsets, then key, then response */
+	uint16_t ktype; /* ENTRY_QKEY: the key's type (0 for NXDOMAIN's) */
+	uint8_t kflags; /* ENTRY_QKEY: the key's flags byte */
+	uint8_t klen_lo;
+	uint8_t bits;
+	uint16_t off[];
 };
+
+#define ENTRY_HDR offsetof(struct entry, off)
 
 struct shard {
 	pthread_mutex_t lock;
@@ -71,35 +97,64 @@ struct shard {
 struct cache {
 	struct shard *shards;
 	unsigned nshards;
-	uint64_t budget;                  /* per shard, for entries */
+	uint64_t budget;                  /* per shard: entries and table */
 	_Atomic uint32_t stale_max_age_s; /* changed by a reload */
-	unsigned char hkey[crypto_shorthash_KEYBYTES];
+	uint8_t hkey[RNG_HASH_KEY];
 };
 
 static uint64_t cache_hash(const struct cache *, const uint8_t *, size_t);
 static struct shard *shard_of(const struct cache *, uint64_t);
-static struct entry **bucket_of(struct shard *, uint64_t);
-static int shard_init(struct shard *, size_t);
+static struct entry **bucket_of(struct shard *, uint32_t);
+static int shard_init(struct shard *);
 static void shard_fini(struct shard *);
+static uint64_t shard_used(const struct shard *);
+static void shard_grow(struct cache *, struct shard *);
 static struct entry *shard_find(
     struct shard *, uint64_t, const uint8_t *, size_t);
-static void shard_insert(struct shard *, struct entry *);
+static void shard_insert(struct cache *, struct shard *, struct entry *);
 static void shard_unlink(struct shard *, struct entry *);
+static struct entry *shard_evict(
+    struct cache *, struct shard *, size_t, struct entry *);
 static void lru_unlink(struct shard *, struct entry *);
 static void lru_push_front(struct shard *, struct entry *);
-static int scan_ttls(const uint8_t *, size_t, uint16_t *, size_t *);
-static bool in_ttl(const uint16_t *, size_t, size_t);
-static bool names_avoid_ttls(const uint8_t *, size_t, const uint16_t *, size_t);
+static int scan_ttls(const uint8_t *, size_t, uint16_t *, size_t, size_t *);
+static bool range_in_ttl(const uint16_t *, size_t, size_t, size_t);
+static bool owner_avoids_ttls(
+    const uint8_t *, size_t, const uint16_t *, size_t);
+static bool question_is_key(const uint8_t *, size_t, const uint8_t *, size_t);
 static struct entry *entry_new(const uint8_t *, size_t, const uint8_t *, size_t,
-    size_t, uint32_t, uint64_t);
+    const uint16_t *, size_t, uint32_t, uint64_t);
+static size_t entry_size(const struct entry *);
+static size_t entry_klen(const struct entry *);
+static size_t entry_bytes(const struct entry *);
+static void entry_free(struct entry *);
 static uint8_t *entry_key(struct entry *);
 static uint8_t *entry_resp(struct entry *);
+static size_t entry_key_copy(struct entry *, uint8_t *);
+static bool key_equal(struct entry *, const uint8_t *, size_t);
+static struct hold *hold_ptr(struct entry *);
+static struct entry *entry_hold(struct shard *, struct entry *);
 static enum cache_result entry_age(
     const struct entry *, uint64_t, uint32_t, struct cache_hit *);
 static void entry_copy_out(struct entry *, uint8_t *, bool, uint32_t, uint32_t);
 static void free_chain(struct entry *);
 static int store(struct cache *, const uint8_t *, size_t, const uint8_t *,
     size_t, uint32_t, uint64_t, bool);
+
+/*
+ * Folds A-Z to a-z in the 8 bytes of x at once: bytes 0x41..0x5a get bit
+ * 0x20, all others (with the high bit set too) stay.
+ */
+static inline uint64_t
+fold8(uint64_t x)
+{
+	uint64_t low7 = x & 0x7f7f7f7f7f7f7f7full;
+	uint64_t ge_a = low7 + 0x3f3f3f3f3f3f3f3full; /* bit 7: >= 'A' */
+	uint64_t gt_z = low7 + 0x2525252525252525ull; /* bit 7: > 'Z' */
+	uint64_t upper = (ge_a ^ gt_z) & ~x & 0x8080808080808080ull;
+
+	return x | (upper >> 2);
+}
 
 size_t
 cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
@@ -110,20 +165,37 @@ cache_make_key(uint8_t *key, const uint8_t *qname, size_t qname_len,
 	if (qname_len > WIRE_NAME_MAX)
 		qname_len = WIRE_NAME_MAX;
 	/*
-	 * Walk the labels so that a length byte that happens to be in
-	 * 'A'..'Z' (65..90) is never folded; only label bytes are.
+	 * Length bytes of a real name are below 64, never 'A'..'Z': then
+	 * the whole name folds eight bytes at a time (every query makes a
+	 * key).  Else walk the labels, so a length byte in 65..90 is kept.
 	 */
-	while (pos < qname_len) {
-		size_t llen = qname[pos];
-
-		key[pos] = qname[pos];
-		pos++;
-		for (size_t i = 0; i < llen && pos < qname_len; i++, pos++) {
+	while (pos < qname_len && qname[pos] < 64 && qname[pos] != 0)
+		pos += (size_t)qname[pos] + 1;
+	if (pos + 1 == qname_len && qname[pos] == 0) {
+		for (pos = 0; pos + 8 <= qname_len; pos += 8) {
+			uint64_t x;
+			memcpy(&x, qname + pos, 8);
+			x = fold8(x);
+			memcpy(key + pos, &x, 8);
+		}
+		for (; pos < qname_len; pos++) {
 			uint8_t ch = qname[pos];
+			key[pos] =
+			    (uint8_t)(ch + (((unsigned)(ch - 'A') < 26u) << 5));
+		}
+	} else {
+		pos = 0;
+		while (pos < qname_len) {
+			size_t llen = qname[pos], end;
 
-			if (ch >= 'A' && ch <= 'Z')
-				ch += 'a' - 'A';
-			key[pos] = ch;
+			key[pos] = qname[pos];
+			pos++;
+			end = pos + llen < qname_len ? pos + llen : qname_len;
+			for (; pos < end; pos++) {
+				uint8_t ch = qname[pos];
+				key[pos] = (uint8_t)(ch +
+				    (((unsigned)(ch - 'A') < 26u) << 5));
+			}
 		}
 	}
 	wire_put16(key + pos, qtype);
@@ -136,31 +208,29 @@ struct cache *
 cache_new(uint64_t max_bytes, unsigned shards, uint32_t stale_max_age_s)
 {
 	struct cache *c;
-	uint64_t per_shard, table;
-	size_t nbuckets = 1;
+	uint64_t per_shard;
 	unsigned n = 1, i;
 
 	while (n < shards && n < CACHE_MAX_SHARDS)
 		n <<= 1;
 	per_shard = max_bytes / n;
-	while (nbuckets < per_shard / CACHE_BYTES_PER_BUCKET &&
-	    nbuckets < CACHE_MAX_BUCKETS)
-		nbuckets <<= 1;
-	/* The promise is max_bytes including bookkeeping, tables too. */
-	table = nbuckets * sizeof(struct entry *) + sizeof(struct shard);
 
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
 	c->nshards = n;
-	c->budget = per_shard > table ? per_shard - table : 0;
+	/* The promise is max_bytes including bookkeeping: the shard itself
+	 * here, its bucket table as it grows (shard_used). */
+	c->budget = per_shard > sizeof(struct shard)
+	    ? per_shard - sizeof(struct shard)
+	    : 0;
 	atomic_init(&c->stale_max_age_s, stale_max_age_s);
 	rng_bytes(c->hkey, sizeof(c->hkey));
 	c->shards = aligned_alloc(CACHE_LINE, n * sizeof(struct shard));
 	if (c->shards == NULL)
 		goto free_cache;
 	for (i = 0; i < n; i++)
-		if (shard_init(&c->shards[i], nbuckets) < 0)
+		if (shard_init(&c->shards[i]) < 0)
 			goto free_shards;
 	return c;
 
@@ -209,56 +279,64 @@ static int
 store(struct cache *c, const uint8_t *key, size_t klen, const uint8_t *resp,
     size_t len, uint32_t ttl, uint64_t now_ms, bool replace)
 {
+	uint16_t stack_off[CACHE_SCAN_STACK], *off = stack_off;
 	struct entry *e, *old, *dead = NULL;
 	struct shard *s;
-	size_t noff, size;
+	size_t noff;
+	uint64_t h;
 	int rc;
 
 	if (ttl == 0 || klen == 0 || klen > CACHE_KEY_MAX)
 		return -EINVAL;
-	rc = scan_ttls(resp, len, NULL, &noff);
-	if (rc < 0)
-		return rc;
-	size = sizeof(struct entry) + noff * sizeof(uint16_t) + klen + len;
-	if (size > c->budget)
-		return -E2BIG;
-	/* Built before taking the lock: malloc and the copy need no lock. */
-	e = entry_new(key, klen, resp, len, noff, ttl, now_ms);
-	if (e == NULL)
-		return -ENOMEM;
-	if (!names_avoid_ttls(resp, len, e->off, e->noff)) {
-		free(e);
-		return -EBADMSG;
+	rc = scan_ttls(resp, len, off, CACHE_SCAN_STACK, &noff);
+	if (rc == -ENOSPC) {
+		/* Hundreds of records: a second pass into the heap. */
+		off = malloc(noff * sizeof(*off));
+		if (off == NULL)
+			return -ENOMEM;
+		rc = scan_ttls(resp, len, off, noff, &noff);
 	}
-	e->hash = cache_hash(c, key, klen);
-	s = shard_of(c, e->hash);
+	if (rc < 0)
+		goto out;
+	/* Built before taking the lock: malloc and the copy need no lock. */
+	e = entry_new(key, klen, resp, len, off, noff, ttl, now_ms);
+	if (e == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (entry_size(e) > c->budget) {
+		entry_free(e);
+		rc = -E2BIG;
+		goto out;
+	}
+	h = cache_hash(c, key, klen);
+	e->hash_hi = (uint32_t)(h >> 32);
+	s = shard_of(c, h);
 
 	pthread_mutex_lock(&s->lock);
-	old = shard_find(s, e->hash, key, klen);
+	old = shard_find(s, h, key, klen);
 	if (old != NULL && !replace) {
 		pthread_mutex_unlock(&s->lock);
-		free(e);
-		return -EEXIST;
+		entry_free(e);
+		rc = -EEXIST;
+		goto out;
 	}
 	if (old != NULL) {
 		shard_unlink(s, old);
 		old->hnext = dead;
 		dead = old;
 	}
-	/* size <= budget, so this stops before the shard is empty. */
-	while (s->bytes + e->size > c->budget && s->tail != NULL) {
-		old = s->tail;
-		shard_unlink(s, old);
-		old->hnext = dead;
-		dead = old;
-		s->evictions++;
-	}
-	shard_insert(s, e);
+	dead = shard_evict(c, s, entry_size(e), dead);
+	shard_insert(c, s, e);
 	s->stores++;
 	pthread_mutex_unlock(&s->lock);
 
 	free_chain(dead);
-	return 0;
+	rc = 0;
+out:
+	if (off != stack_off)
+		free(off);
+	return rc;
 }
 
 enum cache_result
@@ -303,7 +381,8 @@ cache_lookup(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	if (r == CACHE_MISS) {
 		s->misses++;
 		pthread_mutex_unlock(&s->lock);
-		free(dead);
+		if (dead != NULL)
+			entry_free(dead);
 		memset(&info, 0, sizeof(info));
 		if (hit != NULL)
 			*hit = info;
@@ -332,45 +411,47 @@ uint64_t
 cache_fail(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
     uint32_t min_s, uint32_t max_s)
 {
-	uint64_t h = cache_hash(c, key, klen);
-	struct shard *s = shard_of(c, h);
 	struct entry *e, *fresh = NULL, *dead = NULL;
-	uint64_t until;
+	struct shard *s;
+	struct hold *hd;
+	uint64_t h, until = 0;
 
+	/* Checked before the key is read at all. */
 	if (klen == 0 || klen > CACHE_KEY_MAX)
 		return 0;
+	h = cache_hash(c, key, klen);
+	s = shard_of(c, h);
 	if (min_s == 0)
 		min_s = 1;
 	if (max_s < min_s)
 		max_s = min_s;
 	/* Allocated outside the lock, in case the key has no entry yet. */
-	fresh = entry_new(key, klen, NULL, 0, 0, 0, now_ms);
+	fresh = entry_new(key, klen, NULL, 0, NULL, 0, 0, now_ms);
 	if (fresh == NULL)
 		return 0;
-	fresh->hash = h;
+	fresh->hash_hi = (uint32_t)(h >> 32);
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
 	if (e == NULL) {
-		while (s->bytes + fresh->size > c->budget && s->tail != NULL) {
-			struct entry *old = s->tail;
-			shard_unlink(s, old);
-			old->hnext = dead;
-			dead = old;
-			s->evictions++;
-		}
-		shard_insert(s, fresh);
+		dead = shard_evict(c, s, entry_size(fresh), dead);
+		shard_insert(c, s, fresh);
 		e = fresh;
 		fresh = NULL;
 	}
-	/* Failing again soon after a hold ended: back off further. */
-	if (e->fail_s > 0 &&
-	    now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000)
-		e->fail_s = e->fail_s * 2 > max_s ? max_s : e->fail_s * 2;
-	else
-		e->fail_s = min_s;
-	e->hold_until_ms = now_ms + (uint64_t)e->fail_s * 1000;
-	e->hold_since_ms = now_ms;
-	until = e->hold_until_ms;
+	e = entry_hold(s, e);
+	if (e->bits & ENTRY_HELD) {
+		hd = hold_ptr(e);
+		/* Failing again soon after a hold ended: back off further. */
+		if (hd->fail_s > 0 &&
+		    now_ms < hd->until_ms + (uint64_t)hd->fail_s * 2000)
+			hd->fail_s =
+			    hd->fail_s * 2 > max_s ? max_s : hd->fail_s * 2;
+		else
+			hd->fail_s = min_s;
+		hd->until_ms = now_ms + (uint64_t)hd->fail_s * 1000;
+		hd->since_ms = now_ms;
+		until = hd->until_ms;
+	}
 	pthread_mutex_unlock(&s->lock);
 	free(fresh);
 	free_chain(dead);
@@ -384,19 +465,23 @@ cache_hold(struct cache *c, const uint8_t *key, size_t klen, uint64_t now_ms,
 	uint64_t h = cache_hash(c, key, klen);
 	struct shard *s = shard_of(c, h);
 	struct entry *e;
-	bool held;
+	struct hold *hd;
+	bool data;
 
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
-	/* Decided under the lock: once it is released, another worker may
-	 * replace or evict the entry and free it. */
-	held = e != NULL && e->len > 0;
-	if (held && e->hold_until_ms < until_ms) {
-		e->hold_until_ms = until_ms;
-		e->hold_since_ms = now_ms;
+	data = e != NULL && e->len > 0;
+	if (data &&
+	    (!(e->bits & ENTRY_HELD) || hold_ptr(e)->until_ms < until_ms)) {
+		e = entry_hold(s, e);
+		if (e->bits & ENTRY_HELD) {
+			hd = hold_ptr(e);
+			hd->until_ms = until_ms;
+			hd->since_ms = now_ms;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
-	return held;
+	return data;
 }
 
 uint64_t
@@ -406,16 +491,21 @@ cache_note_negative(struct cache *c, const uint8_t *key, size_t klen,
 	uint64_t h = cache_hash(c, key, klen);
 	struct shard *s = shard_of(c, h);
 	struct entry *e;
+	struct hold *hd;
 	uint64_t since = 0;
 
 	pthread_mutex_lock(&s->lock);
 	e = shard_find(s, h, key, klen);
-	if (e != NULL && e->positive && e->len > 0) {
-		if (e->neg_since_ms == 0)
-			e->neg_since_ms = now_ms;
-		e->hold_until_ms = hold_until_ms;
-		e->hold_since_ms = now_ms;
-		since = e->neg_since_ms;
+	if (e != NULL && (e->bits & ENTRY_POSITIVE) && e->len > 0)
+		e = entry_hold(s, e);
+	if (e != NULL && (e->bits & ENTRY_POSITIVE) && e->len > 0 &&
+	    (e->bits & ENTRY_HELD)) {
+		hd = hold_ptr(e);
+		if (hd->neg_since_ms == 0)
+			hd->neg_since_ms = now_ms;
+		hd->until_ms = hold_until_ms;
+		hd->since_ms = now_ms;
+		since = hd->neg_since_ms;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return since;
@@ -443,7 +533,7 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 	uint8_t *buf;
 
 	for (struct entry *e = s->tail; e != NULL; e = e->prev)
-		need += sizeof(struct walk_rec) + e->klen + e->len;
+		need += sizeof(struct walk_rec) + entry_klen(e) + e->len;
 	*used = 0;
 	if (need == 0)
 		return NULL;
@@ -454,15 +544,16 @@ shard_copy(struct shard *s, size_t *used, bool *nomem)
 	for (struct entry *e = s->tail; e != NULL; e = e->prev) {
 		struct walk_rec rec;
 		rec.stored_ms = e->stored_ms;
-		rec.hold_until_ms = e->hold_until_ms;
-		rec.neg_since_ms = e->neg_since_ms;
+		rec.hold_until_ms =
+		    (e->bits & ENTRY_HELD) ? hold_ptr(e)->until_ms : 0;
+		rec.neg_since_ms =
+		    (e->bits & ENTRY_HELD) ? hold_ptr(e)->neg_since_ms : 0;
 		rec.ttl = e->ttl;
-		rec.klen = e->klen;
+		rec.klen = (uint16_t)entry_klen(e);
 		rec.len = e->len;
 		memcpy(buf + o, &rec, sizeof(rec));
 		o += sizeof(rec);
-		memcpy(buf + o, entry_key(e), e->klen);
-		o += e->klen;
+		o += entry_key_copy(e, buf + o);
 		memcpy(buf + o, entry_resp(e), e->len);
 		o += e->len;
 	}
@@ -541,9 +632,11 @@ cache_remove_if(struct cache *c, cache_match_fn match, void *arg)
 
 		pthread_mutex_lock(&s->lock);
 		for (e = s->tail; e != NULL; e = prev) {
+			uint8_t key[CACHE_KEY_MAX];
 			prev = e->prev;
-			if (!match(arg, entry_key(e), e->klen, e->rcode,
-				e->positive, e->len == 0))
+			if (!match(arg, key, entry_key_copy(e, key),
+				e->bits & ENTRY_RCODE,
+				(e->bits & ENTRY_POSITIVE) != 0, e->len == 0))
 				continue;
 			shard_unlink(s, e);
 			e->hnext = dead;
@@ -568,8 +661,10 @@ cache_remove(struct cache *c, const uint8_t *key, size_t klen)
 	if (e != NULL)
 		shard_unlink(s, e);
 	pthread_mutex_unlock(&s->lock);
-	free(e);
-	return e != NULL;
+	if (e == NULL)
+		return false;
+	entry_free(e);
+	return true;
 }
 
 void
@@ -595,12 +690,7 @@ cache_get_stats(struct cache *c, struct cache_stats *out)
 static uint64_t
 cache_hash(const struct cache *c, const uint8_t *key, size_t klen)
 {
-	unsigned char out[crypto_shorthash_BYTES];
-	uint64_t h;
-
-	crypto_shorthash(out, key, klen, c->hkey);
-	memcpy(&h, out, sizeof(h));
-	return h;
+	return rng_hash(c->hkey, key, klen);
 }
 
 static struct shard *
@@ -610,13 +700,13 @@ shard_of(const struct cache *c, uint64_t hash)
 }
 
 static int
-shard_init(struct shard *s, size_t nbuckets)
+shard_init(struct shard *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->buckets = calloc(nbuckets, sizeof(*s->buckets));
+	s->buckets = calloc(CACHE_MIN_BUCKETS, sizeof(*s->buckets));
 	if (s->buckets == NULL)
 		return -ENOMEM;
-	s->mask = nbuckets - 1;
+	s->mask = CACHE_MIN_BUCKETS - 1;
 	if (pthread_mutex_init(&s->lock, NULL) != 0) {
 		free(s->buckets);
 		return -ENOMEM;
@@ -631,7 +721,7 @@ shard_fini(struct shard *s)
 
 	while (e != NULL) {
 		next = e->next;
-		free(e);
+		entry_free(e);
 		e = next;
 	}
 	free(s->buckets);
@@ -639,39 +729,82 @@ shard_fini(struct shard *s)
 	pthread_mutex_destroy(&s->lock);
 }
 
+/* What the shard holds against its budget: entries and bucket table. */
+static uint64_t
+shard_used(const struct shard *s)
+{
+	return s->bytes + (s->mask + 1) * sizeof(*s->buckets);
+}
+
+/*
+ * Doubles the table once entries outnumber buckets, so chains stay short
+ * and the table costs a pointer or two per entry, not the budget's worth
+ * up front.  This runs under the shard lock, log2(entries) times in the
+ * shard's life, and costs one pass over its entries: amortized, one move
+ * per store.  Without memory for the bigger table the chains just grow.
+ */
+static void
+shard_grow(struct cache *c, struct shard *s)
+{
+	size_t n = (s->mask + 1) * 2;
+	struct entry **nb;
+
+	if (s->entries <= s->mask + 1 || n > CACHE_MAX_BUCKETS ||
+	    n * sizeof(*nb) > c->budget / 8)
+		return;
+	nb = calloc(n, sizeof(*nb));
+	if (nb == NULL)
+		return;
+	for (size_t b = 0; b <= s->mask; b++) {
+		struct entry *e = s->buckets[b], *next;
+		for (; e != NULL; e = next) {
+			struct entry **to = &nb[e->hash_hi & (n - 1)];
+			next = e->hnext;
+			e->hnext = *to;
+			*to = e;
+		}
+	}
+	free(s->buckets);
+	s->buckets = nb;
+	s->mask = n - 1;
+}
+
 /* The bucket index uses the high half; shard_of() uses the low half. */
 static struct entry **
-bucket_of(struct shard *s, uint64_t hash)
+bucket_of(struct shard *s, uint32_t hash_hi)
 {
-	return &s->buckets[(hash >> 32) & s->mask];
+	return &s->buckets[hash_hi & s->mask];
 }
 
 static struct entry *
 shard_find(struct shard *s, uint64_t hash, const uint8_t *key, size_t klen)
 {
-	for (struct entry *e = *bucket_of(s, hash); e != NULL; e = e->hnext)
-		if (e->hash == hash && e->klen == klen &&
-		    memcmp(entry_key(e), key, klen) == 0)
+	uint32_t hi = (uint32_t)(hash >> 32);
+
+	for (struct entry *e = *bucket_of(s, hi); e != NULL; e = e->hnext)
+		if (e->hash_hi == hi && entry_klen(e) == klen &&
+		    key_equal(e, key, klen))
 			return e;
 	return NULL;
 }
 
 static void
-shard_insert(struct shard *s, struct entry *e)
+shard_insert(struct cache *c, struct shard *s, struct entry *e)
 {
-	struct entry **b = bucket_of(s, e->hash);
+	struct entry **b = bucket_of(s, e->hash_hi);
 
 	e->hnext = *b;
 	*b = e;
 	lru_push_front(s, e);
 	s->entries++;
-	s->bytes += e->size;
+	s->bytes += entry_size(e);
+	shard_grow(c, s);
 }
 
 static void
 shard_unlink(struct shard *s, struct entry *e)
 {
-	struct entry **pp = bucket_of(s, e->hash);
+	struct entry **pp = bucket_of(s, e->hash_hi);
 
 	while (*pp != e)
 		pp = &(*pp)->hnext;
@@ -679,7 +812,25 @@ shard_unlink(struct shard *s, struct entry *e)
 	e->hnext = NULL;
 	lru_unlink(s, e);
 	s->entries--;
-	s->bytes -= e->size;
+	s->bytes -= entry_size(e);
+}
+
+/*
+ * Unlinks least recently used entries until size more bytes fit the
+ * budget; returns them chained (on hnext) before dead, to be freed once
+ * the lock is released.  size <= budget, so this stops in time.
+ */
+static struct entry *
+shard_evict(struct cache *c, struct shard *s, size_t size, struct entry *dead)
+{
+	while (shard_used(s) + size > c->budget && s->tail != NULL) {
+		struct entry *old = s->tail;
+		shard_unlink(s, old);
+		old->hnext = dead;
+		dead = old;
+		s->evictions++;
+	}
+	return dead;
 }
 
 static void
@@ -709,12 +860,17 @@ lru_push_front(struct shard *s, struct entry *e)
 }
 
 /*
- * Counts (off == NULL) or records the TTL offsets of every RR but OPT.  The
- * message must parse to its last byte: trailing bytes would be cached and
- * served to clients although no parser ever looked at them.
+ * One pass over the message: records the TTL offset of every RR but OPT
+ * into off (cap of them; *n is the count even past cap, then -ENOSPC) and
+ * proves that no owner name is read through a TTL field: lookups rewrite
+ * every TTL, so such a name would change, or stop parsing, with the time
+ * left.  Pointers lead only backwards, so an owner can only reach TTLs of
+ * records before it, all recorded by then.  The message must parse to its
+ * last byte: trailing bytes would be cached and served to clients
+ * although no parser ever looked at them.
  */
 static int
-scan_ttls(const uint8_t *msg, size_t len, uint16_t *off, size_t *n)
+scan_ttls(const uint8_t *msg, size_t len, uint16_t *off, size_t cap, size_t *n)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -729,107 +885,125 @@ scan_ttls(const uint8_t *msg, size_t len, uint16_t *off, size_t *n)
 	end = it.off;
 	while ((rc = wire_iter_next(&it, &rr)) > 0) {
 		end = rr.end;
+		if (*n > 0 &&
+		    !owner_avoids_ttls(msg, rr.off, off, *n < cap ? *n : cap))
+			return -EBADMSG;
 		if (rr.type == WIRE_TYPE_OPT)
 			continue;
-		if (off != NULL)
+		if (*n < cap)
 			off[*n] = (uint16_t)(rr.type_off + 4);
 		(*n)++;
 	}
 	if (rc < 0 || end != len)
 		return -EBADMSG;
-	return 0;
+	return *n > cap ? -ENOSPC : 0;
 }
 
-/* True if offset o is inside one of the n TTL fields at off (ascending). */
+/* True if bytes [lo, hi) overlap one of the n TTL fields at off
+ * (ascending). */
 static bool
-in_ttl(const uint16_t *off, size_t n, size_t o)
+range_in_ttl(const uint16_t *off, size_t n, size_t lo, size_t hi)
 {
-	size_t lo = 0, hi = n;
+	size_t a = 0, b = n;
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if ((size_t)off[mid] + 4 <= o)
-			lo = mid + 1;
+	/* The first field that ends after lo. */
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+		if ((size_t)off[mid] + 4 <= lo)
+			a = mid + 1;
 		else
-			hi = mid;
+			b = mid;
 	}
-	return lo < n && off[lo] <= o;
+	return a < n && off[a] < hi;
 }
 
 /*
- * Lookups rewrite every TTL, so no owner name may be read through one (a
- * compression pointer into a TTL field): the name would change, or stop
- * parsing, with the time left.  scan_ttls() has proved every owner name
- * sane (pointers only backwards), so these loops end.
+ * The owner name at o (already proved sane by the iterator: pointers only
+ * backwards, so this ends) touches none of the n TTL fields at off.
  */
 static bool
-names_avoid_ttls(const uint8_t *msg, size_t len, const uint16_t *off, size_t n)
+owner_avoids_ttls(const uint8_t *msg, size_t o, const uint16_t *off, size_t n)
 {
-	struct wire_iter it;
-	struct wire_rr rr;
+	for (;;) {
+		uint8_t l = msg[o];
 
-	if (wire_iter_init(&it, msg, len) < 0)
-		return false;
-	while (wire_iter_next(&it, &rr) == 1) {
-		size_t o = rr.off;
-
-		for (;;) {
-			uint8_t l = msg[o];
-
-			if (in_ttl(off, n, o))
+		if ((l & 0xc0) == 0xc0) {
+			if (range_in_ttl(off, n, o, o + 2))
 				return false;
-			if ((l & 0xc0) == 0xc0) {
-				if (in_ttl(off, n, o + 1))
-					return false;
-				o = ((size_t)(l & 0x3f) << 8) | msg[o + 1];
-				continue;
-			}
-			if (l == 0)
-				break;
-			for (size_t i = 1; i <= l; i++)
-				if (in_ttl(off, n, o + i))
-					return false;
-			o += (size_t)l + 1;
+			o = ((size_t)(l & 0x3f) << 8) | msg[o + 1];
+			continue;
 		}
+		if (range_in_ttl(off, n, o, o + 1 + (size_t)l))
+			return false;
+		if (l == 0)
+			return true;
+		o += (size_t)l + 1;
 	}
-	return true;
+}
+
+/*
+ * True when key (klen bytes) is resp's question as cache_make_key makes
+ * it, byte for byte: the name already lower case, the class the same.
+ * Its type and flags byte may differ (an NXDOMAIN is kept under type 0).
+ */
+static bool
+question_is_key(
+    const uint8_t *resp, size_t len, const uint8_t *key, size_t klen)
+{
+	struct wire_question q;
+
+	return WIRE_QDCOUNT(resp) == 1 &&
+	    wire_read_question(resp, len, &q) == 0 && q.name_len + 5 == klen &&
+	    memcmp(resp + q.name_off, key, q.name_len) == 0 &&
+	    wire_u16(key + q.name_len + 2) == q.qclass;
 }
 
 static struct entry *
 entry_new(const uint8_t *key, size_t klen, const uint8_t *resp, size_t len,
-    size_t noff, uint32_t ttl, uint64_t now_ms)
+    const uint16_t *off, size_t noff, uint32_t ttl, uint64_t now_ms)
 {
+	bool qkey = len > 0 && question_is_key(resp, len, key, klen);
 	size_t size =
-	    sizeof(struct entry) + noff * sizeof(uint16_t) + klen + len;
-	struct entry *e = malloc(size);
-	size_t n;
+	    ENTRY_HDR + noff * sizeof(uint16_t) + (qkey ? 0 : klen) + len;
+	struct entry *e;
 
+	/* A failure entry: a key and a hold, no data. */
+	if (len == 0)
+		size = ((size + 7) & ~(size_t)7) + sizeof(struct hold);
+	e = malloc(size);
 	if (e == NULL)
 		return NULL;
-	memset(e, 0, sizeof(*e));
-	e->size = size;
+	memset(e, 0, ENTRY_HDR);
 	e->stored_ms = now_ms;
 	e->ttl = ttl;
-	e->klen = (uint16_t)klen;
+	e->klen_lo = (uint8_t)klen;
+	e->bits = klen > 0xff ? ENTRY_KLEN_HI : 0;
 	e->len = (uint16_t)len;
 	e->noff = (uint16_t)noff;
-	memcpy(entry_key(e), key, klen);
+	if (qkey) {
+		e->bits |= ENTRY_QKEY;
+		e->ktype = wire_u16(key + klen - 5);
+		e->kflags = key[klen - 1];
+	} else {
+		memcpy(entry_key(e), key, klen);
+	}
 	if (len == 0) {
-		/* A failure entry (cache_fail): a key and a hold, no data. */
-		e->rcode = WIRE_RCODE_SERVFAIL;
+		e->bits |= ENTRY_HELD | WIRE_RCODE_SERVFAIL;
+		memset(hold_ptr(e), 0, sizeof(struct hold));
 		return e;
 	}
-	e->rcode = (uint8_t)WIRE_RCODE(WIRE_FLAGS(resp));
-	e->positive = e->rcode == WIRE_RCODE_NOERROR && WIRE_ANCOUNT(resp) > 0;
-	/* Same message as the counting pass, so the same count. */
-	(void)scan_ttls(resp, len, e->off, &n);
+	e->bits |= WIRE_RCODE(WIRE_FLAGS(resp));
+	if (WIRE_RCODE(WIRE_FLAGS(resp)) == WIRE_RCODE_NOERROR &&
+	    WIRE_ANCOUNT(resp) > 0)
+		e->bits |= ENTRY_POSITIVE;
+	memcpy(e->off, off, noff * sizeof(uint16_t));
 	memcpy(entry_resp(e), resp, len);
 	/*
 	 * No record may run out before the entry does; one claiming more
 	 * than a week (or with the high bit set, RFC 8767 4) gets the
 	 * entry's TTL.  The engine has clamped them to max-ttl already.
 	 */
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < noff; i++) {
 		uint32_t own = wire_u32(entry_resp(e) + e->off[i]);
 		if (own < ttl || own > CACHE_TTL_MAX)
 			wire_put32(entry_resp(e) + e->off[i], ttl);
@@ -839,6 +1013,37 @@ entry_new(const uint8_t *key, size_t klen, const uint8_t *resp, size_t len,
 	return e;
 }
 
+static size_t
+entry_klen(const struct entry *e)
+{
+	return e->klen_lo + ((e->bits & ENTRY_KLEN_HI) ? 256u : 0u);
+}
+
+/* Header, offsets, key and response: the allocation without a hold. */
+static size_t
+entry_bytes(const struct entry *e)
+{
+	return ENTRY_HDR + e->noff * sizeof(uint16_t) +
+	    ((e->bits & ENTRY_QKEY) ? 0 : entry_klen(e)) + e->len;
+}
+
+/*
+ * What the budget counts: the entry, and a failure entry's hold (a data
+ * entry's, rare and temporary, is not counted, so holding never evicts).
+ */
+static size_t
+entry_size(const struct entry *e)
+{
+	return entry_bytes(e) + (e->len == 0 ? sizeof(struct hold) : 0);
+}
+
+static void
+entry_free(struct entry *e)
+{
+	free(e);
+}
+
+/* The stored key (not for ENTRY_QKEY entries). */
 static uint8_t *
 entry_key(struct entry *e)
 {
@@ -848,7 +1053,83 @@ entry_key(struct entry *e)
 static uint8_t *
 entry_resp(struct entry *e)
 {
-	return entry_key(e) + e->klen;
+	return (uint8_t *)(e->off + e->noff) +
+	    ((e->bits & ENTRY_QKEY) ? 0 : entry_klen(e));
+}
+
+/* Writes e's key into out (CACHE_KEY_MAX bytes); returns its length. */
+static size_t
+entry_key_copy(struct entry *e, uint8_t *out)
+{
+	size_t klen = entry_klen(e), nl = klen - 5;
+
+	if (!(e->bits & ENTRY_QKEY)) {
+		memcpy(out, entry_key(e), klen);
+		return klen;
+	}
+	/* Name and class from the question; type and flags our own. */
+	memcpy(out, entry_resp(e) + WIRE_HDR_LEN, nl);
+	wire_put16(out + nl, e->ktype);
+	memcpy(out + nl + 2, entry_resp(e) + WIRE_HDR_LEN + nl + 2, 2);
+	out[nl + 4] = e->kflags;
+	return klen;
+}
+
+/* e's key is key (klen == entry_klen(e)). */
+static bool
+key_equal(struct entry *e, const uint8_t *key, size_t klen)
+{
+	const uint8_t *q;
+	size_t nl = klen - 5;
+
+	if (!(e->bits & ENTRY_QKEY))
+		return memcmp(entry_key(e), key, klen) == 0;
+	q = entry_resp(e) + WIRE_HDR_LEN;
+	return key[klen - 1] == e->kflags && wire_u16(key + nl) == e->ktype &&
+	    memcmp(q, key, nl) == 0 && memcmp(q + nl + 2, key + nl + 2, 2) == 0;
+}
+
+/* The hold of an ENTRY_HELD entry. */
+static struct hold *
+hold_ptr(struct entry *e)
+{
+	return (
+	    struct hold *)((uint8_t *)e + ((entry_bytes(e) + 7) & ~(size_t)7));
+}
+
+/*
+ * e with a hold (zeroed if new): e itself, or its copy in a larger
+ * allocation linked in its place.  Out of memory, e without one.  Holds
+ * are rare (failures, stale refreshes, stale-on-negative), so the
+ * allocation under the lock is too.
+ */
+static struct entry *
+entry_hold(struct shard *s, struct entry *e)
+{
+	size_t bytes = entry_bytes(e), at = (bytes + 7) & ~(size_t)7;
+	struct entry *n, **pp;
+
+	if (e->bits & ENTRY_HELD)
+		return e;
+	n = malloc(at + sizeof(struct hold));
+	if (n == NULL)
+		return e;
+	memcpy(n, e, bytes);
+	n->bits |= ENTRY_HELD;
+	memset((uint8_t *)n + at, 0, sizeof(struct hold));
+	for (pp = bucket_of(s, e->hash_hi); *pp != e; pp = &(*pp)->hnext)
+		;
+	*pp = n;
+	if (e->prev != NULL)
+		e->prev->next = n;
+	else
+		s->head = n;
+	if (e->next != NULL)
+		e->next->prev = n;
+	else
+		s->tail = n;
+	free(e);
+	return n;
 }
 
 /*
@@ -864,20 +1145,23 @@ entry_age(const struct entry *e, uint64_t now_ms, uint32_t stale_max_age_s,
 	uint64_t age_ms = now_ms > e->stored_ms ? now_ms - e->stored_ms : 0;
 	uint64_t over_ms;
 
+	const struct hold *hd =
+	    (e->bits & ENTRY_HELD) ? hold_ptr((struct entry *)e) : NULL;
+
 	hit->ttl = e->ttl;
-	hit->rcode = e->rcode;
-	hit->positive = e->positive;
-	hit->hold_until_ms = e->hold_until_ms;
-	hit->hold_since_ms = e->hold_since_ms;
-	hit->neg_since_ms = e->neg_since_ms;
+	hit->rcode = e->bits & ENTRY_RCODE;
+	hit->positive = (e->bits & ENTRY_POSITIVE) != 0;
+	hit->hold_until_ms = hd ? hd->until_ms : 0;
+	hit->hold_since_ms = hd ? hd->since_ms : 0;
+	hit->neg_since_ms = hd ? hd->neg_since_ms : 0;
 	if (e->len == 0) {
 		/*
 		 * A failure entry: held, then kept a while longer to remember
 		 * the backoff should the next try fail too.
 		 */
-		if (now_ms < e->hold_until_ms)
+		if (hd == NULL || now_ms < hd->until_ms)
 			return CACHE_FAILED;
-		return now_ms < e->hold_until_ms + (uint64_t)e->fail_s * 2000
+		return now_ms < hd->until_ms + (uint64_t)hd->fail_s * 2000
 		    ? CACHE_STALE
 		    : CACHE_MISS;
 	}
@@ -922,6 +1206,6 @@ free_chain(struct entry *e)
 
 	for (; e != NULL; e = next) {
 		next = e->hnext;
-		free(e);
+		entry_free(e);
 	}
 }

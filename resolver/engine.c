@@ -20,6 +20,8 @@
 #include "stubborn/wire.h"
 
 #define ENGINE_MAX_INFLIGHT 8192 /* questions per worker */
+/* Finished queries kept for reuse: a miss then allocates nothing. */
+#define ENGINE_SPARE_MAX 256
 /* How often the prober asks the pools whether a server needs a probe. */
 #define ENGINE_PROBE_TICK_MS 100
 /* How often the prober checks the keep-warm names. */
@@ -48,7 +50,9 @@ struct engine {
 	struct timer_heap timers;
 	struct attempt_ctx actx;
 	struct inflight table;
-	struct fq *dead;         /* finished, freed by the reap timer */
+	struct fq *dead;  /* finished, freed by the reap timer */
+	struct fq *spare; /* freed, for the next queries */
+	unsigned n_spare;
 	struct timer reap;       /* armed at "now" by query_finish */
 	struct timer probe_tick; /* prober only */
 	struct timer warm_tick;  /* prober only */
@@ -135,6 +139,12 @@ engine_free(struct engine *e)
 		while (e->table.buckets[b] != NULL)
 			query_finish((struct fq *)e->table.buckets[b], 0);
 	reap_cb(&e->reap, 0);
+	while (e->spare != NULL) {
+		struct fq *q = e->spare;
+		e->spare = q->dead_next;
+		free(q);
+	}
+	inflight_fini(&e->table);
 	attempt_ctx_fini(&e->actx);
 	timer_heap_fini(&e->timers);
 	route_unref(e->route);
@@ -214,9 +224,13 @@ fq_new(struct engine *e, uint64_t h, const uint8_t *key, size_t klen,
 		metrics_inc(e->env.met, MET_INFLIGHT_OVERFLOW);
 		return NULL;
 	}
-	q = calloc(1, sizeof(*q));
-	if (q == NULL)
+	if ((q = e->spare) != NULL) {
+		e->spare = q->dead_next;
+		e->n_spare--;
+		memset(q, 0, sizeof(*q));
+	} else if ((q = calloc(1, sizeof(*q))) == NULL) {
 		return NULL;
+	}
 	q->eng = e;
 	q->route = e->route;
 	route_ref(q->route);
@@ -229,9 +243,14 @@ fq_new(struct engine *e, uint64_t h, const uint8_t *key, size_t klen,
 	r->ctx = &e->actx;
 	r->route = q->route;
 	r->cfg = &q->route->cfg;
-	memcpy(r->qname, qname, qname_len);
+	/* A key begins with its name, lower-cased (cache_make_key). */
+	if (qname_len + 5 == klen) {
+		memcpy(r->qname, key, qname_len);
+	} else {
+		memcpy(r->qname, qname, qname_len);
+		wire_name_lower(r->qname, qname_len);
+	}
 	r->qname_len = qname_len;
-	wire_name_lower(r->qname, r->qname_len);
 	r->pool = route_pool_for(q->route, r->qname, r->qname_len);
 	r->qtype = qtype;
 	r->qclass = qclass;
@@ -247,11 +266,19 @@ fq_new(struct engine *e, uint64_t h, const uint8_t *key, size_t klen,
 static void
 fq_free(struct fq *q)
 {
+	struct engine *e = q->eng;
+
 	race_stop(&q->race);
-	timer_stop(&q->eng->timers, &q->stale);
-	inflight_free_waiters(inflight_take_waiters(&q->ie));
+	timer_stop(&e->timers, &q->stale);
+	inflight_free_waiters(&e->table, inflight_take_waiters(&q->ie));
 	route_unref(q->route);
-	free(q);
+	if (e->n_spare < ENGINE_SPARE_MAX) {
+		q->dead_next = e->spare;
+		e->spare = q;
+		e->n_spare++;
+	} else {
+		free(q);
+	}
 }
 
 /*
@@ -341,8 +368,8 @@ engine_query(struct engine *e, const uint8_t *query,
 		 */
 		if ((flags & ENGINE_HAVE_STALE) && q->stale_served)
 			return -EAGAIN;
-		r = inflight_add_waiter(
-		    &q->ie, query, wq, cl, q->route->cfg.max_waiters);
+		r = inflight_add_waiter(&e->table, &q->ie, query, wq, cl,
+		    q->route->cfg.max_waiters);
 		if (r == -EALREADY) {
 			cl->reply(cl, NULL, 0, CLIENT_SRC_ERROR);
 			return 0;
@@ -382,7 +409,8 @@ engine_query(struct engine *e, const uint8_t *query,
 		return -EBUSY;
 	memcpy(q->skey, skey, sklen);
 	q->sklen = sklen;
-	if (inflight_add_waiter(&q->ie, query, wq, cl, cfg->max_waiters) < 0) {
+	if (inflight_add_waiter(
+		&e->table, &q->ie, query, wq, cl, cfg->max_waiters) < 0) {
 		/* Not answerable by us: let the query run as a refresh. */
 		q->race.prio = UPSTREAM_PRIO_BACKGROUND;
 		start(q, now);
@@ -473,7 +501,7 @@ stale_cb(struct timer *t, uint64_t now)
 		return;
 	}
 	q->stale_served = true;
-	inflight_free_waiters(ws);
+	inflight_free_waiters(&q->eng->table, ws);
 }
 
 static bool
@@ -574,7 +602,7 @@ negative_guard(struct fq *q, const struct msg_info *info, uint64_t now)
 		inflight_restore_waiters(&q->ie, ws);
 		return false;
 	}
-	inflight_free_waiters(ws);
+	inflight_free_waiters(&e->table, ws);
 	query_finish(q, now);
 	return true;
 }
@@ -609,19 +637,19 @@ finish_answer(struct fq *q, uint8_t *m, size_t len, const struct msg_info *info,
 	uint8_t ext, nkey[CACHE_KEY_MAX], *out = e->buf;
 	size_t cap = sizeof(e->buf);
 	uint32_t ttl = info->ttl;
-	int n = wire_strip_opt(m, len, &ext);
 	struct waiter *ws;
+	int n;
 
 	/*
 	 * The client sees the TTLs that later cache hits count down from:
 	 * each record its own, none below the entry's; a negative answer's
 	 * are all its negative TTL (RFC 2308 5).
 	 */
-	if (n >= 0 && info->cacheable)
-		n = wire_clamp_ttls(m, (size_t)n, ttl,
-			info->kind == MSG_ANSWER ? cfg->max_ttl : ttl) < 0
-		    ? -EBADMSG
-		    : n;
+	if (info->cacheable)
+		n = wire_strip_opt_clamp(m, len, &ext, ttl,
+		    info->kind == MSG_ANSWER ? cfg->max_ttl : ttl);
+	else
+		n = wire_strip_opt(m, len, &ext);
 	if (n < 0) {
 		metrics_inc(e->env.met, MET_UPSTREAM_MALFORMED);
 		finish_servfail(q, ATTEMPT_FAIL_MALFORMED, now);
@@ -631,6 +659,14 @@ finish_answer(struct fq *q, uint8_t *m, size_t len, const struct msg_info *info,
 		return;
 	/* TC over TCP would be a lie we must not cache. */
 	if (q->cacheable && info->cacheable && !info->tc) {
+		/*
+		 * With upstream-0x20 the question comes back in random case:
+		 * lower-cased, it is the cache key and is not stored twice.
+		 * Replies carry each client's own question bytes anyway.
+		 */
+		if (cfg->upstream_0x20 && n > WIRE_HDR_LEN)
+			wire_name_lower(
+			    m + WIRE_HDR_LEN, (size_t)n - WIRE_HDR_LEN);
 		if (info->kind == MSG_NXDOMAIN) {
 			/*
 			 * NXDOMAIN is about the name (RFC 2308 5): kept once
@@ -679,7 +715,7 @@ finish_answer(struct fq *q, uint8_t *m, size_t len, const struct msg_info *info,
 	}
 	if (out != e->buf)
 		free(out);
-	inflight_free_waiters(ws);
+	inflight_free_waiters(&e->table, ws);
 }
 
 static void
@@ -729,7 +765,7 @@ finish_servfail(struct fq *q, enum attempt_fail why, uint64_t now)
 		if (held)
 			cache_fail(e->env.cache, q->skey, q->sklen, now,
 			    cfg->stale_recheck, cfg->stale_recheck);
-		inflight_free_waiters(ws);
+		inflight_free_waiters(&e->table, ws);
 		return;
 	}
 	if (held)
@@ -746,7 +782,7 @@ finish_servfail(struct fq *q, enum attempt_fail why, uint64_t now)
 		    r < 0 ? 0 : (size_t)r, CLIENT_SRC_ERROR);
 		w->cl.reply = NULL;
 	}
-	inflight_free_waiters(ws);
+	inflight_free_waiters(&e->table, ws);
 }
 
 /*

@@ -2,26 +2,37 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #include "stubborn/inflight.h"
 #include "stubborn/rng.h"
+
+/* Waiters kept for reuse: a miss then allocates nothing for its client. */
+#define INFLIGHT_SPARE_MAX 256
 
 void
 inflight_init(struct inflight *t)
 {
 	memset(t->buckets, 0, sizeof(t->buckets));
 	t->count = 0;
+	t->spare = NULL;
+	t->n_spare = 0;
 	rng_bytes(t->hash_key, sizeof(t->hash_key));
+}
+
+void
+inflight_fini(struct inflight *t)
+{
+	while (t->spare != NULL) {
+		struct waiter *w = t->spare;
+		t->spare = w->next;
+		free(w);
+	}
+	t->n_spare = 0;
 }
 
 uint64_t
 inflight_hash(const struct inflight *t, const uint8_t *key, size_t klen)
 {
-	uint64_t h;
-
-	crypto_shorthash((unsigned char *)&h, key, klen, t->hash_key);
-	return h;
+	return rng_hash(t->hash_key, key, klen);
 }
 
 struct inflight_entry *
@@ -72,8 +83,9 @@ inflight_remove(struct inflight *t, struct inflight_entry *e)
 }
 
 int
-inflight_add_waiter(struct inflight_entry *e, const uint8_t *query,
-    const struct wire_query *wq, const struct client *cl, unsigned max_waiters)
+inflight_add_waiter(struct inflight *t, struct inflight_entry *e,
+    const uint8_t *query, const struct wire_query *wq, const struct client *cl,
+    unsigned max_waiters)
 {
 	struct waiter *w;
 
@@ -89,9 +101,12 @@ inflight_add_waiter(struct inflight_entry *e, const uint8_t *query,
 	}
 	if (e->nwaiters >= max_waiters || wq->q.end > INFLIGHT_QBYTES_MAX)
 		return -EBUSY;
-	w = malloc(sizeof(*w));
-	if (w == NULL)
+	if ((w = t->spare) != NULL) {
+		t->spare = w->next;
+		t->n_spare--;
+	} else if ((w = malloc(sizeof(*w))) == NULL) {
 		return -ENOMEM;
+	}
 	w->cl = *cl;
 	w->q = *wq;
 	w->qlen = wq->q.end;
@@ -122,7 +137,7 @@ inflight_restore_waiters(struct inflight_entry *e, struct waiter *ws)
 }
 
 void
-inflight_free_waiters(struct waiter *w)
+inflight_free_waiters(struct inflight *t, struct waiter *w)
 {
 	struct waiter *next;
 
@@ -131,6 +146,12 @@ inflight_free_waiters(struct waiter *w)
 		/* A waiter never answered is told so, exactly once. */
 		if (w->cl.reply != NULL)
 			w->cl.reply(&w->cl, NULL, 0, CLIENT_SRC_ERROR);
-		free(w);
+		if (t->n_spare < INFLIGHT_SPARE_MAX) {
+			w->next = t->spare;
+			t->spare = w;
+			t->n_spare++;
+		} else {
+			free(w);
+		}
 	}
 }

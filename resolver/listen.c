@@ -24,6 +24,14 @@
 #include "stubborn/route.h"
 #include "stubborn/wire.h"
 
+/*
+ * Client UDP socket buffers: a burst of queries (or of replies) larger
+ * than the default ~200 KiB is dropped by the kernel before we see it.
+ * 4 MiB (the kernel doubles it for its bookkeeping) holds tens of
+ * thousands of queries, a few hundred milliseconds at full load; memory
+ * is only used while queued.
+ */
+#define UDP_SOCKBUF (4 << 20)
 #define UDP_BATCH 32
 #define UDP_BUF 4096        /* larger client queries are not DNS we serve */
 #define UDP_OUT 4096        /* largest UDP reply (edns-buffer-size max) */
@@ -59,9 +67,14 @@ struct tcp_conn {
 	struct tcp_conn *iprev, *inext; /* the idle list, longest idle first */
 };
 
-/* Replies made while a batch of datagrams is handled leave together. */
+/*
+ * Replies leave together: those made while a batch of datagrams is handled
+ * at the end of the batch, those made by upstream answers (a transport
+ * reads many in one callback) once the callback is done.
+ */
 struct out_batch {
 	unsigned n;
+	int fd[UDP_BATCH]; /* the socket each leaves through */
 	struct mmsghdr mm[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 	struct sockaddr_storage peer[UDP_BATCH];
@@ -94,6 +107,11 @@ struct listen {
 	bool stopped;
 	struct udp_sock *batching; /* the socket whose batch is being read */
 	uint64_t now_us;           /* its arrival time */
+	/* replies made during the batch, by source: all of them took 0 us
+	   (one clock reading), so they are timed together at its end */
+	uint64_t batch_replies[CLIENT_SRC_COUNT];
+	struct event *ev_flush; /* sends out; activated by udp_reply outside
+				   a read batch, freed by listen_free */
 	struct out_batch out;
 	uint8_t rbuf[UDP_BATCH][UDP_BUF];
 	uint8_t rctl[UDP_BATCH][CMSG_SPACE_MAX];
@@ -112,13 +130,16 @@ static _Atomic unsigned tcp_total;
 static _Atomic(struct listen *) listeners[LISTENERS_MAX];
 
 static const struct config *cfg_of(const struct listen *l);
+static void udp_buffers(int fd, int *rcv, int *snd);
+static void report_buffers(struct listen *l, int fd);
 static void udp_read_cb(evutil_socket_t fd, short what, void *arg);
 static void read_dst(struct msghdr *mh, struct client *cl);
 static void put_dst(
     const struct client *cl, struct msghdr *mh, uint8_t *ctl, size_t cap);
 static void udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
     enum client_source src);
-static void flush_batch(struct listen *l, int fd);
+static void flush_batch(struct listen *l);
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
 static void observe(struct listen *l, const struct client *cl,
     const uint8_t *msg, size_t len, enum client_source src, uint64_t now_us);
 static void log_query(const struct client *cl, const uint8_t *msg, size_t len,
@@ -178,6 +199,10 @@ listen_open_socket(const struct config_addr *a, int type, bool reuseport,
 		goto fail;
 	if (type == SOCK_STREAM && listen(fd, 256) < 0)
 		goto fail;
+	if (type == SOCK_DGRAM) {
+		int rcv, snd;
+		udp_buffers(fd, &rcv, &snd);
+	}
 	return fd;
 fail:
 	*errnum = errno;
@@ -213,6 +238,59 @@ listen_probe(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Raises fd's buffers to UDP_SOCKBUF where they are smaller: past
+ * net.core.rmem_max/wmem_max with the privilege to (SO_RCVBUFFORCE, while
+ * main is still root), else as far as those allow.  *rcv and *snd get the
+ * sizes the kernel reports afterwards.
+ */
+static void
+udp_buffers(int fd, int *rcv, int *snd)
+{
+	static const int opt[2][2] = {
+	    {SO_RCVBUFFORCE, SO_RCVBUF}, {SO_SNDBUFFORCE, SO_SNDBUF}};
+	int want = UDP_SOCKBUF, *got[2] = {rcv, snd};
+
+	for (int d = 0; d < 2; d++) {
+		socklen_t len = sizeof(*got[d]);
+		*got[d] = 0;
+		(void)getsockopt(fd, SOL_SOCKET, opt[d][1], got[d], &len);
+		/* The kernel reports twice what was set. */
+		if (*got[d] >= 2 * want)
+			continue;
+		if (setsockopt(fd, SOL_SOCKET, opt[d][0], &want, sizeof(want)) <
+		    0)
+			(void)setsockopt(
+			    fd, SOL_SOCKET, opt[d][1], &want, sizeof(want));
+		len = sizeof(*got[d]);
+		(void)getsockopt(fd, SOL_SOCKET, opt[d][1], got[d], &len);
+	}
+}
+
+/*
+ * An inherited socket (systemd, a handover) gets the same buffers as
+ * sockets of our own where we still may; the sizes go to the log and to
+ * /metrics, and a warning says how to get more when the kernel capped them.
+ */
+static void
+report_buffers(struct listen *l, int fd)
+{
+	int rcv, snd;
+
+	udp_buffers(fd, &rcv, &snd);
+	metrics_udp_buffers(l->met, (uint32_t)rcv, (uint32_t)snd);
+	if (rcv < UDP_SOCKBUF || snd < UDP_SOCKBUF)
+		log_warn("listen",
+		    "client UDP socket buffers below the %d bytes asked for "
+		    "fd=%d receive=%d send=%d (raise net.core.rmem_max and "
+		    "net.core.wmem_max, or start as root)",
+		    UDP_SOCKBUF, fd, rcv, snd);
+	else
+		log_info("listen",
+		    "client UDP socket buffers fd=%d receive=%d send=%d", fd,
+		    rcv, snd);
+}
+
 struct listen *
 listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
     struct metrics_worker *met, const struct listen_sock *socks, size_t n)
@@ -236,6 +314,9 @@ listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
 		if (atomic_compare_exchange_strong(&listeners[i], &none, l))
 			l->slot = i;
 	}
+	l->ev_flush = event_new(base, -1, 0, flush_cb, l);
+	if (l->ev_flush == NULL)
+		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		if (socks[i].type == SOCK_DGRAM &&
 		    l->n_udp < sizeof(l->udp) / sizeof(l->udp[0])) {
@@ -243,6 +324,7 @@ listen_new(struct event_base *base, struct pipeline *p, struct engine *engine,
 			u->l = l;
 			u->fd = socks[i].fd;
 			u->wildcard = socks[i].wildcard;
+			report_buffers(l, u->fd);
 			u->ev = event_new(
 			    base, u->fd, EV_READ | EV_PERSIST, udp_read_cb, u);
 			if (u->ev == NULL || event_add(u->ev, NULL) < 0)
@@ -322,6 +404,9 @@ listen_free(struct listen *l)
 		atomic_store(&listeners[l->slot], NULL);
 	if (l->ev_room)
 		event_free(l->ev_room);
+	flush_batch(l);
+	if (l->ev_flush)
+		event_free(l->ev_flush);
 	free(l);
 }
 
@@ -395,13 +480,20 @@ udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
 	struct msghdr mh;
 	struct iovec iov;
 	uint8_t ctl[CMSG_SPACE_MAX];
+	unsigned i;
 
 	if (msg == NULL)
 		return;
 	observe(l, cl, msg, len, src,
 	    l->batching == u ? l->now_us : clock_now_us());
-	if (l->batching == u && b->n < UDP_BATCH && len <= UDP_OUT) {
-		unsigned i = b->n++;
+	if (len <= UDP_OUT) {
+		if (b->n == UDP_BATCH)
+			flush_batch(l);
+		/* Outside a read batch: sent once this callback is done. */
+		if (b->n == 0 && l->batching == NULL)
+			event_active(l->ev_flush, 0, 0);
+		i = b->n++;
+		b->fd[i] = cl->fd;
 		memcpy(b->buf[i], msg, len);
 		memcpy(&b->peer[i], &cl->peer, cl->peer_len);
 		b->iov[i].iov_base = b->buf[i];
@@ -426,21 +518,35 @@ udp_reply(const struct client *cl, const uint8_t *msg, size_t len,
 	(void)sendmsg(cl->fd, &mh, 0);
 }
 
+/* Sends every queued reply, one sendmmsg per run of the same socket. */
 static void
-flush_batch(struct listen *l, int fd)
+flush_batch(struct listen *l)
 {
 	struct out_batch *b = &l->out;
-	unsigned sent = 0;
+	unsigned start = 0;
 
-	while (sent < b->n) {
-		int r = sendmmsg(fd, b->mm + sent, b->n - sent, 0);
-		/* What the socket buffer does not take is lost, as a single
-		 * sendto's would be; the clients retry. */
-		if (r <= 0)
-			break;
-		sent += (unsigned)r;
+	while (start < b->n) {
+		unsigned end = start + 1, sent = start;
+		while (end < b->n && b->fd[end] == b->fd[start])
+			end++;
+		while (sent < end) {
+			int r =
+			    sendmmsg(b->fd[start], b->mm + sent, end - sent, 0);
+			/* What the socket buffer does not take is lost, as a
+			 * single sendto's would be; the clients retry. */
+			if (r <= 0)
+				break;
+			sent += (unsigned)r;
+		}
+		start = end;
 	}
 	b->n = 0;
+}
+
+static void
+flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	flush_batch(arg);
 }
 
 static void
@@ -477,8 +583,8 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 	now_ms = l->now_us / 1000;
 	now_s = (uint32_t)clock_wall_s();
 	l->batching = u;
+	metrics_add(l->met, MET_QUERIES_UDP, (uint64_t)n);
 	for (int i = 0; i < n; i++) {
-		metrics_inc(l->met, MET_QUERIES_UDP);
 		if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
 			metrics_inc(l->met, MET_DROPPED);
 			continue;
@@ -496,7 +602,12 @@ udp_read_cb(evutil_socket_t fd, short what, void *arg)
 		    l->p, l->rbuf[i], mm[i].msg_len, &cl, now_ms, now_s);
 	}
 	l->batching = NULL;
-	flush_batch(l, fd);
+	for (int src = 0; src < CLIENT_SRC_COUNT; src++) {
+		metrics_observe_n(
+		    l->met, (enum client_source)src, 0, l->batch_replies[src]);
+		l->batch_replies[src] = 0;
+	}
+	flush_batch(l);
 }
 
 /* Every reply is timed; with log-queries, (a sample of) them logged. */
@@ -507,7 +618,10 @@ observe(struct listen *l, const struct client *cl, const uint8_t *msg,
 	const struct config *cfg = cfg_of(l);
 	uint64_t us = now_us > cl->start_us ? now_us - cl->start_us : 0;
 
-	metrics_observe(l->met, src, us);
+	if (us == 0 && l->batching != NULL && (unsigned)src < CLIENT_SRC_COUNT)
+		l->batch_replies[src]++;
+	else
+		metrics_observe(l->met, src, us);
 	if (cfg->log_queries &&
 	    (cfg->log_queries_sample >= 100 ||
 		rng_uniform(100) < cfg->log_queries_sample))

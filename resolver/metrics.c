@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -176,16 +177,51 @@ add_relaxed(_Atomic uint64_t *c, uint64_t v)
 }
 
 void
+metrics_udp_buffers(struct metrics_worker *w, uint32_t rcv, uint32_t snd)
+{
+	uint32_t r = atomic_load(&w->udp_rcvbuf),
+		 s = atomic_load(&w->udp_sndbuf);
+
+	if (r == 0 || rcv < r)
+		atomic_store(&w->udp_rcvbuf, rcv);
+	if (s == 0 || snd < s)
+		atomic_store(&w->udp_sndbuf, snd);
+}
+
+/* The smallest non-zero value of a gauge over the workers, or 0. */
+static uint32_t
+min_gauge(const struct metrics *m, size_t off)
+{
+	uint32_t best = 0;
+
+	for (unsigned i = 0; i < m->nworkers; i++) {
+		_Atomic uint32_t *g =
+		    (_Atomic uint32_t *)((char *)&m->w[i] + off);
+		uint32_t v = atomic_load(g);
+		if (v != 0 && (best == 0 || v < best))
+			best = v;
+	}
+	return best;
+}
+
+void
 metrics_observe(struct metrics_worker *w, enum client_source src, uint64_t us)
+{
+	metrics_observe_n(w, src, us, 1);
+}
+
+void
+metrics_observe_n(
+    struct metrics_worker *w, enum client_source src, uint64_t us, uint64_t n)
 {
 	size_t b = 0;
 
-	if ((unsigned)src >= CLIENT_SRC_COUNT)
+	if ((unsigned)src >= CLIENT_SRC_COUNT || n == 0)
 		return;
 	while (b < METRICS_BUCKETS && us > bucket_us[b])
 		b++;
-	add_relaxed(&w->hist[src][b], 1);
-	add_relaxed(&w->hist_sum_us[src], us);
+	add_relaxed(&w->hist[src][b], n);
+	add_relaxed(&w->hist_sum_us[src], us * n);
 }
 
 void
@@ -265,6 +301,15 @@ void
 metrics_write(struct metrics *m, struct evbuffer *out)
 {
 	write_histogram(m, out);
+	evbuffer_add_printf(out,
+	    "# HELP stubborn_udp_socket_buffer_bytes Buffers of the client UDP "
+	    "sockets as the kernel reports them (the smallest socket's); "
+	    "queries or replies beyond them are dropped.\n"
+	    "# TYPE stubborn_udp_socket_buffer_bytes gauge\n"
+	    "stubborn_udp_socket_buffer_bytes{direction=\"receive\"} %u\n"
+	    "stubborn_udp_socket_buffer_bytes{direction=\"send\"} %u\n",
+	    min_gauge(m, offsetof(struct metrics_worker, udp_rcvbuf)),
+	    min_gauge(m, offsetof(struct metrics_worker, udp_sndbuf)));
 	for (int c = 0; c < MET_COUNT; c++) {
 		const char *name = counters[c].name;
 		size_t base = strcspn(name, "{");

@@ -11,6 +11,7 @@ static int parse_opt(
     const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q);
 static void find_opt_lenient(
     const uint8_t *msg, size_t len, struct wire_query *q);
+static int name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next);
 static int put_question(uint8_t *out, size_t cap, size_t off,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass);
 
@@ -20,26 +21,54 @@ lower_byte(uint8_t c)
 	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
 }
 
-int
-wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
+/*
+ * The checks of wire_read_name without the copy: the name's wire length,
+ * or -EBADMSG; *next is the offset after the name where it starts (after
+ * its first pointer, if any).  Every skipped name runs through here, and
+ * most are one pointer to the question, so this is on every hot path.
+ */
+static int
+name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next)
 {
-	uint8_t scratch[WIRE_NAME_MAX];
+	size_t o = 0, end = len, after = 0;
+	int jumps = 0;
 
-	/* Following the pointers proves they lead somewhere sane. */
-	if (wire_read_name(msg, len, off, scratch, false) < 0)
-		return -EBADMSG;
 	for (;;) {
+		if (off >= end)
+			return -EBADMSG;
 		uint8_t l = msg[off];
-		if (l == 0) {
-			*next = off + 1;
-			return 0;
-		}
 		if ((l & 0xc0) == 0xc0) {
-			*next = off + 2;
-			return 0;
+			if (off + 1 >= end || ++jumps > WIRE_MAX_JUMPS)
+				return -EBADMSG;
+			size_t target =
+			    ((size_t)(l & 0x3f) << 8) | msg[off + 1];
+			/* As in wire_read_name: only backwards, no overlap. */
+			if (target >= off || target < WIRE_HDR_LEN)
+				return -EBADMSG;
+			if (after == 0)
+				after = off + 2;
+			end = off;
+			off = target;
+			continue;
+		}
+		if (l & 0xc0)
+			return -EBADMSG;
+		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > end)
+			return -EBADMSG;
+		o += (size_t)l + 1;
+		if (l == 0) {
+			*next = after ? after : off + 1;
+			return (int)o;
 		}
 		off += (size_t)l + 1;
 	}
+}
+
+int
+wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
+{
+	/* Following the pointers proves they lead somewhere sane. */
+	return name_walk(msg, len, off, next) < 0 ? -EBADMSG : 0;
 }
 
 int
@@ -89,6 +118,9 @@ wire_name_equal(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
 	if (alen != blen)
 		return false;
+	/* Usually the very bytes (an upstream echoing our question). */
+	if (memcmp(a, b, alen) == 0)
+		return true;
 	for (size_t i = 0; i < alen; i++)
 		if (lower_byte(a[i]) != lower_byte(b[i]))
 			return false;
@@ -403,8 +435,12 @@ wire_parse_query(const uint8_t *msg, size_t len, struct wire_query *q)
 	}
 	if (WIRE_ANCOUNT(msg) != 0 || WIRE_NSCOUNT(msg) != 0)
 		return WIRE_FORMERR;
-	if (wire_iter_init(&it, msg, len) < 0)
-		return WIRE_FORMERR;
+	/* The records start where the one question ends. */
+	memset(&it, 0, sizeof(it));
+	it.msg = msg;
+	it.len = len;
+	it.off = q->q.end;
+	it.left[2] = WIRE_ARCOUNT(msg);
 	while ((r = wire_iter_next(&it, &rr)) == 1) {
 		if (rr.type != WIRE_TYPE_OPT)
 			continue;
@@ -540,8 +576,13 @@ wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
 	return (int)(len + 4 + dlen);
 }
 
-int
-wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
+/*
+ * Strips the OPT (see wire_strip_opt) and, with clamp, clamps the TTLs of
+ * the records that stay: one walk for what an upstream answer needs.
+ */
+static int
+strip_walk(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode, bool clamp,
+    uint32_t lo, uint32_t hi)
 {
 	struct wire_iter it;
 	struct wire_rr rr;
@@ -552,9 +593,7 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 	if (wire_iter_init(&it, msg, len) < 0)
 		return -EBADMSG;
 	while ((r = wire_iter_next(&it, &rr)) == 1) {
-		if (rr.section != 3)
-			continue;
-		if (rr.type == WIRE_TYPE_OPT) {
+		if (rr.section == 3 && rr.type == WIRE_TYPE_OPT) {
 			*opt_ext_rcode = (uint8_t)(rr.ttl >> 24);
 			/*
 			 * Dropping the records after the OPT as well keeps
@@ -564,12 +603,31 @@ wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
 			wire_put16(msg + 10, (uint16_t)kept);
 			return (int)rr.off;
 		}
-		kept++;
+		if (clamp && rr.type != WIRE_TYPE_OPT) {
+			uint32_t t = rr.ttl;
+			t = (t & 0x80000000u) || t > hi ? hi : t < lo ? lo : t;
+			wire_put32(msg + rr.type_off + 4, t);
+		}
+		if (rr.section == 3)
+			kept++;
 	}
 	if (r < 0)
 		return -EBADMSG;
 	/* Anything past the last record is junk we do not pass on. */
 	return (int)it.off;
+}
+
+int
+wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode)
+{
+	return strip_walk(msg, len, opt_ext_rcode, false, 0, 0);
+}
+
+int
+wire_strip_opt_clamp(
+    uint8_t *msg, size_t len, uint8_t *opt_ext_rcode, uint32_t lo, uint32_t hi)
+{
+	return strip_walk(msg, len, opt_ext_rcode, true, lo, hi);
 }
 
 int
@@ -628,8 +686,14 @@ wire_make_reply(uint8_t *buf, size_t len, size_t cap, size_t limit,
 	size_t qlen = q->q.end;
 	int n = -ENOSPC;
 
-	if (qlen < WIRE_HDR_LEN || cap < qlen ||
-	    wire_read_question(buf, len, &sq) < 0 || sq.end != qlen)
+	if (qlen < WIRE_HDR_LEN || cap < qlen)
+		return -EBADMSG;
+	/* The same bytes as the client's question (usual: lower case) are
+	 * the same question; else it must parse to the same length. */
+	if ((len < qlen || WIRE_QDCOUNT(buf) != 1 ||
+		memcmp(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN,
+		    qlen - WIRE_HDR_LEN) != 0) &&
+	    (wire_read_question(buf, len, &sq) < 0 || sq.end != qlen))
 		return -EBADMSG;
 	/* The stored question equals the client's but for letter case. */
 	memcpy(buf + WIRE_HDR_LEN, query + WIRE_HDR_LEN, qlen - WIRE_HDR_LEN);

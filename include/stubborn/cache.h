@@ -1,6 +1,6 @@
 /*
  * cache: a sharded table of response bytes, keyed by the lower-cased qname,
- * qtype, qclass and the DO/CD bits, hashed with SipHash (libsodium) under a
+ * qtype, qclass and the DO/CD bits, hashed with SipHash-1-3 (rng_hash) under a
  * random key so clients cannot aim at one bucket.
  *
  * Stored responses carry no OPT (it is per hop) and get ID 0; a lookup

@@ -17,6 +17,7 @@
 
 #include "stubborn/cache.h"
 #include "stubborn/client.h"
+#include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
 #define INFLIGHT_BUCKETS 4096 /* a power of two */
@@ -45,11 +46,16 @@ struct inflight_entry {
 struct inflight {
 	struct inflight_entry *buckets[INFLIGHT_BUCKETS];
 	size_t count;
-	uint8_t hash_key[16];
+	uint8_t hash_key[RNG_HASH_KEY];
+	struct waiter *spare; /* freed waiters kept for the next queries */
+	unsigned n_spare;
 };
 
 /* An empty table with a random hash key. */
 void inflight_init(struct inflight *t);
+
+/* Frees the spare waiters (the table must hold no entry any more). */
+void inflight_fini(struct inflight *t);
 
 /* The table's hash of a cache key. */
 uint64_t inflight_hash(
@@ -67,13 +73,14 @@ void inflight_insert(struct inflight *t, struct inflight_entry *e, uint64_t h,
 void inflight_remove(struct inflight *t, struct inflight_entry *e);
 
 /*
- * Adds a client (query bytes, parsed as wq) to e's waiters.  Returns 0,
- * -EALREADY (the same client already waits with this ID: a retry),
- * -EBUSY (max waiters reached, or the question is too long to keep) or
- * -ENOMEM.
+ * Adds a client (query bytes, parsed as wq) to e's waiters (e in t).
+ * Returns 0, -EALREADY (the same client already waits with this ID: a
+ * retry), -EBUSY (max waiters reached, or the question is too long to
+ * keep) or -ENOMEM.
  */
-int inflight_add_waiter(struct inflight_entry *e, const uint8_t *query,
-    const struct wire_query *wq, const struct client *cl, unsigned max_waiters);
+int inflight_add_waiter(struct inflight *t, struct inflight_entry *e,
+    const uint8_t *query, const struct wire_query *wq, const struct client *cl,
+    unsigned max_waiters);
 
 /* Detaches and returns e's waiters (the caller answers them). */
 struct waiter *inflight_take_waiters(struct inflight_entry *e);
@@ -82,9 +89,10 @@ struct waiter *inflight_take_waiters(struct inflight_entry *e);
 void inflight_restore_waiters(struct inflight_entry *e, struct waiter *ws);
 
 /*
- * Frees a list of waiters; each one still owed a reply (cl.reply not
- * cleared by whoever answered it) is told that none will come.
+ * Frees a list of waiters taken from t's entries (kept for reuse, up to a
+ * bound); each one still owed a reply (cl.reply not cleared by whoever
+ * answered it) is told that none will come.
  */
-void inflight_free_waiters(struct waiter *ws);
+void inflight_free_waiters(struct inflight *t, struct waiter *ws);
 
 #endif

@@ -74,6 +74,8 @@ struct metrics_worker {
 	_Atomic uint64_t hist[CLIENT_SRC_COUNT][METRICS_BUCKETS + 1];
 	_Atomic uint64_t hist_sum_us[CLIENT_SRC_COUNT];
 	struct metrics_stale_slot stale[METRICS_STALE_WINDOW];
+	/* the smallest buffers of the worker's client UDP sockets (gauges) */
+	_Atomic uint32_t udp_rcvbuf, udp_sndbuf;
 	char pad[64];
 };
 
@@ -101,9 +103,27 @@ metrics_inc(struct metrics_worker *w, enum metrics_counter c)
 	atomic_store_explicit(&w->c[c], v + 1, memory_order_relaxed);
 }
 
+/*
+ * One of the worker's client UDP sockets has buffers of rcv and snd bytes
+ * (as the kernel reports them); /metrics shows the smallest of all.
+ */
+void metrics_udp_buffers(struct metrics_worker *w, uint32_t rcv, uint32_t snd);
+
+/* Adds n to counter c (one call per batch instead of n). */
+static inline void
+metrics_add(struct metrics_worker *w, enum metrics_counter c, uint64_t n)
+{
+	uint64_t v = atomic_load_explicit(&w->c[c], memory_order_relaxed);
+	atomic_store_explicit(&w->c[c], v + n, memory_order_relaxed);
+}
+
 /* A reply of source src left us us microseconds after its query came. */
 void metrics_observe(
     struct metrics_worker *w, enum client_source src, uint64_t us);
+
+/* n replies of source src, each us microseconds after its query. */
+void metrics_observe_n(
+    struct metrics_worker *w, enum client_source src, uint64_t us, uint64_t n);
 
 /* A stale answer stale_s seconds past its expiry was served at now_s. */
 void metrics_stale(struct metrics_worker *w, uint64_t now_s, uint32_t stale_s);

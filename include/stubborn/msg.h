@@ -1,7 +1,9 @@
 /*
- * msg: the only daemon module that uses ldns.  It reads upstream answers off
- * the hot path: is the message well formed, what kind of answer is it, and
- * for how long may it be cached (RFC 2308, RFC 2181, RFC 8767 TTL rules).
+ * msg: what an upstream answer is: is the message well formed, what kind of
+ * answer is it, and for how long may it be cached (RFC 2308, RFC 2181, RFC
+ * 8767 TTL rules).  Classifying is on every miss's path: one walk with wire,
+ * no allocation.  The only daemon module that uses ldns, for presentation
+ * format only (msg_records_text).
  */
 #ifndef STUBBORN_MSG_H
 #define STUBBORN_MSG_H
@@ -42,7 +44,12 @@ struct msg_info {
  * clamped to [min_ttl, max_ttl] (a TTL with the high bit set counts as
  * max_ttl, RFC 8767 4); NXDOMAIN and NODATA for min(SOA TTL, SOA MINIMUM)
  * capped by max_negative_ttl, and not at all without an SOA (RFC 2308 5).
- * Truncated answers and error RCODEs are never cacheable here.
+ * Truncated answers and error RCODEs are never cacheable here.  Well formed
+ * means: every record parses to the end of its RDATA, compression pointers
+ * point backwards, and the RDATA of A, AAAA, NS, CNAME, PTR, DNAME, MX, SRV,
+ * SOA and TXT holds exactly what the type says (clients parse those), and
+ * there is at most one OPT, in the additional section: its extended RCODE
+ * bits count.
  * Returns 0 (out filled) or -EBADMSG (out->kind = MSG_MALFORMED).
  */
 int msg_classify(const uint8_t *resp, size_t len, const struct msg_policy *pol,

@@ -11,8 +11,11 @@
  * multiplies upstream load.
  *
  * The module decides; it never sends.  Time (now, in ms) and randomness are
- * arguments.  A pool is shared by every worker: one mutex, held for a few
- * arithmetic operations per call.
+ * arguments.  A pool is shared by every worker, and the query path takes
+ * no lock: picking a server, counting a query and recording an answer from
+ * a healthy server are atomic operations (the counters are kept per
+ * thread and summed when read); circuit changes, failures and probes,
+ * which are rare, take the pool's mutex.
  */
 #ifndef STUBBORN_UPSTREAM_H
 #define STUBBORN_UPSTREAM_H
@@ -142,7 +145,8 @@ void upstream_sent(struct upstream_pool *pool, unsigned idx, uint64_t now);
  * The attempt to idx ended with outcome after rtt_ms (for UPSTREAM_OK).
  * Updates the RTT estimate and the circuit; logs circuit changes.
  * probe marks health-check queries (their answers close circuits but do
- * not count as traffic).
+ * not count as traffic).  A query's upstream_done comes from the thread
+ * that called upstream_sent for it (its outstanding count is per thread).
  */
 void upstream_done(struct upstream_pool *pool, unsigned idx,
     enum upstream_outcome outcome, uint32_t rtt_ms, bool probe, uint64_t now);

@@ -272,6 +272,15 @@ int wire_add_option(uint8_t *buf, size_t len, size_t cap, uint16_t code,
 int wire_strip_opt(uint8_t *msg, size_t len, uint8_t *opt_ext_rcode);
 
 /*
+ * wire_strip_opt and, in the same walk, wire_clamp_ttls(lo, hi) on the
+ * records that stay (those before the OPT may be changed even when the
+ * message turns out malformed further on).  Returns the new length or
+ * -EBADMSG.
+ */
+int wire_strip_opt_clamp(
+    uint8_t *msg, size_t len, uint8_t *opt_ext_rcode, uint32_t lo, uint32_t hi);
+
+/*
  * Sets the TTL of every RR but OPT to at least lo and at most hi, in place;
  * a TTL with the high bit set counts as hi (RFC 8767 4).  Returns 0 or
  * -EBADMSG.

@@ -405,6 +405,31 @@ START_TEST(test_key_case_insensitive)
 }
 END_TEST
 
+/* Every byte value, at every position of an 8-byte word and past it. */
+START_TEST(test_key_folds_only_letters)
+{
+	uint8_t name[WIRE_NAME_MAX], key[CACHE_KEY_MAX];
+
+	for (unsigned at = 1; at <= 11; at++) {
+		for (unsigned b = 0; b < 256; b++) {
+			size_t klen;
+			name[0] = 11;
+			memset(name + 1, 'x', 11);
+			name[at] = (uint8_t)b;
+			name[12] = 0;
+			klen = cache_make_key(
+			    key, name, 13, WIRE_TYPE_A, WIRE_CLASS_IN, 0);
+			ck_assert_uint_eq(klen, 18);
+			ck_assert_uint_eq(key[0], 11);
+			ck_assert_uint_eq(
+			    key[at], b >= 'A' && b <= 'Z' ? b + 32 : b);
+			ck_assert_uint_eq(key[at == 1 ? 2 : 1], 'x');
+			ck_assert_uint_eq(key[12], 0);
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_key_flags_and_type_differ)
 {
 	struct cache *c = new_cache(BIG, 4, 3600);
@@ -1238,6 +1263,64 @@ START_TEST(test_walk_visits_data_once)
 }
 END_TEST
 
+/*
+ * Memory per entry is what a node-local cache is compared on: a one-record
+ * answer costs its bytes and a small header, the key not stored again when
+ * it is the answer's own question.  A question in another letter case
+ * (upstream-0x20) is kept with its key, and found and copied out as is.
+ */
+START_TEST(test_entry_overhead)
+{
+	struct cache *c = new_cache(BIG, 4, 3600);
+	uint32_t ttls[1] = {60};
+	uint8_t resp[512], out[512], key[CACHE_KEY_MAX];
+	size_t len, klen, out_len, sum = 0;
+	struct cache_stats st, st0;
+	struct cache_hit hit;
+	char name[32];
+
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "n%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, CACHE_KEY_DO);
+		len = build_a(resp, name, 1, ttls);
+		ck_assert_int_eq(
+		    cache_store(c, key, klen, resp, len, 60, T0), 0);
+		sum += len;
+	}
+	cache_get_stats(c, &st0);
+	ck_assert_uint_eq(st0.entries, 1000);
+	ck_assert_uint_le(st0.bytes, sum + 1000 * 56);
+	for (int i = 0; i < 1000; i += 97) {
+		snprintf(name, sizeof(name), "n%d.example", i);
+		klen = key_for(key, name, WIRE_TYPE_A, CACHE_KEY_DO);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out,
+				     sizeof(out), &out_len, &hit),
+		    CACHE_FRESH);
+		/* The flags byte and the type are part of the key. */
+		klen = key_for(key, name, WIRE_TYPE_A, 0);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out,
+				     sizeof(out), &out_len, &hit),
+		    CACHE_MISS);
+		klen = key_for(key, name, WIRE_TYPE_AAAA, CACHE_KEY_DO);
+		ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out,
+				     sizeof(out), &out_len, &hit),
+		    CACHE_MISS);
+	}
+	/* Mixed case in the question: stored with its key, served as is. */
+	klen = key_for(key, "mixed.example", WIRE_TYPE_A, 0);
+	len = build_a(resp, "MiXeD.example", 1, ttls);
+	ck_assert_int_eq(cache_store(c, key, klen, resp, len, 60, T0), 0);
+	cache_get_stats(c, &st);
+	ck_assert_uint_ge(st.bytes - st0.bytes, len + klen);
+	ck_assert_int_eq(cache_lookup(c, key, klen, T0, 30, out, sizeof(out),
+			     &out_len, &hit),
+	    CACHE_FRESH);
+	ck_assert_uint_eq(out_len, len);
+	check_same_but_ttl(resp, out, len, 60);
+	cache_free(c);
+}
+END_TEST
+
 START_TEST(test_failed_hits_stats)
 {
 	struct cache *c = new_cache(BIG, 4, 3600);
@@ -1451,6 +1534,7 @@ make_suite(void)
 	tcase_add_test(tc, test_nxdomain_soa);
 	tcase_add_test(tc, test_opt_ttl_untouched);
 	tcase_add_test(tc, test_key_case_insensitive);
+	tcase_add_test(tc, test_key_folds_only_letters);
 	tcase_add_test(tc, test_key_flags_and_type_differ);
 	tcase_add_test(tc, test_replace_same_key);
 	tcase_add_test(tc, test_eviction_keeps_recently_used);
@@ -1471,6 +1555,7 @@ make_suite(void)
 	tcase_add_test(tc, test_walk_visits_data_once);
 	tcase_add_test(tc, test_failed_hits_stats);
 	tcase_add_test(tc, test_fail_entries_in_budget);
+	tcase_add_test(tc, test_entry_overhead);
 	suite_add_tcase(s, tc);
 	return s;
 }

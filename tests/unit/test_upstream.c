@@ -1595,6 +1595,81 @@ START_TEST(test_threads_share_a_pool)
 }
 END_TEST
 
+/*
+ * Workers pick, send and record answers with no lock: concurrently, every
+ * query is still counted once, none stays outstanding, the estimate stays
+ * within the samples, and the retry budget never goes negative.
+ */
+#define LF_THREADS 4
+#define LF_ROUNDS 20000
+
+struct lf_run {
+	struct upstream_pool *pool;
+	unsigned id;
+	unsigned taken;
+};
+
+static void *
+lf_thread(void *arg)
+{
+	struct lf_run *r = arg;
+
+	for (unsigned i = 0; i < LF_ROUNDS; i++) {
+		uint64_t now = T0 + i / 16;
+		bool explore;
+		int up = upstream_pick(r->pool, 0, now, i * 2654435761u + r->id,
+		    UPSTREAM_PRIO_CLIENT, &explore);
+		if (up < 0)
+			continue;
+		upstream_budget_earn(r->pool);
+		upstream_sent(r->pool, (unsigned)up, now);
+		(void)upstream_rto(r->pool, (unsigned)up);
+		upstream_done(r->pool, (unsigned)up, UPSTREAM_OK,
+		    10 + (i + r->id) % 20, false, now + 1);
+		if ((i & 7) == 0 && upstream_budget_take(r->pool, now))
+			r->taken++;
+	}
+	return NULL;
+}
+
+START_TEST(test_threads_lock_free_counts)
+{
+	struct upstream_params p = params();
+	struct upstream_pool *pool;
+	struct lf_run runs[LF_THREADS];
+	pthread_t tid[LF_THREADS];
+	struct upstream_stats st;
+	uint64_t queries = 0, answers = 0;
+
+	p.qps = 1000000;
+	pool = new_pool(3, &p);
+	for (unsigned t = 0; t < LF_THREADS; t++) {
+		runs[t].pool = pool;
+		runs[t].id = t;
+		runs[t].taken = 0;
+		ck_assert_int_eq(
+		    pthread_create(&tid[t], NULL, lf_thread, &runs[t]), 0);
+	}
+	for (unsigned t = 0; t < LF_THREADS; t++)
+		pthread_join(tid[t], NULL);
+	for (unsigned i = 0; i < 3; i++) {
+		upstream_get_stats(pool, i, &st);
+		queries += st.queries;
+		answers += st.answers;
+		ck_assert_uint_eq(st.outstanding, 0);
+		ck_assert_int_eq(st.circuit, UPSTREAM_CLOSED);
+		if (st.queries > 0) {
+			ck_assert_uint_ge(st.srtt_us, 10000);
+			ck_assert_uint_le(st.srtt_us, 29000);
+		}
+	}
+	ck_assert_uint_eq(queries, (uint64_t)LF_THREADS * LF_ROUNDS);
+	ck_assert_uint_eq(answers, queries);
+	ck_assert_uint_le(st.budget_tokens, BUDGET_CAP);
+	upstream_pool_free(pool);
+}
+END_TEST
+
 START_TEST(test_policy_names)
 {
 	static const enum upstream_policy pols[] = {UPSTREAM_FASTEST,
@@ -1718,6 +1793,7 @@ make_suite(void)
 	tcase_add_test(tc, test_outstanding);
 	tcase_add_test(tc, test_stats_counters);
 	tcase_add_test(tc, test_threads_share_a_pool);
+	tcase_add_test(tc, test_threads_lock_free_counts);
 	tcase_add_test(tc, test_policy_names);
 	tcase_add_test(tc, test_pool_new_edges);
 	suite_add_tcase(s, tc);

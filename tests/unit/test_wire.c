@@ -1542,6 +1542,43 @@ START_TEST(t_strip_opt_none)
 }
 END_TEST
 
+/* Strip and clamp in one walk: what stays is clamped, what goes is cut. */
+START_TEST(t_strip_opt_clamp)
+{
+	struct pkt p;
+	uint8_t ext = 0xaa;
+	size_t ttl_off[4], keep_end;
+
+	make_response(&p, 0, "example.com", WIRE_TYPE_A, 0);
+	pkt_count(&p, 1, 3);
+	pkt_count(&p, 3, 3);
+	ttl_off[0] = p.len + 6;
+	pkt_a(&p, WIRE_HDR_LEN, 5, 1);
+	ttl_off[1] = p.len + 6;
+	pkt_a(&p, WIRE_HDR_LEN, 100000, 2);
+	ttl_off[2] = p.len + 6;
+	pkt_a(&p, WIRE_HDR_LEN, 0x80000001u, 3);
+	ttl_off[3] = p.len + 6;
+	pkt_a(&p, WIRE_HDR_LEN, 7, 4);
+	keep_end = p.len;
+	pkt_opt(&p, 1232, 0x03, 0, 0);
+	pkt_a(&p, WIRE_HDR_LEN, 9, 5);
+	ck_assert_int_eq(
+	    wire_strip_opt_clamp(p.b, p.len, &ext, 30, 3600), (int)keep_end);
+	ck_assert_uint_eq(ext, 3);
+	ck_assert_uint_eq(WIRE_ARCOUNT(p.b), 1);
+	ck_assert_uint_eq(wire_u32(p.b + ttl_off[0]), 30);
+	ck_assert_uint_eq(wire_u32(p.b + ttl_off[1]), 3600);
+	ck_assert_uint_eq(wire_u32(p.b + ttl_off[2]), 3600);
+	ck_assert_uint_eq(wire_u32(p.b + ttl_off[3]), 30);
+	/* Malformed: the counts overrun the message. */
+	make_response(&p, 0, "example.com", WIRE_TYPE_A, 1);
+	pkt_count(&p, 3, 2);
+	ck_assert_int_eq(
+	    wire_strip_opt_clamp(p.b, p.len, &ext, 30, 3600), -EBADMSG);
+}
+END_TEST
+
 START_TEST(t_strip_opt_trailing_junk)
 {
 	struct pkt p;
@@ -2378,6 +2415,7 @@ make_suite(void)
 	tcase_add_test(tc, t_strip_opt_followed_by_rr);
 	tcase_add_test(tc, t_strip_opt_none);
 	tcase_add_test(tc, t_strip_opt_trailing_junk);
+	tcase_add_test(tc, t_strip_opt_clamp);
 	tcase_add_test(tc, t_strip_keeps_names_valid);
 	tcase_add_test(tc, t_set_ttls);
 	tcase_add_test(tc, t_set_ttls_name_through_ttl);
