@@ -92,6 +92,7 @@ struct daemon {
 static void term_cb(evutil_socket_t sig, short what, void *arg);
 static void hup_cb(evutil_socket_t sig, short what, void *arg);
 static int reload(struct daemon *d, const char *why, char *msg, size_t cap);
+static bool wants_tls(const struct config *c);
 static void notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int inherited_fds(
     struct daemon *d, int *fds, int max, char *err, size_t errlen);
@@ -219,6 +220,25 @@ warn_restart_only(const struct config *old, const struct config *cfg)
  * flight finish on theirs and the cache stays.  msg (cap) gets the outcome:
  * the generation, or the error with its file:line.  Returns 0 or -1.
  */
+/*
+ * Whether the CA store matters: a tls:// server anywhere, or a CA file
+ * named (checked even unused, so that a typo shows before it matters).
+ */
+static bool
+wants_tls(const struct config *c)
+{
+	if (c->tls_ca_file[0] != '\0')
+		return true;
+	for (size_t i = 0; i < c->n_upstream; i++)
+		if (c->upstream[i].proto == CONFIG_PROTO_TLS)
+			return true;
+	for (size_t z = 0; z < c->n_zones; z++)
+		for (size_t i = 0; i < c->zones[z].n_upstream; i++)
+			if (c->zones[z].upstream[i].proto == CONFIG_PROTO_TLS)
+				return true;
+	return false;
+}
+
 static int
 reload(struct daemon *d, const char *why, char *msg, size_t cap)
 {
@@ -241,7 +261,8 @@ reload(struct daemon *d, const char *why, char *msg, size_t cap)
 		notify("READY=1");
 		return -1;
 	}
-	if (upconn_check_ca(next.tls_ca_file, err, sizeof(err)) < 0) {
+	if (wants_tls(&next) &&
+	    upconn_check_ca(next.tls_ca_file, err, sizeof(err)) < 0) {
 		d->reloads_failed++;
 		log_error("main",
 		    "reload failed, the running configuration stays "
@@ -1290,7 +1311,8 @@ main(int argc, char **argv)
 		break;
 	}
 	/* A CA file that does not load is a bad configuration. */
-	if (upconn_check_ca(d.cfg.tls_ca_file, err, sizeof(err)) < 0) {
+	if (wants_tls(&d.cfg) &&
+	    upconn_check_ca(d.cfg.tls_ca_file, err, sizeof(err)) < 0) {
 		fprintf(stderr, "stubborn: %s\n", err);
 		return 2;
 	}

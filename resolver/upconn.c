@@ -128,7 +128,9 @@ struct upconn_server {
 struct upconn {
 	struct event_base *base;
 	struct upconn_params p;
-	SSL_CTX *ssl_ctx; /* built by upconn_new, freed by upconn_free */
+	/* Built by upconn_new for a CA file, else (the system store, a few
+	 * MiB) when the first TLS connection needs it; freed by upconn_free. */
+	SSL_CTX *ssl_ctx;
 	/* Appended only (published with a release store of nservers) and
 	 * freed by upconn_free, so other threads may read them. */
 	struct upconn_server *servers[UC_MAX_SERVERS];
@@ -237,8 +239,10 @@ upconn_new(struct event_base *base, const struct upconn_params *p, char *err,
 		free(u);
 		return NULL;
 	}
-	u->ssl_ctx = ssl_ctx_new(p->tls_ca_file, err, errlen);
-	if (u->ssl_ctx == NULL) {
+	/* A CA file is checked now; the system store waits for a TLS server:
+	 * most nodes have none. */
+	if (p->tls_ca_file != NULL && p->tls_ca_file[0] != '\0' &&
+	    (u->ssl_ctx = ssl_ctx_new(p->tls_ca_file, err, errlen)) == NULL) {
 		event_free(u->reap);
 		free(u);
 		return NULL;
@@ -798,7 +802,16 @@ conn_with_room(struct upconn_server *s)
 static SSL *
 conn_ssl_new(struct upconn_server *s)
 {
-	SSL *ssl = SSL_new(s->u->ssl_ctx);
+	struct upconn *u = s->u;
+	SSL *ssl;
+	char why[256];
+
+	if (u->ssl_ctx == NULL &&
+	    (u->ssl_ctx = ssl_ctx_new(NULL, why, sizeof(why))) == NULL) {
+		set_error(s, "no TLS context", "%s", why);
+		return NULL;
+	}
+	ssl = SSL_new(u->ssl_ctx);
 
 	if (ssl == NULL)
 		return NULL;

@@ -107,8 +107,8 @@ check_reply(const struct h_reply *rep, const struct asked *c, const char *qname,
 
 /* Every client has exactly one reply since mark, each checked. */
 static void
-check_all(struct harness *h, size_t mark, char names[][300], uint16_t qtype,
-    bool strict)
+check_all(struct harness *h, size_t mark, char names[][WIRE_NAME_MAX * 4 + 8],
+    uint16_t qtype, bool strict)
 {
 	for (size_t k = 0; k < NCLIENTS; k++) {
 		size_t got = 0;
@@ -125,7 +125,7 @@ check_all(struct harness *h, size_t mark, char names[][300], uint16_t qtype,
 }
 
 static void
-ask_all(struct harness *h, char names[][300], uint16_t qtype)
+ask_all(struct harness *h, char names[][WIRE_NAME_MAX * 4 + 8], uint16_t qtype)
 {
 	for (size_t k = 0; k < NCLIENTS; k++)
 		CHECK(h_query(h, clients[k].label, "10.0.0.1", names[k], qtype,
@@ -139,7 +139,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    "--resolv-conf", "/dev/null", "--cache-size", "1M", "--log-level",
 	    "error", "--client-qps", "1000000", NULL};
 	static uint8_t msg[WIRE_MSG_MAX];
-	char names[NCLIENTS][300], text[WIRE_NAME_MAX * 4 + 8];
+	char names[NCLIENTS][WIRE_NAME_MAX * 4 + 8],
+	    text[WIRE_NAME_MAX * 4 + 8];
 	struct harness *h;
 	struct wire_question q;
 	uint16_t qtype = WIRE_TYPE_A;

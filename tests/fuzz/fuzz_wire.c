@@ -371,7 +371,8 @@ fuzz_build_query(const struct wire_query *q, const uint8_t *data)
 	CHECK(n == (int)(q->q.end + (size > 0 ? 11 : 0)));
 	CHECK(wire_parse_query(buf, (size_t)n, &q2) == WIRE_ACCEPT);
 	CHECK(q2.id == q->id);
-	CHECK(q2.flags == (q->flags & (WIRE_RD | WIRE_CD)));
+	/* AD in a query asks for AD back (RFC 6840 5.7): kept with RD, CD. */
+	CHECK(q2.flags == (q->flags & (WIRE_RD | WIRE_CD | WIRE_AD)));
 	CHECK(q2.q.end == q->q.end && q2.q.qtype == q->q.qtype &&
 	    q2.q.qclass == q->q.qclass);
 	CHECK(memcmp(buf, data, 2) == 0);

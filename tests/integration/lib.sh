@@ -175,6 +175,17 @@ stop_stubborn() {
 	fi
 }
 
+# wait_log FILE REGEX [COUNT]: waits (up to 10 s, times SLOW) until FILE
+# has COUNT (default 1) lines matching REGEX; 1 if it never does.
+wait_log() {
+	local want=${3:-1}
+	for _ in $(seq 1 $((100 * SLOW))); do
+		[ "$(grep -Ec -- "$2" "$1" 2>/dev/null)" -ge "$want" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # q NAME TYPE [dig options]: dig against stubborn, short timeouts.
 q() {
 	local n=$1 t=$2; shift 2
