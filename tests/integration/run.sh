@@ -2,11 +2,11 @@
 # Runs every tests/integration/t_*.sh and prints a closing count line.
 # BUILD names the build directory; VALGRIND=1 runs stubborn under valgrind;
 # T_ONLY=pattern runs the matching files only; JOBS=N runs N files at once
-# (default 2: they mostly wait on sockets and timers, and each picks its
-# own ports and addresses).
+# (default 4, on 2 cores too: they mostly wait on sockets and timers, even
+# under valgrind, and each picks its own ports and addresses).
 cd "$(dirname "$0")" || exit 1
 BUILD=${BUILD:-build}
-JOBS=${JOBS:-2}
+JOBS=${JOBS:-4}
 export BUILD
 out=$(mktemp -d "${TMPDIR:-/tmp}/stubborn-run.XXXXXX") || exit 1
 trap 'rm -rf "$out"' EXIT INT TERM

@@ -30,7 +30,7 @@ fi
 # --- answers, both constructions, TC -> TCP ---------------------------------
 MPORT=$(pick_port)
 start_stubborn --upstream "$DC_STAMP_two" --workers 1 --metrics "127.0.0.1:$MPORT" \
-    --upstream-timeout 300 || { not_ok "stubborn starts with a stamp"; t_done; }
+    --upstream-timeout $((300 * SLOW)) || { not_ok "stubborn starts with a stamp"; t_done; }
 out=$(q secretlabel.dc.test A)
 expect_eq "a query over DNSCrypt (XChaCha20) answers NOERROR" NOERROR "$(echo "$out" | dig_status)"
 want=$(dig @127.0.0.1 -p "$FK_PORT_up" secretlabel.dc.test A +short +tries=1 +time=2)
@@ -89,7 +89,7 @@ for _ in $(seq 1 50); do [ -s "$T_TMP/mitm.pid" ] && break; sleep 0.1; done
 VIA=$(dc_make_stamp "127.0.0.1:$MITM" "$DC_DIR_two/provider.pub" "$DC_PROVIDER_two")
 MPORT=$(pick_port)
 start_stubborn --upstream "$VIA" --workers 1 --metrics "127.0.0.1:$MPORT" \
-    --upstream-timeout 500 || { not_ok "stubborn starts"; t_done; }
+    --upstream-timeout $((500 * SLOW)) || { not_ok "stubborn starts"; t_done; }
 expect_eq "relay: passes answers" NOERROR "$(q a.mitm.dc.test A | dig_status)"
 echo corrupt-first >"$mode"
 expect_eq "corrupt copy first: the good answer still gets through" NOERROR \
