@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -848,6 +849,11 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
+	/*
+	 * Answers to pipelined queries go out as they are ready: Nagle would
+	 * hold one back until the previous one is acknowledged.
+	 */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 	c = calloc(1, sizeof(*c));
 	if (c != NULL) {
 		c->bev =

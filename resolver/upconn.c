@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -891,6 +892,10 @@ conn_open(struct upconn_server *s, bool oneshot, struct upconn_conn **out)
 		return r;
 	}
 	c->opening = false;
+	/* Pipelined queries leave as they come, not after the last one's ACK
+	 * (Nagle), which would add a round trip, or a delayed ACK's 40 ms. */
+	(void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY,
+	    &(int){1}, sizeof(int));
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	tv.tv_sec = u->p.connect_timeout_ms / 1000;
 	tv.tv_usec = (u->p.connect_timeout_ms % 1000) * 1000;
@@ -1414,6 +1419,14 @@ read_cb(struct bufferevent *bev, void *arg)
 	uint8_t lenb[2];
 	size_t mlen;
 
+	/*
+	 * Acknowledge at once: a server with Nagle's algorithm on holds its
+	 * next pipelined answer until this one is acknowledged, and a
+	 * delayed ACK would wait for our next query.  Linux leaves quick-ACK
+	 * mode by itself, so it is asked for again after every read.
+	 */
+	(void)setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_QUICKACK,
+	    &(int){1}, sizeof(int));
 	while (c->state == UC_READY) {
 		if (evbuffer_copyout(in, lenb, 2) < 2)
 			break;
