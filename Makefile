@@ -152,7 +152,7 @@ FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -DSTUBBORN_CHECKS -Iinclude \
 	$(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
 # Targets that drive the engine link the scenario harness too.
 FUZZ_HARNESS = tests/scenario/harness.c
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(SRCS) $(HEADERS) $(FUZZ_HARNESS) \
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(SRCS) $(HEADERS) $(FUZZ_HARNESS) \
 		tests/scenario/harness.h
 	@mkdir -p build-fuzz
 	clang $(FUZZ_CFLAGS) -Itests/scenario -o $@ $< \
@@ -174,7 +174,7 @@ fuzz: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 # The committed .clang-format is the style; a diff fails the check.
 FORMAT_SRCS = resolver/*.c include/stubborn/*.h tools/*.c tests/unit/*.c \
-	tests/unit/*.h tests/fuzz/*.c tests/scenario/*.c tests/scenario/*.h
+	tests/unit/*.h tests/fuzz/*.c tests/fuzz/*.h tests/scenario/*.c tests/scenario/*.h
 format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRCS)
 

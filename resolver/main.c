@@ -93,6 +93,8 @@ static void term_cb(evutil_socket_t sig, short what, void *arg);
 static void hup_cb(evutil_socket_t sig, short what, void *arg);
 static int reload(struct daemon *d, const char *why, char *msg, size_t cap);
 static bool wants_tls(const struct config *c);
+static int reload_failed(
+    struct daemon *d, const char *why, const char *err, char *msg, size_t cap);
 static void notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int inherited_fds(
     struct daemon *d, int *fds, int max, char *err, size_t errlen);
@@ -239,6 +241,21 @@ wants_tls(const struct config *c)
 	return false;
 }
 
+/* A reload that did not take: the running configuration stays. */
+static int
+reload_failed(
+    struct daemon *d, const char *why, const char *err, char *msg, size_t cap)
+{
+	d->reloads_failed++;
+	log_error("main",
+	    "reload failed, the running configuration stays when=%s "
+	    "error=\"%s\"",
+	    why, err);
+	snprintf(msg, cap, "%s", err);
+	notify("READY=1");
+	return -1;
+}
+
 static int
 reload(struct daemon *d, const char *why, char *msg, size_t cap)
 {
@@ -252,25 +269,11 @@ reload(struct daemon *d, const char *why, char *msg, size_t cap)
 	case CONFIG_RUN:
 		break;
 	default:
-		d->reloads_failed++;
-		log_error("main",
-		    "reload failed, the running configuration stays "
-		    "when=%s error=\"%s\"",
-		    why, err);
-		snprintf(msg, cap, "%s", err);
-		notify("READY=1");
-		return -1;
+		return reload_failed(d, why, err, msg, cap);
 	}
 	if (wants_tls(&next) &&
 	    upconn_check_ca(next.tls_ca_file, err, sizeof(err)) < 0) {
-		d->reloads_failed++;
-		log_error("main",
-		    "reload failed, the running configuration stays "
-		    "when=%s error=\"%s\"",
-		    why, err);
-		snprintf(msg, cap, "%s", err);
-		notify("READY=1");
-		return -1;
+		return reload_failed(d, why, err, msg, cap);
 	}
 	warn_restart_only(&d->cfg, &next);
 	/* What only a restart changes keeps its running value. */
@@ -279,14 +282,7 @@ reload(struct daemon *d, const char *why, char *msg, size_t cap)
 	memcpy(next.listen, d->cfg.listen, sizeof(next.listen));
 	r = route_new(&next, d->route, ++d->gen, err, sizeof(err));
 	if (r == NULL) {
-		d->reloads_failed++;
-		log_error("main",
-		    "reload failed, the running configuration stays "
-		    "when=%s error=\"%s\"",
-		    why, err);
-		snprintf(msg, cap, "%s", err);
-		notify("READY=1");
-		return -1;
+		return reload_failed(d, why, err, msg, cap);
 	}
 	for (unsigned i = 0; i < d->n_workers; i++)
 		worker_set_route(d->workers[i], r);

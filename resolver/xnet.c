@@ -28,6 +28,7 @@
 #define XNET_DESTS 64        /* server hash chains, a power of two */
 #define XNET_BIND_TRIES 8
 #define XNET_READ_BATCH 32
+#define XNET_RCVBUF (1 << 20)   /* bytes asked for each upstream socket */
 #define XNET_LOG_EVERY_MS 60000 /* the same failure logged again after */
 
 struct udest;
@@ -391,6 +392,14 @@ usock_open(struct xnet *x, struct udest *d, int *err)
 		free(s);
 		return NULL;
 	}
+	/*
+	 * Room for the answers that arrive while the worker is busy (or
+	 * throttled by a CPU quota): a full buffer drops them, and dropped
+	 * answers are timeouts that open the server's circuit.  The kernel
+	 * caps it at net.core.rmem_max.
+	 */
+	(void)setsockopt(
+	    fd, SOL_SOCKET, SO_RCVBUF, &(int){XNET_RCVBUF}, sizeof(int));
 	/* A random source port (RFC 5452 9.2); the kernel's pick if busy. */
 	for (int i = 0; i < XNET_BIND_TRIES && r < 0; i++) {
 		struct sockaddr_storage ss;

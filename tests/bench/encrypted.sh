@@ -147,7 +147,7 @@ done
 # ---- runs ---------------------------------------------------------------------------
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
-echo -e "test\ttarget\tround\tqps\tcompleted\tlost\tcpu\tsyns\tp50\tp99" >"$OUT/encrypted.tsv"
+echo -e "test\ttarget\tround\tqps\tcompleted\tlost\tcpu\tsyns\tnoerror\tokqps\tp50\tp99" >"$OUT/encrypted.tsv"
 n=0
 # run TEST TARGET ROUND [dnsperf options]: one run on names never asked.
 run() {
@@ -183,6 +183,8 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 {
 	echo "## Encrypted upstreams: cache misses ($(date -u +%Y-%m-%d), $(nproc) CPUs)"
+	echo
+	echo "Capacity counts NOERROR answers only: flooded, a forwarder's upstreams time some queries out, and a fast SERVFAIL is no capacity."
 	echo
 	echo "Each forwarder at ${QUOTA}% of one core ($CG_MODE cgroup quota), one worker/thread; upstreams and dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p' | head -n1) without quota; medians of $ROUNDS interleaved rounds of ${SECS} s; every query a name never asked before. Latency at $RATE qps. Handshakes: TCP connections opened to the TLS server per 1,000 queries."
 	echo

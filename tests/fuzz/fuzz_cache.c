@@ -12,11 +12,11 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
+#include "fuzz.h"
+
 #define T0 1000000ULL
 #define TTL 60
 #define STALE_MAX 3600
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool parses_fully(const uint8_t *, size_t);
 static bool reads_ttl(const uint8_t *, size_t);

@@ -14,7 +14,7 @@
 
 #include "stubborn/config.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 static char path[64], path2[64];
 static struct config cfg, cfg2;

@@ -16,16 +16,7 @@
 #include "stubborn/log.h"
 #include "stubborn/wire.h"
 
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-			    __FILE__, __LINE__, #c);                           \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 static void check_accepted(
     const char *line, size_t len, const struct control_req *req);

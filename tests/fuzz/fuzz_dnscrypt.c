@@ -31,21 +31,12 @@
 #include "stubborn/rng.h"
 #include "stubborn/wire.h"
 
+#include "fuzz.h"
+
 #define NOW 1700000000u
 #define PROVIDER "2.dnscrypt-cert.fuzz.test"
 #define TYPE_TXT 16
 #define BUF_MAX 70000
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-			    __FILE__, __LINE__, #c);                           \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static uint8_t prov_pk[32], prov_sk[64];
 static uint8_t res_pk[2][32], res_sk[2][32];

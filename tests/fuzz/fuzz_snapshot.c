@@ -22,12 +22,12 @@
 #include "stubborn/snapshot.h"
 #include "stubborn/wire.h"
 
+#include "fuzz.h"
+
 #define NOW_MS ((1ULL << 32) + 3600000ULL)
 #define WALL_S 1700000100ULL
 #define STALE_MAX 3600
 #define MAX_KEYS 512
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct seen {
 	size_t n;

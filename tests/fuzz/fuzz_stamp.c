@@ -16,19 +16,10 @@
 
 #include "stubborn/stamp.h"
 
+#include "fuzz.h"
+
 #define TEXT_MAX 2048
 #define CANARY 0xa5
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-			    __FILE__, __LINE__, #c);                           \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool name_char_ok(char c);
 static void check_fields(const struct stamp_dnscrypt *st);

@@ -15,6 +15,8 @@
 
 #include "stubborn/wire.h"
 
+#include "fuzz.h"
+
 /* The OPT a reply builder is asked for: size, EDE code and text. */
 #define EDNS(size, ede, text)                                                  \
 	(&(struct wire_edns){                                                  \
@@ -23,17 +25,6 @@
 #define FUZZ_CAP 65536
 #define CANARY 0xa5
 #define TEXT_MAX (4 * WIRE_NAME_MAX + 16)
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-			    __FILE__, __LINE__, #c);                           \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int rcode_for(enum wire_verdict v);
 static bool canary_intact(const uint8_t *buf, size_t from, size_t n);

@@ -109,6 +109,9 @@ start_dnscrypt() {
 	# checks that would show in fakeup's query log and counters.
 	cat >"$dir/dnsdist.conf" <<-EOF
 	setSecurityPollSuffix("")
+	-- Room for bursts: the benchmark floods it, and a full buffer drops
+	-- queries silently (they would show as the forwarder's timeouts).
+	setUDPSocketBufferSizes(4194304, 4194304)
 	controlSocket("127.0.0.1:$ctl")
 	setKey("$key")
 	newServer{address="127.0.0.1:$upport"}:setUp()
