@@ -64,17 +64,26 @@ t_done() {
 	exit "$T_FAILS"
 }
 
-# A free port on 127.0.0.1 for both UDP and TCP.
+# A free port on 127.0.0.1 for both UDP and TCP. Any socket on the port
+# counts, not only listeners: a TIME_WAIT or established TCP socket left by
+# a server that stopped makes a bind without SO_REUSEADDR fail. Files run
+# side by side (run.sh JOBS) share T_PORT_DIR, where a port is claimed with
+# an atomic mkdir, so two of them never pick the same port between the
+# check and the bind.
 pick_port() {
 	local p
 	for _ in $(seq 1 200); do
-		# Below the ephemeral range (32768+), where connected sockets that
-		# ss -l does not show could still hold the port.
+		# Below the ephemeral range (32768+), where connected sockets of
+		# clients come and go.
 		p=$((20000 + RANDOM % 12700))
-		if ! ss -Hlnu "sport = :$p" | grep -q . &&
-		    ! ss -Hlnt "sport = :$p" | grep -q .; then
-			echo "$p"; return 0
+		if ss -Hanu "sport = :$p" | grep -q . ||
+		    ss -Hant "sport = :$p" | grep -q .; then
+			continue
 		fi
+		if [ -n "${T_PORT_DIR:-}" ] && ! mkdir "$T_PORT_DIR/$p" 2>/dev/null; then
+			continue
+		fi
+		echo "$p"; return 0
 	done
 	return 1
 }

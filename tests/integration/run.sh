@@ -10,6 +10,9 @@ JOBS=${JOBS:-4}
 export BUILD
 out=$(mktemp -d "${TMPDIR:-/tmp}/stubborn-run.XXXXXX") || exit 1
 trap 'rm -rf "$out"' EXIT INT TERM
+# Ports claimed by the files of this run (lib.sh pick_port).
+mkdir "$out/ports" || exit 1
+export T_PORT_DIR="$out/ports"
 # A hung test file must not hang the suite (valgrind runs are slower).
 limit=180
 [ -n "${VALGRIND:-}" ] && limit=900

@@ -125,7 +125,9 @@ occupy() {
 import socket, sys, time
 addr, port, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((addr, port))
-t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind((addr, port)); t.listen(4)
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT must not fail the bind
+t.bind((addr, port)); t.listen(4)
 open(ready, "w").close()
 time.sleep(60)
 EOF

@@ -220,10 +220,14 @@ wait_pid "$RS_PID" $((10 * SLOW))
 expect_eq "e: a successor with a bad config exits 2" 2 "$WAIT_RC"
 BUSY=$(pick_port)
 python3 -c 'import socket,sys,time
-s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); time.sleep(20)' "$BUSY" &
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1); time.sleep(20)' "$BUSY" &
 HOLD=$!
 T_PIDS="$T_PIDS $HOLD"
-sleep 0.2 # the port is taken
+for _ in $(seq 1 50); do
+	ss -Hlnt "src 127.0.0.1:$BUSY" | grep -q . && break
+	sleep 0.1
+done
 # The same config but a metrics port already in use: it fails after
 # taking the sockets, before saying it serves.
 run_stubborn "$T_TMP/e2.log" "${ARGS[@]/127.0.0.1:$MET/127.0.0.1:$BUSY}"
