@@ -167,6 +167,16 @@ start_stubborn() {
 	STUB_PID=$!
 	T_PIDS="$T_PIDS $STUB_PID"
 	wait_dns 127.0.0.1 "$STUB_PORT" "$STUB_PID" || { echo "stubborn did not start:"; cat "$STUB_LOG"; return 1; }
+	# The sockets listen from the first moments; the control socket, the
+	# workers and the signal handlers come after the privilege drop, and
+	# the "listening" line (with READY=1) says all of it is there.
+	local i
+	for i in $(seq 1 $((100 * SLOW))); do
+		grep -q 'msg="listening' "$STUB_LOG" 2>/dev/null && return 0
+		kill -0 "$STUB_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "stubborn did not say it serves:"; cat "$STUB_LOG"; return 1
 }
 
 # stop_stubborn: SIGTERM, expect exit 0 (and a clean valgrind report).
