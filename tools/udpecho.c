@@ -36,13 +36,19 @@
 #define DNS_QR 0x80
 #define THREADS_MAX 64
 
+static volatile sig_atomic_t stop;
+
 static void usage(void);
 static int parse_addr(
     const char *s, struct sockaddr_storage *ss, socklen_t *len);
 static int write_pidfile(const char *path);
 static int open_socket(
     const struct sockaddr_storage *ss, socklen_t len, bool reuseport);
-static void *serve(void *arg);
+static void stop_cb(int sig);
+static int serve(int fd, unsigned char *buf);
+static void *serve_thread(void *arg);
+static int serve_one(const struct sockaddr_storage *ss, socklen_t len,
+    const char *listen_s, const char *pidfile);
 
 static void
 usage(void)
@@ -135,32 +141,32 @@ open_socket(const struct sockaddr_storage *ss, socklen_t len, bool reuseport)
 	return fd;
 }
 
-/*
- * One thread's loop on its socket (arg: the descriptor) until the process
- * ends; a socket error ends the process with status 1.
- */
-static void *
-serve(void *arg)
+static void
+stop_cb(int sig)
 {
-	int fd = (int)(intptr_t)arg;
-	unsigned char *buf = malloc(PKT_MAX);
+	(void)sig;
+	stop = 1;
+}
+
+/*
+ * Echoes on fd until a signal sets stop (never, in the threads of
+ * --threads, which block the signals): 0 then, a negative errno on failure.
+ */
+static int
+serve(int fd, unsigned char *buf)
+{
 	struct sockaddr_storage from;
 	socklen_t flen;
 	ssize_t n;
 
-	if (buf == NULL) {
-		fprintf(stderr, "udpecho: out of memory\n");
-		exit(1);
-	}
-	for (;;) {
+	while (!stop) {
 		flen = sizeof(from);
 		n = recvfrom(
 		    fd, buf, PKT_MAX, 0, (struct sockaddr *)&from, &flen);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fprintf(stderr, "udpecho: %s\n", strerror(errno));
-			exit(1);
+			return -errno;
 		}
 		/* Too short to be a DNS header: no reply a client would count.
 		 */
@@ -172,6 +178,62 @@ serve(void *arg)
 		(void)sendto(
 		    fd, buf, (size_t)n, 0, (struct sockaddr *)&from, flen);
 	}
+	return 0;
+}
+
+/* A thread of --threads (arg: its socket); an error ends the process. */
+static void *
+serve_thread(void *arg)
+{
+	unsigned char *buf = malloc(PKT_MAX);
+	int rc;
+
+	if (buf == NULL) {
+		fprintf(stderr, "udpecho: out of memory\n");
+		exit(1);
+	}
+	rc = serve((int)(intptr_t)arg, buf);
+	fprintf(stderr, "udpecho: %s\n", strerror(-rc));
+	exit(1);
+}
+
+/*
+ * One thread serves in the main thread, as it always did: a process with
+ * more threads pays for cancellation points in every recvfrom and sendto
+ * (about 100 instructions a packet), which the one-thread ceiling must not.
+ */
+static int
+serve_one(const struct sockaddr_storage *ss, socklen_t len,
+    const char *listen_s, const char *pidfile)
+{
+	static unsigned char buf[PKT_MAX];
+	struct sigaction sa;
+	int fd = open_socket(ss, len, false), rc;
+
+	if (fd < 0) {
+		fprintf(stderr, "udpecho: %s: %s\n", listen_s, strerror(-fd));
+		exit(2);
+	}
+	/* No SA_RESTART: a signal must interrupt recvfrom so the loop ends. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = stop_cb;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	if (pidfile != NULL && (rc = write_pidfile(pidfile)) != 0) {
+		fprintf(stderr, "udpecho: pidfile %s: %s\n", pidfile,
+		    strerror(-rc));
+		exit(2);
+	}
+	rc = serve(fd, buf);
+	if (pidfile != NULL)
+		unlink(pidfile);
+	close(fd);
+	if (rc != 0) {
+		fprintf(stderr, "udpecho: %s\n", strerror(-rc));
+		return 1;
+	}
+	return 0;
 }
 
 int
@@ -218,6 +280,8 @@ main(int argc, char **argv)
 		    listen_s);
 		exit(2);
 	}
+	if (threads == 1)
+		return serve_one(&ss, len, listen_s, pidfile);
 	/* The serving threads never see SIGTERM or SIGINT: this thread waits
 	 * for them and ends the process. */
 	sigemptyset(&sigs);
@@ -225,14 +289,14 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	for (long i = 0; i < threads; i++) {
-		fd = open_socket(&ss, len, threads > 1);
+		fd = open_socket(&ss, len, true);
 		if (fd < 0) {
 			fprintf(stderr, "udpecho: %s: %s\n", listen_s,
 			    strerror(-fd));
 			exit(2);
 		}
-		if ((rc = pthread_create(
-			 &tid, NULL, serve, (void *)(intptr_t)fd)) != 0) {
+		if ((rc = pthread_create(&tid, NULL, serve_thread,
+			 (void *)(intptr_t)fd)) != 0) {
 			fprintf(stderr, "udpecho: thread: %s\n", strerror(rc));
 			exit(1);
 		}
