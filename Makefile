@@ -79,7 +79,7 @@ scenarios: $(SCENARIO)
 	./$(SCENARIO) $(SCENARIOS)
 
 $(BUILD)/udpecho: tools/udpecho.c | $(BUILD)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
 
 # The operator's client for the control socket: no library needed.
 $(BUILD)/stubborn-ctl: tools/stubborn-ctl.c include/stubborn/control.h \

@@ -390,6 +390,7 @@ def report(a):
     s2 = ag.med("hits", "stubborn-2w", "qps")
     e1 = ag.med("hits", "echo", "qps")
     e2 = ag.med("hits", "echo-2x", "qps")
+    e2t = ag.med("hits", "echo-2t", "qps")
 
     out = []
     out.append("# stubborn vs its peers: `make bench`\n")
@@ -409,19 +410,26 @@ def report(a):
         scal = ("stubborn 2 workers at %s%% / 1 worker at %s%%: **%.2fx** "
                 "(%s vs %s qps; target >= 1.9x)" %
                 (2 * int(quota), quota, s2 / s1, si(s2), si(s1)))
+        if e1 and e2t:
+            scal += "; echo with 2 threads (an SO_REUSEPORT socket each, " \
+                "as the workers) at %s%% / echo at %s%%: %.2fx (%s qps), " \
+                "the most two threads can show with this harness; " \
+                "stubborn 2 workers / echo 2 threads: %.2f" % (
+                    2 * int(quota), quota, e2t / e1, si(e2t), s2 / e2t)
         if e1 and e2:
-            scal += "; echo at %s%% / %s%%: %.2fx (%s vs %s qps), the " \
-                "most this harness can show" % (2 * int(quota), quota,
-                                                e2 / e1, si(e2), si(e1))
+            scal += "; echo, one thread, at %s%% / %s%%: %.2fx (%s vs %s " \
+                "qps)" % (2 * int(quota), quota, e2 / e1, si(e2), si(e1))
         s1x2 = ag.med("hits", "stubborn-2x", "qps")
         if s1x2:
             scal += "; stubborn 1 worker at %s%% / %s%%: %.2fx (%s qps: " \
                 "twice the CPU without a second worker)" % (
                     2 * int(quota), quota, s1x2 / s1, si(s1x2))
         scal += ".  Per round, stubborn 2 workers %s; 1 worker %s; echo " \
-            "%s (* = a run of the pair was flagged below)" % (
+            "2 threads %s; echo 1 thread %s (* = a run of the pair was " \
+            "flagged below)" % (
                 paired(ag, "stubborn-2w", "stubborn"),
                 paired(ag, "stubborn-2x", "stubborn"),
+                paired(ag, "echo-2t", "echo"),
                 paired(ag, "echo-2x", "echo"))
         clean = [r for r in paired_list(ag, "stubborn-2w", "stubborn")
                  if not r[1]]
@@ -473,7 +481,8 @@ def report(a):
     for test, label in (("hits", "cache hits"), ("misses", "cache misses"),
                         ("mixed", "mixed: Zipf-like popularity over the "
                                   "cached names, ~10% names never asked")):
-        tg = [t for t in TARGETS + ["stubborn-2w", "stubborn-2x", "echo-2x"]
+        tg = [t for t in TARGETS + ["stubborn-2w", "stubborn-2x", "echo-2x",
+                                    "echo-2t"]
               if ag.runs(test, t)]
         if not tg:
             continue
@@ -493,8 +502,8 @@ def report(a):
                        "%.0f%%" % (100 * q / ec) if q and ec else "-",
                        ratio(st, q), fmt(ag.med(test, t, "srv_cpu")),
                        fmt(ag.med(test, t, "throttled")),
-                       ratio(upq, comp) if t not in ("echo", "echo-2x")
-                       else "-",
+                       ratio(upq, comp)
+                       if t not in ("echo", "echo-2x", "echo-2t") else "-",
                        fmt(ag.med(test, t, "perf_cpu"), 0),
                        fmt(ag.med(test, t, "idle"), 0),
                        fmt(ag.med(test, t, "others"), 0),

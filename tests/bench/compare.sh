@@ -13,7 +13,8 @@
 #   b. p50 and p99 latency at a fixed rate that every server sustains;
 #   c. the mixed load: Zipf-like popularity, ~90% hits;
 #   d. memory per cached entry after caching BENCH_NAMES names;
-#   e. scaling: stubborn with 2 workers at twice the quota.
+#   e. scaling: stubborn with 2 workers at twice the quota, against the
+#      echo with 2 threads (2 SO_REUSEPORT sockets) at twice the quota.
 # Writes $BUILD/bench/results.md, runs.tsv and PNG charts.
 #
 # Knobs: BENCH_ROUNDS (3), BENCH_SECONDS (5 per run), BENCH_QUOTA (25, % of
@@ -93,8 +94,10 @@ start_target() {
 	cg_quota "${CG[$t]}" max
 	BENCH_CG=${CG[$t]}
 	case $t in
-	echo)
-		bench_exec "$UDPECHO" --listen "$a:$p" 2>"$T_TMP/echo.err" &
+	echo | echo-2t)
+		local n=1
+		[ "$t" = echo-2t ] && n=2
+		bench_exec "$UDPECHO" --listen "$a:$p" --threads "$n" 2>"$T_TMP/$t.err" &
 		PID[$t]=$!
 		T_PIDS="$T_PIDS $!"
 		# udpecho has no TCP socket, so wait for UDP only.
@@ -103,6 +106,7 @@ start_target() {
 			sleep 0.1
 		done
 		NOTE[$t]="tools/udpecho.c: recvfrom, set QR, sendto; one thread"
+		[ "$n" = 2 ] && NOTE[$t]="tools/udpecho.c --threads 2: recvfrom, set QR, sendto; two threads, each on its own SO_REUSEPORT socket (as stubborn's workers)"
 		;;
 	stubborn | stubborn-2w)
 		local w=1
@@ -146,8 +150,9 @@ start_target() {
 	RSS0[$t]=$(rss_kib "${PID[$t]}")
 }
 
-TARGETS="echo stubborn stubborn-2w"
+TARGETS="echo stubborn stubborn-2w echo-2t"
 start_target echo 127.0.0.10 || die "udpecho did not start"
+start_target echo-2t 127.0.0.9 || die "udpecho (2 threads) did not start"
 start_target stubborn 127.0.0.11 || die "stubborn did not start"
 start_target stubborn-2w 127.0.0.12 || die "stubborn (2 workers) did not start"
 n=13
@@ -163,7 +168,7 @@ done
 for t in echo stubborn; do
 	PID[$t-2x]=${PID[$t]} CG[$t-2x]=${CG[$t]} ADDR[$t-2x]=${ADDR[$t]} PORT[$t-2x]=${PORT[$t]}
 done
-SERVERS=$(for t in $TARGETS; do case $t in echo | stubborn-2w) ;; *) printf '%s ' "$t" ;; esac; done)
+SERVERS=$(for t in $TARGETS; do case $t in echo | echo-2t | stubborn-2w) ;; *) printf '%s ' "$t" ;; esac; done)
 
 # ---- machine facts -------------------------------------------------------------
 FACTS="$OUT/facts.md"
@@ -174,7 +179,7 @@ up_quota=$(quota_of "$FK_PID") my_quota=$(quota_of $$)
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); kernel $(uname -r); $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)); $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
 	echo "- load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (the machine may be shared: see the idle column)"
 	echo "- CPU quota: $CG_NOTE"
-	echo "- quota per server: ${QUOTA}% of one core (cpu.max \"$((QUOTA * 1000)) 100000\"), one worker/thread each; scaling run: stubborn 2 workers at $((2 * QUOTA))%"
+	echo "- quota per server: ${QUOTA}% of one core (cpu.max \"$((QUOTA * 1000)) 100000\"), one worker/thread each; scaling runs: stubborn 2 workers and the echo with 2 threads at $((2 * QUOTA))%"
 	echo "- dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p' | head -n1) ($PERF_OPTS, no EDNS, no quota: $my_quota), $ROUNDS rounds of ${SECS} s per run, target order rotated each round"
 	echo "- upstream: fakeup (tools/fakeup.c, synthesized answers, TTL 86400, one thread) on 127.0.0.1, no CPU quota (verified: $up_quota)"
 	for t in $TARGETS; do echo "- $t: ${NOTE[$t]}"; done
@@ -316,7 +321,7 @@ for r in $(seq 1 "$ROUNDS"); do
 		for t in $(rotate $((r - 1)) "$@"); do
 			q=$QUOTA
 			case $t in
-			stubborn-2w | *-2x)
+			stubborn-2w | echo-2t | *-2x)
 				# Twice the quota means nothing without a quota.
 				[ "$CG_MODE" = none ] && continue
 				q=$((2 * QUOTA))
