@@ -49,9 +49,14 @@ DEPS_BENCH := dnsperf unbound dnsdist dnsmasq gnuplot-nox python3 iproute2 \
 .PHONY: all run check unit scenarios integration check-asan check-tsan \
 	check-valgrind fuzz storm deps deps-test clean format-check bench \
 	install uninstall check-config-files check-deploy upgrade-bench \
-	bench-encrypted bench-instr
+	bench-encrypted bench-instr build-tests build-unit fuzz-bins fuzz-replay
 
 all: $(BUILD)/stubborn $(TOOLS)
+
+# Everything the checks run, built on every CPU before they start.
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+build-tests: all $(UNIT_BINS) $(SCENARIO)
+build-unit: all $(UNIT_BINS)
 
 $(BUILD)/obj/%.o: resolver/%.c $(HEADERS) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -112,7 +117,8 @@ integration: all
 check: deps-test
 	sh tools/check-layers.sh
 	$(MAKE) format-check
-	$(MAKE) all unit scenarios
+	$(MAKE) -j$(NPROC) build-tests
+	$(MAKE) unit scenarios
 	$(MAKE) integration
 	$(MAKE) check-config-files
 	$(MAKE) check-deploy
@@ -130,7 +136,8 @@ check-deploy: all
 	BUILD=$(BUILD) python3 tests/deploy/run.py
 
 check-asan:
-	$(MAKE) SANITIZER=address all unit scenarios
+	$(MAKE) -j$(NPROC) SANITIZER=address build-tests
+	$(MAKE) SANITIZER=address unit scenarios
 	$(MAKE) SANITIZER=address integration
 
 # ThreadSanitizer: the unit suites (several race threads on purpose), then
@@ -138,7 +145,8 @@ check-asan:
 # and control commands (tests/stress/workers.sh).  Any report fails.
 TSAN_CHECK_OPTIONS := halt_on_error=1 exitcode=66 second_deadlock_stack=1
 check-tsan: all
-	TSAN_OPTIONS="$(TSAN_CHECK_OPTIONS)" $(MAKE) SANITIZER=thread all unit
+	$(MAKE) -j$(NPROC) SANITIZER=thread build-unit
+	TSAN_OPTIONS="$(TSAN_CHECK_OPTIONS)" $(MAKE) SANITIZER=thread unit
 	BUILD=$(BUILD) BUILD_TSAN=build-tsan bash tests/stress/workers.sh
 
 check-valgrind: all
@@ -150,22 +158,32 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS = -std=gnu11 -g -O1 -D_GNU_SOURCE -DSTUBBORN_CHECKS -Iinclude \
 	$(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
-# Targets that drive the engine link the scenario harness too.
+# Targets that drive the engine link the scenario harness too.  The daemon's
+# sources are compiled once for all targets (with coverage, without
+# libFuzzer's main), each target links them.
 FUZZ_HARNESS = tests/scenario/harness.c
-build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(SRCS) $(HEADERS) $(FUZZ_HARNESS) \
+FUZZ_OBJS = $(patsubst %.c,build-fuzz/obj/%.o,\
+	$(filter-out resolver/main.c,$(SRCS)) $(FUZZ_HARNESS))
+build-fuzz/obj/%.o: %.c $(HEADERS) tests/scenario/harness.h
+	@mkdir -p $(dir $@)
+	clang $(subst -fsanitize=fuzzer,-fsanitize=fuzzer-no-link,$(FUZZ_CFLAGS)) \
+		-Itests/scenario -c -o $@ $<
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS) $(HEADERS) \
 		tests/scenario/harness.h
-	@mkdir -p build-fuzz
-	clang $(FUZZ_CFLAGS) -Itests/scenario -o $@ $< \
-		$(filter-out resolver/main.c,$(SRCS)) $(FUZZ_HARNESS) $(PKG_LIBS)
+	clang $(FUZZ_CFLAGS) -Itests/scenario -o $@ $< $(FUZZ_OBJS) $(PKG_LIBS)
 
-fuzz-replay: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_BINS = $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
+fuzz-bins: $(FUZZ_BINS)
+
+fuzz-replay:
+	$(MAKE) -j$(NPROC) fuzz-bins
 	@for t in $(FUZZ_TARGETS); do \
 		echo "fuzz-replay $$t"; \
 		./build-fuzz/fuzz_$$t -runs=0 -artifact_prefix=build-fuzz/ \
 			tests/fuzz/corpus/$$t >/dev/null 2>build-fuzz/$$t.log \
 		|| { tail -30 build-fuzz/$$t.log; exit 1; }; done
 
-fuzz: $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_TARGETS))
+fuzz: $(FUZZ_BINS)
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p build-fuzz/corpus-$$t; \
 		./build-fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) \
