@@ -142,12 +142,17 @@ check-asan:
 
 # ThreadSanitizer: the unit suites (several race threads on purpose), then
 # the daemon with 4 workers under a mixed load, reloads, snapshots, scrapes
-# and control commands (tests/stress/workers.sh).  Any report fails.
+# and control commands (tests/stress/workers.sh), then the DNS-over-TLS and
+# DNSCrypt integration files against the TSan-built daemon (its connection
+# pools and certificate refreshes).  Any report fails.
 TSAN_CHECK_OPTIONS := halt_on_error=1 exitcode=66 second_deadlock_stack=1
 check-tsan: all
 	$(MAKE) -j$(NPROC) SANITIZER=thread build-unit
 	TSAN_OPTIONS="$(TSAN_CHECK_OPTIONS)" $(MAKE) SANITIZER=thread unit
 	BUILD=$(BUILD) BUILD_TSAN=build-tsan bash tests/stress/workers.sh
+	for t in t_dot t_dnscrypt; do \
+		TSAN_OPTIONS="$(TSAN_CHECK_OPTIONS)" BUILD=build-tsan T_ONLY=$$t \
+		bash tests/integration/run.sh || exit 1; done
 
 check-valgrind: all
 	BUILD=$(BUILD) VALGRIND=1 bash tests/integration/run.sh
