@@ -2308,6 +2308,155 @@ finish(struct loader *ld, struct config *cfg)
 }
 
 /*
+ * Reads dir/name's first line into the numbers a, b (b may be NULL: one
+ * number): how many were read (cgroup v2's "max PERIOD" reads as 0: no
+ * quota), -1 when the file is missing.
+ */
+static int
+read_numbers(const char *dir, const char *name, long long *a, long long *b)
+{
+	char path[8300], line[128];
+	int n = 0;
+	FILE *f;
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >=
+		(int)sizeof(path) ||
+	    (f = fopen(path, "r")) == NULL)
+		return -1;
+	if (fgets(line, sizeof(line), f) != NULL)
+		n = b == NULL ? sscanf(line, "%lld", a)
+			      : sscanf(line, "%lld %lld", a, b);
+	fclose(f);
+	return n < 0 ? 0 : n;
+}
+
+/*
+ * Whole CPUs (rounded up) that the quota files in dir allow, or 0 when they
+ * set none: cgroup v2's cpu.max ("max PERIOD" or "QUOTA PERIOD"), else
+ * cgroup v1's cpu.cfs_quota_us (-1: none) and cpu.cfs_period_us.
+ */
+static unsigned long
+quota_cpus_in(const char *dir)
+{
+	long long quota = -1, period = 0;
+	int n = read_numbers(dir, "cpu.max", &quota, &period);
+
+	if (n < 0) {
+		if (read_numbers(dir, "cpu.cfs_quota_us", &quota, NULL) != 1 ||
+		    read_numbers(dir, "cpu.cfs_period_us", &period, NULL) != 1)
+			return 0;
+	} else if (n != 2) {
+		return 0;
+	}
+	if (quota <= 0 || period <= 0)
+		return 0;
+	return (unsigned long)((quota + period - 1) / period);
+}
+
+/*
+ * The smallest quota from the cgroup directory mount+path up to mount
+ * itself: a quota on a parent (a slice, a pod) binds its children too.
+ */
+static unsigned long
+quota_cpus_walk(const char *mount, const char *cgpath)
+{
+	char dir[8192], rel[4096];
+	unsigned long best = 0, q;
+	char *slash;
+
+	if (snprintf(rel, sizeof(rel), "%s", cgpath) >= (int)sizeof(rel))
+		return 0;
+	for (;;) {
+		if (snprintf(dir, sizeof(dir), "%s%s", mount,
+			strcmp(rel, "/") == 0 ? "" : rel) >= (int)sizeof(dir))
+			return best;
+		q = quota_cpus_in(dir);
+		if (q > 0 && (best == 0 || q < best))
+			best = q;
+		slash = strrchr(rel, '/');
+		if (slash == NULL || slash == rel)
+			break;
+		*slash = '\0';
+	}
+	/* Not yet at the mount itself (the path had one component). */
+	if (strcmp(rel, "/") != 0) {
+		q = quota_cpus_in(mount);
+		if (q > 0 && (best == 0 || q < best))
+			best = q;
+	}
+	return best;
+}
+
+/* Whether the comma-separated list has the item. */
+static bool
+list_has(const char *list, const char *item)
+{
+	size_t n = strlen(item);
+
+	for (const char *p = list; p != NULL && *p != '\0';) {
+		if (strncmp(p, item, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+			return true;
+		p = strchr(p, ',');
+		if (p != NULL)
+			p++;
+	}
+	return false;
+}
+
+unsigned long
+config_cgroup_cpus(const char *proc_cgroup, const char *proc_mounts)
+{
+	char line[4096], v1[1024] = "", v2[1024] = "";
+	char dev[256], dir[1024], type[64], mopts[1024];
+	unsigned long best = 0, q;
+	FILE *f = fopen(proc_mounts, "r");
+
+	if (f == NULL)
+		return 0;
+	/* Where the v2 hierarchy and the v1 hierarchy with "cpu" are. */
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (sscanf(line, "%255s %1023s %63s %1023s", dev, dir, type,
+			mopts) != 4)
+			continue;
+		if (strcmp(type, "cgroup2") == 0 && v2[0] == '\0')
+			snprintf(v2, sizeof(v2), "%s", dir);
+		else if (strcmp(type, "cgroup") == 0 && v1[0] == '\0' &&
+		    list_has(mopts, "cpu"))
+			snprintf(v1, sizeof(v1), "%s", dir);
+	}
+	fclose(f);
+	f = fopen(proc_cgroup, "r");
+	if (f == NULL)
+		return 0;
+	/* Lines are "ID:CONTROLLERS:PATH"; v2's has ID 0 and no controllers. */
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *c1 = strchr(line, ':'), *c2, *nl;
+		const char *mount;
+
+		if (c1 == NULL || (c2 = strchr(c1 + 1, ':')) == NULL)
+			continue;
+		*c2 = '\0';
+		if ((nl = strchr(c2 + 1, '\n')) != NULL)
+			*nl = '\0';
+		if (c2[1] != '/')
+			continue;
+		if (c1[1] == '\0')
+			mount = v2;
+		else if (list_has(c1 + 1, "cpu"))
+			mount = v1;
+		else
+			continue;
+		if (mount[0] == '\0')
+			continue;
+		q = quota_cpus_walk(mount, c2 + 1);
+		if (q > 0 && (best == 0 || q < best))
+			best = q;
+	}
+	fclose(f);
+	return best;
+}
+
+/*
  * The CPUs this process may run on (its affinity mask), bounded by its
  * cgroup's CPU quota: a pod limited to one CPU on a 64-core node must not
  * start 64 threads that the quota then throttles.
@@ -2317,26 +2466,15 @@ usable_cpus(void)
 {
 	cpu_set_t set;
 	long n = 0;
-	char line[128];
-	FILE *f;
+	unsigned long q;
 
 	if (sched_getaffinity(0, sizeof(set), &set) == 0)
 		n = CPU_COUNT(&set);
 	if (n < 1)
 		n = sysconf(_SC_NPROCESSORS_ONLN);
-	/* cgroup v2: "max 100000" or "QUOTA PERIOD" in microseconds. */
-	f = fopen("/sys/fs/cgroup/cpu.max", "r");
-	if (f != NULL) {
-		unsigned long long quota, period;
-		if (fgets(line, sizeof(line), f) != NULL &&
-		    sscanf(line, "%llu %llu", &quota, &period) == 2 &&
-		    period > 0) {
-			long q = (long)((quota + period - 1) / period);
-			if (q >= 1 && q < n)
-				n = q;
-		}
-		fclose(f);
-	}
+	q = config_cgroup_cpus("/proc/self/cgroup", "/proc/self/mounts");
+	if (q >= 1 && (long)q < n)
+		n = (long)q;
 	if (n < 1)
 		n = 1;
 	return n > CONFIG_MAX_WORKERS ? CONFIG_MAX_WORKERS : (unsigned)n;

@@ -215,6 +215,16 @@ bool config_addr_is_wildcard(const struct config_addr *a);
 /* "0.2.0": the version --version prints without its name. */
 const char *config_version(void);
 
+/*
+ * The CPU quota of the cgroups this process is in, as whole CPUs rounded
+ * up, or 0 when none is set.  proc_cgroup is in /proc/self/cgroup's
+ * format, proc_mounts in /proc/self/mounts's (where the hierarchies are).
+ * cgroup v2 (cpu.max) and v1 (cpu.cfs_quota_us); the smallest along each
+ * path up to its hierarchy's root counts.
+ */
+unsigned long config_cgroup_cpus(
+    const char *proc_cgroup, const char *proc_mounts);
+
 /* True for 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
 bool config_addr_is_loopback(const struct sockaddr *addr);
 

@@ -192,6 +192,36 @@ expect_match "second stubborn: an error on stderr names the address" "^stubborn:
 out=$(q www.example.com A)
 expect_eq "first stubborn still answers" NOERROR "$(echo "$out" | dig_status)"
 
+# ---- workers = 0: the CPUs this process may use ---------------------------------
+# One worker per CPU of the affinity mask, bounded by the cgroup's CPU quota
+# (a pod limited to one CPU on a big node starts one); --check-config prints
+# the count it chose.
+workers_of() { printf '%s\n' "$1" | sed -n 's/^workers = //p'; }
+W_ARGS="--listen 127.0.0.1:5300 --upstream 127.0.0.1:9 --workers 0 --check-config"
+run $W_ARGS
+ncpu=$(nproc)
+expect_eq "workers 0: one per CPU of the affinity mask ($ncpu)" "$ncpu" "$(workers_of "$R_OUT")"
+taskset -c 0 "$STUBBORN" $W_ARGS >"$T_TMP/out" 2>&1
+expect_eq "workers 0 under taskset -c 0: 1" 1 "$(workers_of "$(cat "$T_TMP/out")")"
+. ../bench/lib_cg.sh
+cg_setup >/dev/null 2>&1
+if [ "$CG_MODE" = none ] || [ "$ncpu" -lt 2 ]; then
+	echo "SKIP - $T_NAME: workers 0 under a CPU quota: ${CG_WHY:-one CPU only} (no writable cgroup with a CPU quota)"
+else
+	G=$(cg_new quota)
+	# Half a CPU on the group's parent binds the child the process is in.
+	cg_quota "$CG_PARENT" 50
+	mkdir "$G/child"
+	out=$(bash -c 'echo $$ >"$1/cgroup.procs" && exec "$2" $3' _ "$G/child" "$STUBBORN" "$W_ARGS" 2>&1)
+	expect_eq "workers 0 in a cgroup whose parent has 50% of a CPU: 1 ($CG_MODE)" 1 "$(workers_of "$out")"
+	cg_quota "$CG_PARENT" max
+	cg_quota "$G" 150
+	out=$(bash -c 'echo $$ >"$1/cgroup.procs" && exec "$2" $3' _ "$G/child" "$STUBBORN" "$W_ARGS" 2>&1)
+	expect_eq "workers 0 with 150% of a CPU on $ncpu CPUs: 2" 2 "$(workers_of "$out")"
+	rmdir "$G/child" "$G"
+	cg_cleanup
+fi
+
 # ---- signals ------------------------------------------------------------------
 stop_stubborn
 start_stubborn --upstream "127.0.0.1:$FK_PORT_up" || not_ok "stubborn started"

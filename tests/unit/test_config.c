@@ -9,7 +9,9 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "stubborn/config.h"
@@ -35,6 +37,7 @@ static void assert_same_config(const struct config *a, const struct config *b);
 static void assert_same_addr(
     const struct config_addr *a, const struct config_addr *b);
 static void round_trip(const struct config *in, struct config *out);
+static void put(const char *dir, const char *rel, const char *text);
 static Suite *make_suite(void);
 
 /* Writes text to a fresh file that the fixture removes afterwards. */
@@ -2598,6 +2601,97 @@ START_TEST(test_allow)
 }
 END_TEST
 
+/* Writes text to dir/rel, making the directories on the way. */
+static void
+put(const char *dir, const char *rel, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, rel);
+	for (char *p = path + strlen(dir) + 1; (p = strchr(p, '/')) != NULL;
+	     p++) {
+		*p = '\0';
+		ck_assert(mkdir(path, 0700) == 0 || errno == EEXIST);
+		*p = '/';
+	}
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/*
+ * workers = 0 counts the cgroup's CPU quota: cgroup v2's cpu.max and v1's
+ * CFS files, found through the mount table, the smallest along the path
+ * (a pod's quota binds its container), rounded up to whole CPUs.
+ */
+START_TEST(test_cgroup_cpus)
+{
+	char root[] = "/tmp/stubborn-cg-XXXXXX", cg[600], mounts[600], cmd[700];
+
+	ck_assert_ptr_nonnull(mkdtemp(root));
+	snprintf(cg, sizeof(cg), "%s/cgroup", root);
+	snprintf(mounts, sizeof(mounts), "%s/mounts", root);
+
+	/* v2: the pod's 1.5 CPUs bind the container under it (no quota). */
+	snprintf(cmd, sizeof(cmd),
+	    "proc /proc proc rw 0 0\n"
+	    "cgroup2 %s/v2 cgroup2 rw,nosuid,nodev 0 0\n",
+	    root);
+	put(root, "mounts", cmd);
+	put(root, "cgroup", "0::/kubepods/pod1/ctr\n");
+	put(root, "v2/cpu.max", "max 100000\n");
+	put(root, "v2/kubepods/pod1/cpu.max", "150000 100000\n");
+	put(root, "v2/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 2);
+	/* A tighter quota deeper down wins. */
+	put(root, "v2/kubepods/pod1/ctr/cpu.max", "25000 100000\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 1);
+	/* No quota anywhere: 0, the affinity mask decides. */
+	put(root, "v2/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+	put(root, "v2/kubepods/pod1/cpu.max", "max 100000\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 0);
+
+	/* v1 (cpu bound to v1, as on hybrid hosts): CFS quota 3.2 CPUs on
+	 * the slice, none on the service. */
+	snprintf(cmd, sizeof(cmd),
+	    "cgroup2 %s/unified cgroup2 rw 0 0\n"
+	    "cgroup %s/mem cgroup rw,memory 0 0\n"
+	    "cgroup %s/cpu,cpuacct cgroup rw,nosuid,cpu,cpuacct 0 0\n",
+	    root, root, root);
+	put(root, "mounts", cmd);
+	put(root, "cgroup",
+	    "4:memory:/system.slice/stubborn.service\n"
+	    "2:cpu,cpuacct:/system.slice/stubborn.service\n"
+	    "0::/system.slice/stubborn.service\n");
+	put(root, "mem/system.slice/cpu.cfs_quota_us", "50000\n");
+	put(root, "mem/system.slice/cpu.cfs_period_us", "100000\n");
+	put(root, "cpu,cpuacct/system.slice/cpu.cfs_quota_us", "320000\n");
+	put(root, "cpu,cpuacct/system.slice/cpu.cfs_period_us", "100000\n");
+	put(root, "cpu,cpuacct/system.slice/stubborn.service/cpu.cfs_quota_us",
+	    "-1\n");
+	put(root, "cpu,cpuacct/system.slice/stubborn.service/cpu.cfs_period_us",
+	    "100000\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 4);
+	/* The memory controller's files are not a CPU quota; -1 is none. */
+	put(root, "cpu,cpuacct/system.slice/cpu.cfs_quota_us", "-1\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 0);
+
+	/* Garbage and missing files are no quota, never a crash. */
+	put(root, "cpu,cpuacct/system.slice/cpu.cfs_quota_us", "lots\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 0);
+	put(root, "cgroup", "garbage\n::\n7:cpu:relative\n");
+	ck_assert_uint_eq(config_cgroup_cpus(cg, mounts), 0);
+	snprintf(cmd, sizeof(cmd), "%s/nothing", root);
+	ck_assert_uint_eq(config_cgroup_cpus(cmd, mounts), 0);
+	ck_assert_uint_eq(config_cgroup_cpus(cg, cmd), 0);
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 static Suite *
 make_suite(void)
 {
@@ -2650,6 +2744,7 @@ make_suite(void)
 	tcase_add_test(tc, test_failure_hold_min_le_max);
 	tcase_add_test(tc, test_upstream_forms);
 	tcase_add_test(tc, test_allow);
+	tcase_add_test(tc, test_cgroup_cpus);
 	suite_add_tcase(s, tc);
 	return s;
 }
