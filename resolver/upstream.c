@@ -194,8 +194,13 @@ upstream_pool_new(const char *name, const struct config_upstream *ups, size_t n,
 	pool->p = *p;
 	pool->n = n;
 	atomic_init(&pool->tokens, (int64_t)p->budget_floor * BUDGET_UNIT);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		pool->s[i].up = ups[i];
+		/* Full from the start: workers that reach a new server at
+		 * the same moment must not see an empty bucket while the
+		 * first of them starts the refill clock. */
+		atomic_init(&pool->s[i].rate_tokens, rate_burst(pool));
+	}
 	return pool;
 }
 
@@ -462,8 +467,9 @@ rate_refill(struct upstream_pool *pool, struct server *s, uint64_t now)
 	uint64_t last = atomic_load(&s->rate_ms);
 
 	if (last == 0) {
-		if (atomic_compare_exchange_strong(&s->rate_ms, &last, now))
-			atomic_store(&s->rate_tokens, rate_burst(pool));
+		/* The bucket is full since the pool was made: start the clock.
+		 */
+		(void)atomic_compare_exchange_strong(&s->rate_ms, &last, now);
 		return;
 	}
 	if (now <= last ||
