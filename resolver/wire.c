@@ -11,7 +11,8 @@ static int parse_opt(
     const uint8_t *msg, const struct wire_rr *rr, struct wire_query *q);
 static void find_opt_lenient(
     const uint8_t *msg, size_t len, struct wire_query *q);
-static int name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next);
+static int name_walk(const uint8_t *msg, size_t len, size_t off, uint8_t *out,
+    bool lower, size_t *next);
 static int put_question(uint8_t *out, size_t cap, size_t off,
     const uint8_t *qname, size_t qname_len, uint16_t qtype, uint16_t qclass);
 
@@ -22,13 +23,17 @@ lower_byte(uint8_t c)
 }
 
 /*
- * The checks of wire_read_name without the copy: the name's wire length,
- * or -EBADMSG; *next is the offset after the name where it starts (after
- * its first pointer, if any).  Every skipped name runs through here, and
- * most are one pointer to the question, so this is on every hot path.
+ * Walks the name at off with every check (pointers only backwards, and
+ * what one leads to ends before it: no loops, no overlapping tricks): its
+ * wire length, or -EBADMSG.  out, when not NULL, gets the uncompressed
+ * name (lower-cased if lower); *next, when not NULL, the offset after the
+ * name where it starts (after its first pointer, if any).  Every skipped
+ * name runs through here, and most are one pointer to the question, so
+ * this is on every hot path.
  */
 static int
-name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next)
+name_walk(const uint8_t *msg, size_t len, size_t off, uint8_t *out, bool lower,
+    size_t *next)
 {
 	size_t o = 0, end = len, after = 0;
 	int jumps = 0;
@@ -42,7 +47,6 @@ name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next)
 				return -EBADMSG;
 			size_t target =
 			    ((size_t)(l & 0x3f) << 8) | msg[off + 1];
-			/* As in wire_read_name: only backwards, no overlap. */
 			if (target >= off || target < WIRE_HDR_LEN)
 				return -EBADMSG;
 			if (after == 0)
@@ -55,9 +59,17 @@ name_walk(const uint8_t *msg, size_t len, size_t off, size_t *next)
 			return -EBADMSG;
 		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > end)
 			return -EBADMSG;
+		if (out != NULL) {
+			out[o] = l;
+			for (size_t i = 0; i < l; i++) {
+				uint8_t c = msg[off + 1 + i];
+				out[o + 1 + i] = lower ? lower_byte(c) : c;
+			}
+		}
 		o += (size_t)l + 1;
 		if (l == 0) {
-			*next = after ? after : off + 1;
+			if (next != NULL)
+				*next = after ? after : off + 1;
 			return (int)o;
 		}
 		off += (size_t)l + 1;
@@ -68,49 +80,14 @@ int
 wire_skip_name(const uint8_t *msg, size_t len, size_t off, size_t *next)
 {
 	/* Following the pointers proves they lead somewhere sane. */
-	return name_walk(msg, len, off, next) < 0 ? -EBADMSG : 0;
+	return name_walk(msg, len, off, NULL, false, next) < 0 ? -EBADMSG : 0;
 }
 
 int
 wire_read_name(
     const uint8_t *msg, size_t len, size_t off, uint8_t *out, bool lower)
 {
-	size_t o = 0, end = len;
-	int jumps = 0;
-
-	for (;;) {
-		if (off >= end)
-			return -EBADMSG;
-		uint8_t l = msg[off];
-		if ((l & 0xc0) == 0xc0) {
-			if (off + 1 >= end || ++jumps > WIRE_MAX_JUMPS)
-				return -EBADMSG;
-			size_t target =
-			    ((size_t)(l & 0x3f) << 8) | msg[off + 1];
-			/*
-			 * Only backwards, and what the pointer leads to must
-			 * end before the pointer: no loops, no overlapping
-			 * tricks.
-			 */
-			if (target >= off || target < WIRE_HDR_LEN)
-				return -EBADMSG;
-			end = off;
-			off = target;
-			continue;
-		}
-		if (l & 0xc0)
-			return -EBADMSG;
-		if (o + (size_t)l + 1 > WIRE_NAME_MAX || off + 1 + l > end)
-			return -EBADMSG;
-		out[o++] = l;
-		if (l == 0)
-			return (int)o;
-		for (size_t i = 0; i < l; i++) {
-			uint8_t c = msg[off + 1 + i];
-			out[o++] = lower ? lower_byte(c) : c;
-		}
-		off += (size_t)l + 1;
-	}
+	return name_walk(msg, len, off, out, lower, NULL);
 }
 
 bool
