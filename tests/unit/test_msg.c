@@ -16,21 +16,12 @@
 
 #include "stubborn/msg.h"
 #include "stubborn/wire.h"
+#include "pkt.h"
 #include "unit.h"
-
-#define PKT_MAX 4096
-
-struct pkt {
-	uint8_t b[PKT_MAX];
-	size_t len;
-};
 
 static const struct msg_policy pol = {5, 86400, 3600};
 
 static void pkt_init(struct pkt *, uint16_t, uint16_t, uint16_t, uint16_t);
-static void pkt_raw(struct pkt *, const void *, size_t);
-static void pkt_u16(struct pkt *, uint16_t);
-static void pkt_u32(struct pkt *, uint32_t);
 static void pkt_name(struct pkt *, const char *);
 static void pkt_rr(struct pkt *, uint16_t, uint32_t, const void *, uint16_t);
 static void pkt_soa(struct pkt *, uint32_t, uint32_t);
@@ -56,32 +47,6 @@ pkt_init(struct pkt *p, uint16_t flags, uint16_t an, uint16_t ns, uint16_t ar)
 	pkt_name(p, "www.example.com");
 	pkt_u16(p, WIRE_TYPE_A);
 	pkt_u16(p, WIRE_CLASS_IN);
-}
-
-static void
-pkt_raw(struct pkt *p, const void *data, size_t n)
-{
-	ck_assert_uint_le(p->len + n, sizeof(p->b));
-	memcpy(p->b + p->len, data, n);
-	p->len += n;
-}
-
-static void
-pkt_u16(struct pkt *p, uint16_t v)
-{
-	uint8_t b[2];
-
-	wire_put16(b, v);
-	pkt_raw(p, b, 2);
-}
-
-static void
-pkt_u32(struct pkt *p, uint32_t v)
-{
-	uint8_t b[4];
-
-	wire_put32(b, v);
-	pkt_raw(p, b, 4);
 }
 
 static void

@@ -12,24 +12,13 @@
 #define EDNS(size, ede, text)                                                  \
 	(&(struct wire_edns){                                                  \
 	    .udp_size = (size), .ede_code = (ede), .ede_text = (text)})
+#include "pkt.h"
 #include "unit.h"
-
-#define PKT_MAX 8192
-
-/* A message under construction. */
-struct pkt {
-	uint8_t b[PKT_MAX];
-	size_t len;
-};
 
 static size_t enc_name(const char *, uint8_t *);
 static size_t long_name(uint8_t *, size_t);
 static void pkt_init(
     struct pkt *, uint16_t, uint16_t, uint16_t, uint16_t, uint16_t, uint16_t);
-static void pkt_raw(struct pkt *, const void *, size_t);
-static void pkt_u8(struct pkt *, uint8_t);
-static void pkt_u16(struct pkt *, uint16_t);
-static void pkt_u32(struct pkt *, uint32_t);
 static size_t pkt_name(struct pkt *, const char *);
 static size_t pkt_question(struct pkt *, const char *, uint16_t, uint16_t);
 static size_t pkt_opt(struct pkt *, uint16_t, uint8_t, uint8_t, uint16_t);
@@ -104,38 +93,6 @@ pkt_init(struct pkt *p, uint16_t id, uint16_t flags, uint16_t qd, uint16_t an,
 	wire_put16(p->b + 8, ns);
 	wire_put16(p->b + 10, ar);
 	p->len = WIRE_HDR_LEN;
-}
-
-static void
-pkt_raw(struct pkt *p, const void *data, size_t n)
-{
-	ck_assert_uint_le(p->len + n, sizeof(p->b));
-	memcpy(p->b + p->len, data, n);
-	p->len += n;
-}
-
-static void
-pkt_u8(struct pkt *p, uint8_t v)
-{
-	pkt_raw(p, &v, 1);
-}
-
-static void
-pkt_u16(struct pkt *p, uint16_t v)
-{
-	uint8_t b[2];
-
-	wire_put16(b, v);
-	pkt_raw(p, b, 2);
-}
-
-static void
-pkt_u32(struct pkt *p, uint32_t v)
-{
-	uint8_t b[4];
-
-	wire_put32(b, v);
-	pkt_raw(p, b, 4);
 }
 
 /* Appends an uncompressed name; returns its offset. */
